@@ -1,0 +1,128 @@
+// Command topoha keeps a two-datacenter Vitess topo alive: it mirrors the topo between the DCs' etcd
+// clusters and (with `run`) fails over when the primary DC is lost. See README.md and DESIGN.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+// Exit codes shared by every subcommand.
+const (
+	exitOK        = 0
+	exitDiffer    = 1 // verify: the prefixes differ
+	exitBadConfig = 2 // bad flags, bad config, unreachable endpoint at start, or any other error
+)
+
+type command struct {
+	name, args, help string
+	run              func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},
+		{"verify", "--config FILE [--json]", "compare the two prefixes key by key: exit 0 equal, 1 different, 2 error", runVerify},
+		{"version", "", "print the version", runVersion},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return exitBadConfig
+		}
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "topoha: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitBadConfig
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: topoha COMMAND [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %-24s %s\n", c.name, c.args, c.help)
+	}
+	fmt.Fprintln(w, "\n`topoha COMMAND -h` lists a command's flags.")
+}
+
+// commonFlags are the flags every config-reading command takes.
+type commonFlags struct {
+	config    string
+	logFormat string
+	logLevel  string
+}
+
+func newFlagSet(name string, stderr io.Writer, cf *commonFlags) *flag.FlagSet {
+	fs := flag.NewFlagSet("topoha "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cf.config, "config", "", "config file (see config.yaml)")
+	fs.StringVar(&cf.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&cf.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return fs
+}
+
+// parse parses args and checks the common flags; a non-nil error has been printed and means exit 2.
+func (cf *commonFlags) parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		err := fmt.Errorf("unexpected argument %q; every option is a flag", fs.Arg(0))
+		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+		return err
+	}
+	if cf.config == "" {
+		err := errors.New("--config is required: the path of the config file (see config.yaml)")
+		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+		return err
+	}
+	return nil
+}
+
+func (cf *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cf.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", cf.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch cf.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", cf.logFormat)
+}
+
+func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
+	version := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		version = bi.Main.Version
+	}
+	fmt.Fprintln(stdout, "topoha", version)
+	return exitOK
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/replication"
+)
+
+// progressLogInterval is how often `topoha mirror` logs its progress, like make-mirror's key count but with
+// the lag.
+const progressLogInterval = 30 * time.Second
+
+func runMirror(ctx context.Context, args []string, _, stderr io.Writer) int {
+	var cf commonFlags
+	fs := newFlagSet("mirror", stderr, &cf)
+	if cf.parse(fs, args) != nil {
+		return exitBadConfig
+	}
+	log, err := cf.logger(stderr)
+	if err != nil {
+		return fail(stderr, "mirror", err)
+	}
+	cfg, src, dst, err := setupMirror(ctx, cf.config)
+	if err != nil {
+		return fail(stderr, "mirror", err)
+	}
+	defer src.client.Close()
+	defer dst.client.Close()
+	m, err := replication.New(mirrorConfig(cfg, src.client, dst.client, log))
+	if err != nil {
+		return fail(stderr, "mirror", err)
+	}
+	log.Info("mirroring", "from", src.dc, "to", dst.dc, "prefix", cfg.Mirror.SourceKeyPrefix(),
+		"dest_prefix", cfg.Mirror.DestKeyPrefix(), "checkpoint", cfg.MirrorCheckpointKey())
+	go logProgress(ctx, m, log)
+	err = m.Run(ctx)
+	if errors.Is(err, context.Canceled) {
+		log.Info("stopped by signal", "applied_revision", m.Status().AppliedRevision)
+		return exitOK
+	}
+	return fail(stderr, "mirror", err)
+}
+
+func logProgress(ctx context.Context, m *replication.Mirror, log *slog.Logger) {
+	t := time.NewTicker(progressLogInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s := m.Status()
+			log.Info("mirror progress", "phase", s.Phase, "applied_revision", s.AppliedRevision,
+				"source_revision", s.SourceRevision, "lag_revisions", s.LagRevisions(),
+				"keys_applied", s.KeysApplied, "keys_per_second", fmt.Sprintf("%.0f", s.KeysPerSecond), "last_error", s.LastError)
+		}
+	}
+}
+
+func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cf commonFlags
+	fs := newFlagSet("verify", stderr, &cf)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	maxDiffs := fs.Int("max-differences", 100, "list at most this many differences (all are counted)")
+	if cf.parse(fs, args) != nil {
+		return exitBadConfig
+	}
+	cfg, src, dst, err := setupMirror(ctx, cf.config)
+	if err != nil {
+		return fail(stderr, "verify", err)
+	}
+	defer src.client.Close()
+	defer dst.client.Close()
+	rep, err := replication.Verify(ctx, mirrorConfig(cfg, src.client, dst.client, nil), *maxDiffs)
+	if err != nil {
+		return fail(stderr, "verify", err)
+	}
+	if *asJSON {
+		out := struct {
+			Source      string `json:"source_dc"`
+			Destination string `json:"destination_dc"`
+			*replication.Report
+		}{src.dc, dst.dc, rep}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return fail(stderr, "verify", err)
+		}
+	} else {
+		printReport(stdout, cfg, src.dc, dst.dc, rep)
+	}
+	if !rep.Equal {
+		return exitDiffer
+	}
+	return exitOK
+}
+
+func printReport(w io.Writer, cfg *config.Config, srcDC, dstDC string, rep *replication.Report) {
+	verdict := "EQUAL"
+	if !rep.Equal {
+		verdict = fmt.Sprintf("DIFFERENT (%d differences)", rep.DifferenceCount)
+	}
+	fmt.Fprintf(w, "%s: %s in %s (revision %d) vs %s in %s (revision %d), %d keys compared\n", verdict,
+		cfg.Mirror.SourceKeyPrefix(), srcDC, rep.SourceRevision, cfg.Mirror.DestKeyPrefix(), dstDC, rep.DestRevision, rep.KeysCompared)
+	if rep.AtCheckpoint {
+		fmt.Fprintln(w, "read at the mirror checkpoint: exact even while the mirror runs")
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	where := map[string]string{
+		replication.Missing:   "in " + srcDC + ", not in " + dstDC,
+		replication.Extra:     "in " + dstDC + ", not in " + srcDC,
+		replication.Different: "values differ",
+	}
+	for _, d := range rep.Differences {
+		fmt.Fprintf(w, "  %-9s %s  (%s)\n", d.Kind, d.Key, where[d.Kind])
+	}
+	if rep.DifferenceCount > len(rep.Differences) {
+		fmt.Fprintf(w, "  ... and %d more (raise --max-differences to list them)\n", rep.DifferenceCount-len(rep.Differences))
+	}
+}
+
+type dcClient struct {
+	dc     string
+	client *clientv3.Client
+}
+
+// setupMirror loads the config and connects to the mirror's source (the primary DC) and destination.
+func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dcClient, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, dcClient{}, dcClient{}, err
+	}
+	srcDC := cfg.InitialPrimary
+	dstDC := cfg.OtherDC(srcDC)
+	src, err := connect(ctx, cfg, srcDC)
+	if err != nil {
+		return nil, dcClient{}, dcClient{}, err
+	}
+	dst, err := connect(ctx, cfg, dstDC)
+	if err != nil {
+		src.Close()
+		return nil, dcClient{}, dcClient{}, err
+	}
+	return cfg, dcClient{srcDC, src}, dcClient{dstDC, dst}, nil
+}
+
+// connect opens a client of one DC's etcd and proves with one read that it answers: clientv3.New alone
+// does not dial, and an unreachable endpoint must stop the start, not surface later.
+func connect(ctx context.Context, cfg *config.Config, dc string) (*clientv3.Client, error) {
+	field := "dcs." + dc + ".etcd"
+	e := cfg.DCs[dc].Etcd
+	cc, err := e.ClientConfig(field)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("%s.endpoints: %w", field, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, e.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(pctx, cfg.KeyRoot(), clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("%s.endpoints: cannot reach etcd at %s within dial_timeout %s: %w; check that etcd runs there and that this host reaches it",
+			field, e, e.DialTimeout, err)
+	}
+	return cli, nil
+}
+
+func mirrorConfig(cfg *config.Config, src, dst *clientv3.Client, log *slog.Logger) replication.Config {
+	return replication.Config{
+		Source:        src,
+		Dest:          dst,
+		Prefix:        cfg.Mirror.SourceKeyPrefix(),
+		DestPrefix:    cfg.Mirror.DestKeyPrefix(),
+		Exclude:       cfg.Mirror.Exclude,
+		CheckpointKey: cfg.MirrorCheckpointKey(),
+		Logger:        log,
+	}
+}
+
+// fail prints err for a person and returns the exit code for errors.
+func fail(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "topoha %s: %v\n", cmd, err)
+	return exitBadConfig
+}

@@ -1,0 +1,199 @@
+// Package config is topoha's configuration: the YAML schema of DESIGN.md, its defaults, and its validation.
+//
+// Load reads a file, rejects unknown keys, fills in defaults and validates everything at once. Every error
+// names the field it is about (for example `dcs.dc2.etcd.endpoints: must not be empty`) and says how to fix
+// it, so that a controller refuses to start on a bad file instead of half-starting.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole of config.yaml.
+type Config struct {
+	Cluster        string        `yaml:"cluster"`
+	InitialPrimary string        `yaml:"initial_primary"`
+	DCs            map[string]DC `yaml:"dcs"`
+	Mirror         Mirror        `yaml:"mirror"`
+	Vitess         Vitess        `yaml:"vitess"`
+	Election       Election      `yaml:"election"`
+	Health         Health        `yaml:"health"`
+	Failover       Failover      `yaml:"failover"`
+	Listen         string        `yaml:"listen"`
+	HTTP           HTTP          `yaml:"http"`
+}
+
+// DC is one datacenter: its etcd cluster (behind a VIP) and how Vitess reaches it.
+type DC struct {
+	Etcd        Etcd   `yaml:"etcd"`
+	Vtctld      string `yaml:"vtctld"`
+	TopoAddress string `yaml:"topo_address"`
+}
+
+// Etcd holds the connection settings for one DC's etcd cluster.
+type Etcd struct {
+	Endpoints    []string      `yaml:"endpoints"`
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	Username     string        `yaml:"username"`
+	PasswordFile string        `yaml:"password_file"`
+	TLS          TLS           `yaml:"tls"`
+}
+
+// TLS names the PEM files for a TLS connection to etcd. CAFile alone verifies the server; CertFile and KeyFile
+// together add a client certificate.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Mirror says what is copied from the primary DC's etcd to the DR DC's etcd.
+//
+// Prefix and DestPrefix name directories: the mirror covers the keys below Prefix + "/" and writes them below
+// DestPrefix + "/", so "/vt" never matches "/vt2/...". Exclude entries are key prefixes below Prefix; excluded
+// keys are neither written nor deleted in the destination.
+type Mirror struct {
+	Prefix          string   `yaml:"prefix"`
+	DestPrefix      string   `yaml:"dest_prefix"`
+	Exclude         []string `yaml:"exclude"`
+	LeasedKeys      string   `yaml:"leased_keys"`
+	CellInfoRewrite bool     `yaml:"cell_info_rewrite"`
+}
+
+// LeasedKeysSkip is the only leased_keys mode: a key bound to a lease in the source is never written to the
+// destination, and a destination copy of it is deleted.
+const LeasedKeysSkip = "skip"
+
+// Vitess locates the Vitess topo records that topoha reads.
+type Vitess struct {
+	GlobalRoot string `yaml:"global_root"`
+}
+
+// Election configures the leader election among controllers.
+type Election struct {
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// Health configures the probes of each DC's etcd VIP.
+type Health struct {
+	Interval         time.Duration `yaml:"interval"`
+	Timeout          time.Duration `yaml:"timeout"`
+	FailureThreshold int           `yaml:"failure_threshold"`
+	SuccessThreshold int           `yaml:"success_threshold"`
+}
+
+// Failover modes.
+const (
+	ModeAuto   = "auto"
+	ModeManual = "manual"
+)
+
+// Failover configures when and how the DR side is promoted.
+type Failover struct {
+	Mode              string        `yaml:"mode"`
+	After             time.Duration `yaml:"after"`
+	Cooldown          time.Duration `yaml:"cooldown"`
+	Witnesses         []string      `yaml:"witnesses"`
+	AllowTwoSiteAuto  bool          `yaml:"allow_two_site_auto"`
+	SelfFence         bool          `yaml:"self_fence"`
+	FenceAfter        time.Duration `yaml:"fence_after"`
+	FenceCommand      []string      `yaml:"fence_command"`
+	PromoteTimeout    time.Duration `yaml:"promote_timeout"`
+	PromoteCommand    []string      `yaml:"promote_command"`
+	SwitchoverCommand []string      `yaml:"switchover_command"`
+	Shards            []Shard       `yaml:"shards"`
+	Hooks             Hooks         `yaml:"hooks"`
+}
+
+// Shard is one Vitess shard that a failover promotes. Tablets lists, per DC, the tablet aliases of that DC;
+// the first is the candidate promoted there.
+type Shard struct {
+	Keyspace string             `yaml:"keyspace"`
+	Shard    string             `yaml:"shard"`
+	Tablets  map[string]Aliases `yaml:"tablets"`
+}
+
+// Aliases is a list of tablet aliases; in YAML it may also be written as a single alias.
+type Aliases []string
+
+// Hooks are argument vectors run around a failover.
+type Hooks struct {
+	BeforePromote []string `yaml:"before_promote"`
+	AfterFailover []string `yaml:"after_failover"`
+	OnRoleChange  []string `yaml:"on_role_change"`
+}
+
+// HTTP configures the HTTP API on Listen.
+type HTTP struct {
+	TokenFile string `yaml:"token_file"`
+}
+
+// CommandVars are the fields available to the templates of promote_command, switchover_command,
+// fence_command and the hooks.
+type CommandVars struct {
+	Keyspace      string
+	Shard         string
+	Tablet        string
+	IgnoreTablets string
+	Vtctld        string
+	DC            string
+	OldDC         string
+	Epoch         int64
+	Timeout       string
+}
+
+// Default returns the configuration that Load starts from before it reads a file.
+func Default() Config {
+	return Config{
+		Mirror:   Mirror{Prefix: "/vt", LeasedKeys: LeasedKeysSkip},
+		Vitess:   Vitess{GlobalRoot: "/vt"},
+		Election: Election{TTL: 10 * time.Second},
+		Health: Health{
+			Interval:         time.Second,
+			Timeout:          time.Second,
+			FailureThreshold: 3,
+			SuccessThreshold: 2,
+		},
+		Failover: Failover{
+			Mode:           ModeManual,
+			After:          30 * time.Second,
+			Cooldown:       15 * time.Minute,
+			FenceAfter:     20 * time.Second,
+			PromoteTimeout: 60 * time.Second,
+			FenceCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
+				"SetWritable", "{{.Tablet}}", "false"},
+			PromoteCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
+				"EmergencyReparentShard", "--new-primary", "{{.Tablet}}", "--ignore-replicas", "{{.IgnoreTablets}}",
+				"{{.Keyspace}}/{{.Shard}}"},
+			SwitchoverCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
+				"PlannedReparentShard", "--new-primary", "{{.Tablet}}", "{{.Keyspace}}/{{.Shard}}"},
+		},
+		Listen: "127.0.0.1:9464",
+	}
+}
+
+// DefaultDialTimeout is used for a DC whose etcd.dial_timeout is not set.
+const DefaultDialTimeout = 2 * time.Second
+
+// KeyRoot is the etcd directory of topoha's own keys for this cluster, in both DCs' etcds. It is never inside
+// the mirrored prefix.
+func (c *Config) KeyRoot() string { return "/topoha/" + c.Cluster + "/" }
+
+// MirrorCheckpointKey is where the mirror keeps its checkpoint, in the destination etcd.
+func (c *Config) MirrorCheckpointKey() string { return c.KeyRoot() + "mirror/checkpoint" }
+
+// OtherDC returns the name of the DC that is not dc. Validation guarantees there are exactly two.
+func (c *Config) OtherDC(dc string) string {
+	for name := range c.DCs {
+		if name != dc {
+			return name
+		}
+	}
+	return ""
+}
+
+// SourceKeyPrefix is the raw etcd key prefix the mirror reads: the directory below mirror.prefix.
+func (m Mirror) SourceKeyPrefix() string { return m.Prefix + "/" }
+
+// DestKeyPrefix is the raw etcd key prefix the mirror writes: the directory below mirror.dest_prefix.
+func (m Mirror) DestKeyPrefix() string { return m.DestPrefix + "/" }

@@ -1,0 +1,69 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// ClientConfig turns one DC's etcd settings into a client configuration, reading the password and TLS files.
+// field is the config path of e (dcs.dc1.etcd), used in errors.
+func (e Etcd) ClientConfig(field string) (clientv3.Config, error) {
+	cc := clientv3.Config{
+		Endpoints:   e.Endpoints,
+		DialTimeout: e.DialTimeout,
+		// Keepalives notice a silently dropped connection (a cut VIP) instead of waiting on it forever.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		Username:             e.Username,
+		// The client logs every retry; topoha reports failures itself, with the DC they concern.
+		Logger: zap.NewNop(),
+	}
+	if e.PasswordFile != "" {
+		pw, err := os.ReadFile(e.PasswordFile)
+		if err != nil {
+			return cc, fieldErr(field+".password_file", "cannot read %q: %v", e.PasswordFile, err)
+		}
+		cc.Password = strings.TrimRight(string(pw), "\r\n")
+	}
+	if e.TLS == (TLS{}) && !e.usesHTTPS() {
+		return cc, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if e.TLS.CAFile != "" {
+		pem, err := os.ReadFile(e.TLS.CAFile)
+		if err != nil {
+			return cc, fieldErr(field+".tls.ca_file", "cannot read %q: %v", e.TLS.CAFile, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return cc, fieldErr(field+".tls.ca_file", "%q holds no PEM certificate", e.TLS.CAFile)
+		}
+	}
+	if e.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(e.TLS.CertFile, e.TLS.KeyFile)
+		if err != nil {
+			return cc, fieldErr(field+".tls", "cannot load cert_file %q with key_file %q: %v", e.TLS.CertFile, e.TLS.KeyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	cc.TLS = tc
+	return cc, nil
+}
+
+func (e Etcd) usesHTTPS() bool {
+	for _, ep := range e.Endpoints {
+		if strings.HasPrefix(ep, "https://") {
+			return true
+		}
+	}
+	return false
+}
+
+// String describes the endpoints for messages, e.g. "http://10.0.0.1:2379,http://10.0.0.2:2379".
+func (e Etcd) String() string { return strings.Join(e.Endpoints, ",") }

@@ -1,0 +1,45 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Eventually polls cond until it returns true or timeout passes; then the test fails with cond's last
+// explanation. Tests wait for conditions this way instead of sleeping.
+func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %s", timeout, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Snapshot returns the keys and values below prefix, with the prefix cut off the keys, skipping keys bound
+// to a lease.
+func Snapshot(t testing.TB, c *clientv3.Client, prefix string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatalf("read %s: %v", prefix, err)
+	}
+	out := make(map[string]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if kv.Lease == 0 {
+			out[string(kv.Key)[len(prefix):]] = string(kv.Value)
+		}
+	}
+	return out
+}
