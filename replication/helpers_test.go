@@ -29,7 +29,7 @@ type pair struct {
 	destPrefix string
 }
 
-func newPair(t *testing.T, srcOpts ...testenv.EtcdOption) *pair {
+func newPair(t testing.TB, srcOpts ...testenv.EtcdOption) *pair {
 	t.Helper()
 	p := &pair{src: testenv.StartEtcd(t, "src", srcOpts...), dst: testenv.StartEtcd(t, "dst"), destPrefix: srcPrefix}
 	p.sc, p.dc = p.src.Client(), p.dst.Client()
@@ -65,7 +65,7 @@ type running struct {
 	done   chan error
 }
 
-func (p *pair) start(t *testing.T, mutate ...func(*Config)) *running {
+func (p *pair) start(t testing.TB, mutate ...func(*Config)) *running {
 	t.Helper()
 	m, err := New(p.config(mutate...))
 	if err != nil {
@@ -79,7 +79,7 @@ func (p *pair) start(t *testing.T, mutate ...func(*Config)) *running {
 }
 
 // stop cancels Run and returns its error, which must be the cancellation or ErrFenced.
-func (r *running) stop(t *testing.T) error {
+func (r *running) stop(t testing.TB) error {
 	t.Helper()
 	r.cancel()
 	select {
@@ -97,14 +97,14 @@ func (r *running) stop(t *testing.T) error {
 
 // waitEqual polls until the destination's mirrored keys equal the source's, read independently of the
 // mirror's own code.
-func (p *pair) waitEqual(t *testing.T, exclude ...string) {
+func (p *pair) waitEqual(t testing.TB, exclude ...string) {
 	t.Helper()
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		return p.equal(t, exclude...)
 	})
 }
 
-func (p *pair) equal(t *testing.T, exclude ...string) (bool, string) {
+func (p *pair) equal(t testing.TB, exclude ...string) (bool, string) {
 	src := testenv.Snapshot(t, p.sc, srcPrefix)
 	dst := testenv.Snapshot(t, p.dc, p.destPrefix)
 	for _, ex := range exclude {
@@ -141,13 +141,13 @@ func describeDiff(src, dst map[string]string) string {
 	return fmt.Sprintf("source %d keys, destination %d keys: %v", len(src), len(dst), diffs)
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func mustPut(t *testing.T, c *clientv3.Client, key, val string, opts ...clientv3.OpOption) *clientv3.PutResponse {
+func mustPut(t testing.TB, c *clientv3.Client, key, val string, opts ...clientv3.OpOption) *clientv3.PutResponse {
 	t.Helper()
 	resp, err := c.Put(ctxT(t), key, val, opts...)
 	if err != nil {
@@ -156,7 +156,7 @@ func mustPut(t *testing.T, c *clientv3.Client, key, val string, opts ...clientv3
 	return resp
 }
 
-func mustDelete(t *testing.T, c *clientv3.Client, key string, opts ...clientv3.OpOption) {
+func mustDelete(t testing.TB, c *clientv3.Client, key string, opts ...clientv3.OpOption) {
 	t.Helper()
 	if _, err := c.Delete(ctxT(t), key, opts...); err != nil {
 		t.Fatalf("delete %s: %v", key, err)
@@ -164,7 +164,7 @@ func mustDelete(t *testing.T, c *clientv3.Client, key string, opts ...clientv3.O
 }
 
 // fill puts n keys below srcPrefix+dir in transactions of up to 100 puts.
-func fill(t *testing.T, c *clientv3.Client, dir string, n int, value string) {
+func fill(t testing.TB, c *clientv3.Client, dir string, n int, value string) {
 	t.Helper()
 	for i := 0; i < n; i += 100 {
 		var ops []clientv3.Op
@@ -177,7 +177,7 @@ func fill(t *testing.T, c *clientv3.Client, dir string, n int, value string) {
 	}
 }
 
-func checkpointOf(t *testing.T, c *clientv3.Client) *Checkpoint {
+func checkpointOf(t testing.TB, c *clientv3.Client) *Checkpoint {
 	t.Helper()
 	cp, err := ReadCheckpoint(ctxT(t), c, cpKey, 5*time.Second)
 	if err != nil {
@@ -186,7 +186,7 @@ func checkpointOf(t *testing.T, c *clientv3.Client) *Checkpoint {
 	return cp
 }
 
-func currentRev(t *testing.T, c *clientv3.Client) int64 {
+func currentRev(t testing.TB, c *clientv3.Client) int64 {
 	t.Helper()
 	resp, err := c.Get(ctxT(t), "rev-probe")
 	if err != nil {
@@ -196,7 +196,7 @@ func currentRev(t *testing.T, c *clientv3.Client) int64 {
 }
 
 // waitApplied waits until the mirror has applied the source's current revision.
-func (p *pair) waitApplied(t *testing.T, r *running) {
+func (p *pair) waitApplied(t testing.TB, r *running) {
 	t.Helper()
 	want := currentRev(t, p.sc)
 	testenv.Eventually(t, waitLong, func() (bool, string) {

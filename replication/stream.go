@@ -43,18 +43,21 @@ func (m *Mirror) stream(ctx context.Context) error {
 			}
 			pcancel()
 		case resp, ok := <-wch:
+			// Gather what arrives within BatchDelay before writing: under load, batches grow instead of lag.
+			linger := time.NewTimer(m.cfg.BatchDelay)
 			for ok {
 				if err := b.take(ctx, resp); err != nil {
+					linger.Stop()
 					return err
 				}
-				// Take whatever else is ready before writing: under load, batches grow instead of lag.
 				select {
 				case resp, ok = <-wch:
 					continue
-				default:
+				case <-linger.C:
 				}
 				break
 			}
+			linger.Stop()
 			if !ok {
 				return errors.New("source watch closed")
 			}

@@ -11,6 +11,9 @@ import (
 // revision it was reading; past it Run backs off and tries again.
 const maxCompactedRestarts = 3
 
+// syncCheckpointEvery is how many full-sync transactions run between two checkpoints.
+const syncCheckpointEvery = 32
+
 // fullSync makes the destination equal to the source at one revision R: it copies what is missing or
 // different and deletes what the source does not have, then records R as applied. With resume it continues
 // an interrupted sync at its revision and key; if that revision was compacted it starts over.
@@ -46,21 +49,36 @@ func (m *Mirror) syncAt(ctx context.Context, resume *SyncProgress) error {
 	dst := &rangeReader{cli: m.cfg.Dest, next: m.scope.destKey(start), end: clientv3.GetPrefixRangeEnd(m.cfg.DestPrefix),
 		pageSize: int64(m.cfg.PageSize), timeout: m.cfg.RequestTimeout}
 
+	// Changes go out in transactions running in parallel; every syncCheckpointEvery of them, a barrier and
+	// a checkpoint record how far the sync got.
+	w := newParallelWriter(ctx, m, m.cfg.SyncConcurrency)
 	var ops []clientv3.Op
-	size := 0
+	size, chunks := 0, 0
 	compared, err := m.scope.diff(ctx, src, dst, func(c change) error {
 		op, n := c.op(m.scope)
 		if len(ops) > 0 && (len(ops)+1 >= m.cfg.MaxTxnOps || size+n > m.cfg.MaxTxnBytes) {
-			// c.srcKey is not written yet: a resumed sync starts there.
-			if err := m.commit(ctx, ops, Checkpoint{Sync: &SyncProgress{Revision: rev, NextKey: []byte(c.srcKey)}}); err != nil {
+			if err := w.submit(ops); err != nil {
 				return err
 			}
-			ops, size = ops[:0], 0
+			ops, size = nil, 0
+			if chunks++; chunks%syncCheckpointEvery == 0 {
+				if err := w.wait(); err != nil {
+					return err
+				}
+				// c.srcKey is not written yet: a resumed sync starts there.
+				if err := m.commit(ctx, nil, Checkpoint{Sync: &SyncProgress{Revision: rev, NextKey: []byte(c.srcKey)}}); err != nil {
+					return err
+				}
+				w.cpModRev = m.cpModRev
+			}
 		}
 		ops = append(ops, op)
 		size += n
 		return nil
 	})
+	if werr := w.wait(); err == nil {
+		err = werr
+	}
 	if err != nil {
 		return fmt.Errorf("full sync at source revision %d: %w", rev, err)
 	}
