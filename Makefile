@@ -6,6 +6,10 @@ BIN := bin/topoha
 build:
 	$(GO) build -o $(BIN) ./cmd/topoha
 
+# The whole system on one machine with embedded etcd servers, narrated. Needs nothing but Go.
+demo:
+	$(GO) run ./cmd/topoha demo
+
 # The README's test command; .ci/run runs exactly this.
 test:
 	$(GO) vet ./...

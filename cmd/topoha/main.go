@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/topoha/topoha/internal/demo"
 )
 
 // Exit codes shared by every subcommand.
@@ -31,6 +33,7 @@ func commands() []command {
 	return []command{
 		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},
 		{"verify", "--config FILE [--json]", "compare the two prefixes key by key: exit 0 equal, 1 different, 2 error", runVerify},
+		{"demo", "", "the mirror on two embedded etcd servers, narrated; needs nothing but this binary", runDemo},
 		{"version", "", "print the version", runVersion},
 	}
 }
@@ -116,6 +119,18 @@ func (cf *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: use text or json", cf.logFormat)
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("topoha demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitBadConfig
+	}
+	if err := demo.Run(ctx, stdout); err != nil {
+		return fail(stderr, "demo", err)
+	}
+	return exitOK
 }
 
 func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {

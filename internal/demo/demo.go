@@ -1,0 +1,356 @@
+// Package demo plays topoha on one machine, narrated: two embedded etcd servers stand in for the two DCs'
+// etcd clusters, and each step checks that what it tells really happened, so a demo that prints "done"
+// has shown it.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/internal/embedetcd"
+	"github.com/topoha/topoha/replication"
+)
+
+const (
+	prefix        = "/vt/"
+	checkpointKey = "/topoha/demo/mirror/checkpoint"
+	tablets       = 2000
+	waitFor       = 30 * time.Second
+)
+
+// Run plays the demo, writing the narration to w. It returns an error when a step does not behave as
+// described.
+func Run(ctx context.Context, w io.Writer) error {
+	d := &demo{w: w}
+	dir, err := os.MkdirTemp("", "topoha-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	defer d.close()
+	steps := []struct {
+		title string
+		run   func(context.Context) error
+	}{
+		{"Two datacenters, one etcd cluster each", func(ctx context.Context) error { return d.startDCs(ctx, dir) }},
+		{"A Vitess topo in dc1 (the primary)", d.writeTopo},
+		{"topoha mirror: first full sync dc1 -> dc2", d.firstSync},
+		{"Live changes stream across", d.liveChange},
+		{"The mirror is down while dc1 changes (deletes included)", d.downWhileChanging},
+		{"dc1 compacts its history past the mirror's checkpoint", d.compactedWhileDown},
+		{"topoha verify: key by key", d.verify},
+	}
+	for i, s := range steps {
+		d.sayf("\n== %d. %s\n", i+1, s.title)
+		if err := s.run(ctx); err != nil {
+			return fmt.Errorf("step %d (%s): %w", i+1, s.title, err)
+		}
+	}
+	d.sayf("\nDone: the DR copy in dc2 equals dc1's topo, and every claim above was checked.\n")
+	return nil
+}
+
+type demo struct {
+	w        io.Writer
+	dc1, dc2 *embedetcd.Server
+	c1, c2   *clientv3.Client
+	mirror   *replication.Mirror
+	stop     context.CancelFunc
+	done     chan error
+}
+
+func (d *demo) sayf(format string, args ...any) { fmt.Fprintf(d.w, format, args...) }
+
+func (d *demo) close() {
+	d.stopMirror()
+	for _, c := range []*clientv3.Client{d.c1, d.c2} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	for _, s := range []*embedetcd.Server{d.dc1, d.dc2} {
+		if s != nil {
+			s.Stop()
+		}
+	}
+}
+
+func (d *demo) startDCs(_ context.Context, dir string) error {
+	var err error
+	if d.dc1, err = embedetcd.New("dc1", dir+"/dc1"); err != nil {
+		return err
+	}
+	if d.dc2, err = embedetcd.New("dc2", dir+"/dc2"); err != nil {
+		return err
+	}
+	for _, s := range []*embedetcd.Server{d.dc1, d.dc2} {
+		if err := s.Start(); err != nil {
+			return err
+		}
+	}
+	if d.c1, err = d.dc1.Client(); err != nil {
+		return err
+	}
+	if d.c2, err = d.dc2.Client(); err != nil {
+		return err
+	}
+	d.sayf("dc1 etcd at %s (primary DC), dc2 etcd at %s (DR DC)\n", d.dc1.Endpoint(), d.dc2.Endpoint())
+	return nil
+}
+
+func (d *demo) writeTopo(ctx context.Context) error {
+	keys := map[string]string{
+		"keyspaces/commerce/Keyspace":           "durability_policy: semi_sync",
+		"keyspaces/commerce/shards/-80/Shard":   "primary_alias: dc1-0000000100",
+		"keyspaces/commerce/shards/80-/Shard":   "primary_alias: dc1-0000000200",
+		"keyspaces/customer/Keyspace":           "durability_policy: none",
+		"keyspaces/customer/shards/0/Shard":     "primary_alias: dc1-0000000300",
+		"keyspaces/customer/shards/0/VSchema":   "tables: [customer]",
+		"cells/dc1/CellInfo":                    "server_address: etcd-dc1:2379",
+		"cells/dc2/CellInfo":                    "server_address: etcd-dc2:2379",
+		"keyspaces/commerce/shards/-80/Tablets": "dc1-0000000100,dc2-0000000101",
+	}
+	for i := 0; i < tablets; i++ {
+		keys[fmt.Sprintf("tablets/dc1-%010d/Tablet", 1000+i)] = fmt.Sprintf("keyspace: commerce, type: REPLICA, uid: %d", 1000+i)
+	}
+	ops := make([]clientv3.Op, 0, 100)
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		ops = append(ops, clientv3.OpPut(prefix+k, keys[k]))
+		if len(ops) == 100 {
+			if _, err := d.c1.Txn(ctx).Then(ops...).Commit(); err != nil {
+				return err
+			}
+			ops = ops[:0]
+		}
+	}
+	if _, err := d.c1.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return err
+	}
+	lease, err := d.c1.Grant(ctx, 60)
+	if err != nil {
+		return err
+	}
+	lockKey := fmt.Sprintf("%skeyspaces/commerce/shards/-80/locks/%x", prefix, lease.ID)
+	if _, err := d.c1.Put(ctx, lockKey, "vtctld: PlannedReparentShard", clientv3.WithLease(lease.ID)); err != nil {
+		return err
+	}
+	d.sayf("wrote %d keys below /vt/ (2 keyspaces, 3 shards, %d tablets, cell records)\n", len(keys), tablets)
+	d.sayf("and a shard lock bound to a lease, as vtctld holds one during a reparent:\n  %s\n", lockKey)
+	return nil
+}
+
+func (d *demo) startMirror() error {
+	m, err := replication.New(replication.Config{
+		Source: d.c1, Dest: d.c2,
+		Prefix: prefix, DestPrefix: prefix,
+		CheckpointKey:      checkpointKey,
+		ProgressInterval:   100 * time.Millisecond,
+		CheckpointInterval: 200 * time.Millisecond,
+		Logger:             slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.mirror, d.stop, d.done = m, cancel, make(chan error, 1)
+	go func() { d.done <- m.Run(ctx) }()
+	return nil
+}
+
+func (d *demo) stopMirror() {
+	if d.stop != nil {
+		d.stop()
+		<-d.done
+		d.stop = nil
+	}
+}
+
+// waitCaughtUp waits until the mirror has applied dc1's current revision.
+func (d *demo) waitCaughtUp(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	resp, err := d.c1.Get(ctx, "rev")
+	if err != nil {
+		return 0, err
+	}
+	want := resp.Header.Revision
+	for {
+		s := d.mirror.Status()
+		if s.AppliedRevision >= want && s.Phase == replication.PhaseStreaming {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > waitFor {
+			return 0, fmt.Errorf("mirror at revision %d, dc1 at %d after %s (phase %s, last error %q)", s.AppliedRevision, want, waitFor, s.Phase, s.LastError)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (d *demo) firstSync(ctx context.Context) error {
+	if err := d.startMirror(); err != nil {
+		return err
+	}
+	took, err := d.waitCaughtUp(ctx)
+	if err != nil {
+		return err
+	}
+	s := d.mirror.Status()
+	d.sayf("copied %d keys in %s with %d transactions (make-mirror writes one key per request)\n",
+		s.KeysApplied, took.Round(time.Millisecond), s.Transactions)
+	locks, err := d.c2.Get(ctx, prefix+"keyspaces/commerce/shards/-80/locks/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	if locks.Count != 0 {
+		return errors.New("the leased shard lock reached dc2")
+	}
+	d.sayf("the leased shard lock was NOT copied: a permanent copy would never expire and would block\n")
+	d.sayf("EmergencyReparentShard in dc2 after a failover\n")
+	return d.checkEqual(ctx)
+}
+
+func (d *demo) liveChange(ctx context.Context) error {
+	key := prefix + "keyspaces/commerce/shards/80-/Shard"
+	start := time.Now()
+	if _, err := d.c1.Put(ctx, key, "primary_alias: dc1-0000000201"); err != nil {
+		return err
+	}
+	for {
+		resp, err := d.c2.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == "primary_alias: dc1-0000000201" {
+			break
+		}
+		if time.Since(start) > waitFor {
+			return errors.New("the change did not reach dc2")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d.sayf("a reparent in dc1 rewrote commerce/80-'s Shard record: visible in dc2 after %s\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (d *demo) downWhileChanging(ctx context.Context) error {
+	d.stopMirror()
+	cp, err := replication.ReadCheckpoint(ctx, d.c2, checkpointKey, 5*time.Second)
+	if err != nil || cp == nil {
+		return fmt.Errorf("no checkpoint in dc2: %v", err)
+	}
+	d.sayf("mirror stopped; its checkpoint in dc2 says dc1 revision %d is applied\n", cp.Revision)
+	if _, err := d.c1.Delete(ctx, prefix+"keyspaces/customer/", clientv3.WithPrefix()); err != nil {
+		return err
+	}
+	if _, err := d.c1.Delete(ctx, prefix+"tablets/dc1-0000001", clientv3.WithPrefix()); err != nil {
+		return err
+	}
+	if _, err := d.c1.Put(ctx, prefix+"keyspaces/commerce/shards/-80/Shard", "primary_alias: dc1-0000000102"); err != nil {
+		return err
+	}
+	d.sayf("meanwhile in dc1: keyspace customer deleted, 1000 tablets deleted, a Shard record changed\n")
+	d.sayf("(make-mirror restarted here would never delete those keys from dc2)\n")
+	if err := d.startMirror(); err != nil {
+		return err
+	}
+	if _, err := d.waitCaughtUp(ctx); err != nil {
+		return err
+	}
+	s := d.mirror.Status()
+	if len(s.Resyncs) != 0 {
+		return fmt.Errorf("expected a resume from the checkpoint, got full syncs %v", s.Resyncs)
+	}
+	d.sayf("restarted: resumed from revision %d and applied %d changes (the deletes arrive as watch events);\n", cp.Revision, s.KeysApplied)
+	d.sayf("nothing else was re-copied\n")
+	return d.checkEqual(ctx)
+}
+
+func (d *demo) compactedWhileDown(ctx context.Context) error {
+	d.stopMirror()
+	if _, err := d.c1.Delete(ctx, prefix+"tablets/", clientv3.WithPrefix()); err != nil {
+		return err
+	}
+	if _, err := d.c1.Put(ctx, prefix+"keyspaces/commerce/shards/80-/Shard", "primary_alias: dc1-0000000200"); err != nil {
+		return err
+	}
+	resp, err := d.c1.Get(ctx, "rev")
+	if err != nil {
+		return err
+	}
+	if _, err := d.c1.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		return err
+	}
+	d.sayf("mirror stopped; dc1 deleted every tablet record, then compacted its history at revision %d\n", resp.Header.Revision)
+	d.sayf("(make-mirror fails here with \"required revision has been compacted\")\n")
+	if err := d.startMirror(); err != nil {
+		return err
+	}
+	if _, err := d.waitCaughtUp(ctx); err != nil {
+		return err
+	}
+	s := d.mirror.Status()
+	if s.Resyncs[replication.ResyncCompacted] != 1 {
+		return fmt.Errorf("expected one full sync for compaction, got %v", s.Resyncs)
+	}
+	d.sayf("restarted: the checkpoint is compacted away, so a full sync at one dc1 revision ran and deleted\n")
+	d.sayf("what dc1 no longer has (%d changes; counted as resync reason %q)\n", s.KeysApplied, replication.ResyncCompacted)
+	return d.checkEqual(ctx)
+}
+
+func (d *demo) verify(ctx context.Context) error {
+	rep, err := replication.Verify(ctx, replication.Config{
+		Source: d.c1, Dest: d.c2, Prefix: prefix, DestPrefix: prefix, CheckpointKey: checkpointKey,
+	}, 10)
+	if err != nil {
+		return err
+	}
+	if !rep.Equal {
+		return fmt.Errorf("verify found %d differences: %v", rep.DifferenceCount, rep.Differences)
+	}
+	d.sayf("EQUAL: %d keys compared, dc1 read at the checkpoint revision %d, dc2 at its revision %d\n",
+		rep.KeysCompared, rep.SourceRevision, rep.DestRevision)
+	return nil
+}
+
+// checkEqual reads both prefixes independently of the mirror and compares them (leased keys aside).
+func (d *demo) checkEqual(ctx context.Context) error {
+	a, err := permanentKeys(ctx, d.c1)
+	if err != nil {
+		return err
+	}
+	b, err := permanentKeys(ctx, d.c2)
+	if err != nil {
+		return err
+	}
+	if !maps.Equal(a, b) {
+		return fmt.Errorf("dc1 has %d keys, dc2 %d: not equal", len(a), len(b))
+	}
+	d.sayf("checked: dc2 holds exactly dc1's %d permanent keys\n", len(a))
+	return nil
+}
+
+func permanentKeys(ctx context.Context, c *clientv3.Client) (map[string]string, error) {
+	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		if kv.Lease == 0 {
+			out[string(kv.Key)] = string(kv.Value)
+		}
+	}
+	return out, nil
+}
