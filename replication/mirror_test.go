@@ -489,3 +489,30 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// A source that goes away (DC loss, VIP cut) is noticed, not waited on forever, and the mirror resumes
+// from its checkpoint when the source returns.
+func TestSourceOutageIsDetectedAndResumed(t *testing.T) {
+	p := newPair(t)
+	fill(t, p.sc, "k/", 100, "v1")
+	r := p.start(t, func(c *Config) {
+		c.StallTimeout = time.Second
+		c.RequestTimeout = time.Second
+	})
+	p.waitEqual(t)
+	p.waitApplied(t, r)
+
+	p.src.Stop()
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		s := r.Status()
+		return s.LastError != "" && s.Phase == PhaseRetrying, fmt.Sprintf("phase %s, last error %q", s.Phase, s.LastError)
+	})
+	p.src.Start()
+	mustDelete(t, p.sc, srcPrefix+"k/000001")
+	mustPut(t, p.sc, srcPrefix+"k/000002", "v2")
+	p.waitEqual(t)
+	p.waitApplied(t, r)
+	if s := r.Status(); len(s.Resyncs) != 1 {
+		t.Errorf("the source outage caused a full sync: %v", s.Resyncs)
+	}
+}
