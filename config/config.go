@@ -146,7 +146,6 @@ type CommandVars struct {
 func Default() Config {
 	return Config{
 		Mirror:   Mirror{Prefix: "/vt", LeasedKeys: LeasedKeysSkip},
-		Vitess:   Vitess{GlobalRoot: "/vt"},
 		Election: Election{TTL: 10 * time.Second},
 		Health: Health{
 			Interval:         time.Second,

@@ -108,8 +108,10 @@ func describeYAMLError(msg string, fields map[int][]fieldAt) error {
 		return fieldErr(field, "unknown key (line %d); check its spelling against config.yaml", line)
 	}
 	if v := yamlBadValue.FindStringSubmatch(detail); v != nil {
+		// yaml shortens a value longer than 10 bytes to its first 7 and "...".
+		short, cut := strings.CutSuffix(v[1], "...")
 		for _, f := range onLine {
-			if f.value == v[1] {
+			if f.value == v[1] || (cut && len(f.value) > 10 && strings.HasPrefix(f.value, short)) {
 				field = f.path
 				break
 			}
@@ -163,7 +165,9 @@ func (a *Aliases) UnmarshalYAML(n *yaml.Node) error {
 	}
 	var list []string
 	if err := n.Decode(&list); err != nil {
-		return fmt.Errorf("line %d: want a tablet alias or a list of them", n.Line)
+		// A *yaml.TypeError is collected with the other decoding errors and named after its field; any other
+		// error would abort decoding with a bare line number.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a tablet alias or a list of them", n.Line)}}
 	}
 	*a = list
 	return nil

@@ -47,6 +47,9 @@ func (c *Config) applyDefaults() {
 	if c.Mirror.DestPrefix == "" {
 		c.Mirror.DestPrefix = c.Mirror.Prefix
 	}
+	if c.Vitess.GlobalRoot == "" {
+		c.Vitess.GlobalRoot = c.Mirror.Prefix
+	}
 	for name, dc := range c.DCs {
 		if dc.Etcd.DialTimeout == 0 {
 			dc.Etcd.DialTimeout = DefaultDialTimeout
@@ -80,6 +83,8 @@ func (c *Config) Validate() error {
 
 	if !strings.HasPrefix(c.Vitess.GlobalRoot, "/") {
 		add(fieldErr("vitess.global_root", "%q must start with '/': the -topo_global_root of Vitess, e.g. /vt", c.Vitess.GlobalRoot))
+	} else if c.Vitess.GlobalRoot != c.Mirror.Prefix && !strings.HasPrefix(c.Vitess.GlobalRoot, c.Mirror.SourceKeyPrefix()) {
+		add(fieldErr("vitess.global_root", "%q is not mirror.prefix (%q) or below it: the Shard records would not be mirrored to the DR DC; make mirror.prefix cover the global root", c.Vitess.GlobalRoot, c.Mirror.Prefix))
 	}
 	if c.Election.TTL < time.Second || c.Election.TTL%time.Second != 0 {
 		add(fieldErr("election.ttl", "%s: must be a whole number of seconds, at least 1s (etcd leases count in seconds)", c.Election.TTL))
@@ -190,7 +195,7 @@ func (c *Config) validateMirror(add func(error)) {
 			add(fieldErr(field, "%q must start with '/', e.g. /vt", p))
 		case p == "/" || strings.HasSuffix(p, "/"):
 			add(fieldErr(field, "%q: name the directory without a trailing '/', e.g. /vt", p))
-		case strings.HasPrefix("/topoha/", p+"/"):
+		case strings.HasPrefix("/topoha/", p+"/") || strings.HasPrefix(p+"/", "/topoha/"):
 			add(fieldErr(field, "%q contains topoha's own keys (/topoha/); name the Vitess global root instead, e.g. /vt", p))
 		default:
 			return true
