@@ -64,7 +64,7 @@ func (m *Mirror) stream(ctx context.Context) error {
 			if err := b.flush(ctx); err != nil {
 				return err
 			}
-			if err := m.persistProgress(ctx, false); err != nil {
+			if err := m.persistProgress(ctx); err != nil {
 				return err
 			}
 			lastHeard = time.Now()
@@ -73,9 +73,9 @@ func (m *Mirror) stream(ctx context.Context) error {
 }
 
 // persistProgress records an applied revision that only progress notifications or excluded events moved,
-// at most every CheckpointInterval unless forced.
-func (m *Mirror) persistProgress(ctx context.Context, force bool) error {
-	if m.applied <= m.persistedRev || (!force && time.Since(m.lastPersist) < m.cfg.CheckpointInterval) {
+// at most every CheckpointInterval.
+func (m *Mirror) persistProgress(ctx context.Context) error {
+	if m.applied <= m.persistedRev || time.Since(m.lastPersist) < m.cfg.CheckpointInterval {
 		return nil
 	}
 	return m.commit(ctx, nil, Checkpoint{Revision: m.applied})
