@@ -40,6 +40,11 @@ func commands() []command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal starts a clean stop, a second one kills the process at once.
+		<-ctx.Done()
+		stop()
+	}()
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -88,7 +93,8 @@ func newFlagSet(name string, stderr io.Writer, cf *commonFlags) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args and checks the common flags; a non-nil error has been printed and means exit 2.
+// parse parses args and checks the common flags. A non-nil error has been printed; exitCodeFor says how
+// to exit.
 func (cf *commonFlags) parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -104,6 +110,14 @@ func (cf *commonFlags) parse(fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	return nil
+}
+
+// exitCodeFor is the exit code after a flag error: -h asked for help, anything else was a mistake.
+func exitCodeFor(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitBadConfig
 }
 
 func (cf *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
@@ -125,7 +139,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("topoha demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
-		return exitBadConfig
+		return exitCodeFor(err)
 	}
 	if err := demo.Run(ctx, stdout); err != nil {
 		return fail(stderr, "demo", err)

@@ -22,8 +22,8 @@ const progressLogInterval = 30 * time.Second
 func runMirror(ctx context.Context, args []string, _, stderr io.Writer) int {
 	var cf commonFlags
 	fs := newFlagSet("mirror", stderr, &cf)
-	if cf.parse(fs, args) != nil {
-		return exitBadConfig
+	if err := cf.parse(fs, args); err != nil {
+		return exitCodeFor(err)
 	}
 	log, err := cf.logger(stderr)
 	if err != nil {
@@ -31,6 +31,11 @@ func runMirror(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 	cfg, src, dst, err := setupMirror(ctx, cf.config)
 	if err != nil {
+		if ctx.Err() != nil {
+			// SIGTERM while connecting is a stop, not an unreachable endpoint.
+			log.Info("stopped by signal before mirroring started")
+			return exitOK
+		}
 		return fail(stderr, "mirror", err)
 	}
 	defer src.client.Close()
@@ -71,8 +76,8 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := newFlagSet("verify", stderr, &cf)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	maxDiffs := fs.Int("max-differences", 100, "list at most this many differences (all are counted)")
-	if cf.parse(fs, args) != nil {
-		return exitBadConfig
+	if err := cf.parse(fs, args); err != nil {
+		return exitCodeFor(err)
 	}
 	cfg, src, dst, err := setupMirror(ctx, cf.config)
 	if err != nil {
