@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
-	"sort"
 	"testing"
 	"time"
 
@@ -114,31 +112,10 @@ func (p *pair) equal(t testing.TB, exclude ...string) (bool, string) {
 			}
 		}
 	}
-	if maps.Equal(src, dst) {
-		return true, ""
+	if diff := testenv.DescribeDiff(src, dst); diff != "" {
+		return false, "source vs destination: " + diff
 	}
-	return false, describeDiff(src, dst)
-}
-
-func describeDiff(src, dst map[string]string) string {
-	var diffs []string
-	for k, v := range src {
-		if dv, ok := dst[k]; !ok {
-			diffs = append(diffs, "missing "+k)
-		} else if dv != v {
-			diffs = append(diffs, "different "+k)
-		}
-	}
-	for k := range dst {
-		if _, ok := src[k]; !ok {
-			diffs = append(diffs, "extra "+k)
-		}
-	}
-	sort.Strings(diffs)
-	if len(diffs) > 5 {
-		diffs = append(diffs[:5], fmt.Sprintf("... %d in all", len(diffs)))
-	}
-	return fmt.Sprintf("source %d keys, destination %d keys: %v", len(src), len(dst), diffs)
+	return true, ""
 }
 
 func ctxT(t testing.TB) context.Context {

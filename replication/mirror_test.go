@@ -35,8 +35,8 @@ func TestInitialSyncCopiesAndReconciles(t *testing.T) {
 
 	dst := testenv.Snapshot(t, p.dc, srcPrefix)
 	src := testenv.Snapshot(t, p.sc, srcPrefix)
-	if len(dst) != 2500 || describeDiff(src, dst) != describeDiff(src, src) {
-		t.Fatalf("after the full sync: %s", describeDiff(src, dst))
+	if len(dst) != 2500 || testenv.DescribeDiff(src, dst) != "" {
+		t.Fatalf("after the full sync: %s", testenv.DescribeDiff(src, dst))
 	}
 	if got := testenv.Snapshot(t, p.dc, "/vt2/"); len(got) != 0 {
 		t.Errorf("/vt2/ was mirrored: %v", got)
@@ -243,7 +243,8 @@ func TestLeasedAndExcludedKeys(t *testing.T) {
 	want := map[string]string{"ks/0/Shard": "shard", "ks/0/becomes-leased": "permanent for now", "local/dr-own": "the destination's own, excluded from the mirror"}
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		got := testenv.Snapshot(t, p.dc, srcPrefix)
-		return describeDiff(want, got) == describeDiff(want, want), describeDiff(want, got)
+		diff := testenv.DescribeDiff(want, got)
+		return diff == "", diff
 	})
 
 	// While streaming: a new leased key, a permanent key re-put with a lease, an excluded put.
@@ -255,7 +256,8 @@ func TestLeasedAndExcludedKeys(t *testing.T) {
 	want["ks/0/after"] = "marker"
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		got := testenv.Snapshot(t, p.dc, srcPrefix)
-		return describeDiff(want, got) == describeDiff(want, want), describeDiff(want, got)
+		diff := testenv.DescribeDiff(want, got)
+		return diff == "", diff
 	})
 	resp, err := p.dc.Get(ctxT(t), srcPrefix+"ks/0/locks/", clientv3.WithPrefix())
 	if err != nil || len(resp.Kvs) != 0 {
@@ -267,8 +269,8 @@ func TestLeasedAndExcludedKeys(t *testing.T) {
 	}
 	p.waitApplied(t, r)
 	got := testenv.Snapshot(t, p.dc, srcPrefix)
-	if describeDiff(want, got) != describeDiff(want, want) {
-		t.Errorf("after the lease ended: %s", describeDiff(want, got))
+	if testenv.DescribeDiff(want, got) != "" {
+		t.Errorf("after the lease ended: %s", testenv.DescribeDiff(want, got))
 	}
 }
 

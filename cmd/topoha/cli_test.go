@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -73,27 +72,10 @@ func startDCs(t *testing.T) *dcs {
 func (d *dcs) equal(t *testing.T) (bool, string) {
 	src := testenv.Snapshot(t, d.c1, prefix)
 	dst := testenv.Snapshot(t, d.c2, prefix)
-	if maps.Equal(src, dst) {
-		return true, ""
+	if diff := testenv.DescribeDiff(src, dst); diff != "" {
+		return false, "dc1 vs dc2: " + diff
 	}
-	var diffs []string
-	for k, v := range src {
-		if dv, ok := dst[k]; !ok {
-			diffs = append(diffs, "missing "+k)
-		} else if dv != v {
-			diffs = append(diffs, "different "+k)
-		}
-	}
-	for k := range dst {
-		if _, ok := src[k]; !ok {
-			diffs = append(diffs, "extra "+k)
-		}
-	}
-	sort.Strings(diffs)
-	if len(diffs) > 5 {
-		diffs = append(diffs[:5], fmt.Sprintf("... %d in all", len(diffs)))
-	}
-	return false, fmt.Sprintf("dc1 %d keys, dc2 %d keys: %v", len(src), len(dst), diffs)
+	return true, ""
 }
 
 func (d *dcs) waitEqual(t *testing.T) {

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"sort"
 	"testing"
 	"time"
 
@@ -42,4 +44,29 @@ func Snapshot(t testing.TB, c *clientv3.Client, prefix string) map[string]string
 		}
 	}
 	return out
+}
+
+// DescribeDiff says how dst differs from src ("" when equal), listing up to five keys.
+func DescribeDiff(src, dst map[string]string) string {
+	var diffs []string
+	for k, v := range src {
+		if dv, ok := dst[k]; !ok {
+			diffs = append(diffs, "missing "+k)
+		} else if dv != v {
+			diffs = append(diffs, "different "+k)
+		}
+	}
+	for k := range dst {
+		if _, ok := src[k]; !ok {
+			diffs = append(diffs, "extra "+k)
+		}
+	}
+	if len(diffs) == 0 {
+		return ""
+	}
+	sort.Strings(diffs)
+	if len(diffs) > 5 {
+		diffs = append(diffs[:5], fmt.Sprintf("... %d in all", len(diffs)))
+	}
+	return fmt.Sprintf("%d keys vs %d keys: %v", len(src), len(dst), diffs)
 }
