@@ -139,7 +139,7 @@ func (d *demo) writeTopo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lockKey := fmt.Sprintf("%skeyspaces/commerce/shards/-80/locks/%x", prefix, lease.ID)
+	lockKey := fmt.Sprintf("%skeyspaces/commerce/shards/-80/locks/%d", prefix, lease.ID)
 	if _, err := d.c1.Put(ctx, lockKey, "vtctld: PlannedReparentShard", clientv3.WithLease(lease.ID)); err != nil {
 		return err
 	}

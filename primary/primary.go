@@ -1,0 +1,95 @@
+// Package primary keeps the primary record: which DC is primary and at which epoch. The record is kept in
+// both DCs' etcds at /topoha/<cluster>/primary; the readable record with the highest epoch wins, and
+// before any record exists the configured initial primary holds at epoch 0.
+//
+// Every change of the record is a compare-and-swap on what the writer read, so two writers cannot both
+// move it, and a writer whose view is stale fails instead of overwriting a newer epoch.
+package primary
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Record says which DC is primary.
+type Record struct {
+	DC        string    `json:"dc"`
+	Epoch     int64     `json:"epoch"`
+	ChangedAt time.Time `json:"changed_at"`
+	Reason    string    `json:"reason"`
+}
+
+// Key is the record's key for a cluster's key root (/topoha/<cluster>/).
+func Key(keyRoot string) string { return keyRoot + "primary" }
+
+// Observed is what one etcd holds at the record's key.
+type Observed struct {
+	// Record is nil when the key does not exist or does not hold a record (Err says which).
+	Record *Record
+	// ModRevision is the key's mod revision in that etcd, 0 when it does not exist.
+	ModRevision int64
+	// Err is set when the etcd could not be read or the key holds something else than a record.
+	Err error
+}
+
+// Read reads the record at key from one etcd.
+func Read(ctx context.Context, cli *clientv3.Client, key string) Observed {
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return Observed{Err: fmt.Errorf("read primary record %s: %w", key, err)}
+	}
+	if len(resp.Kvs) == 0 {
+		return Observed{}
+	}
+	kv := resp.Kvs[0]
+	var r Record
+	if err := json.Unmarshal(kv.Value, &r); err != nil || r.DC == "" || r.Epoch < 0 {
+		return Observed{ModRevision: kv.ModRevision,
+			Err: fmt.Errorf("primary record %s holds %q, not a record with a dc and an epoch; fix or delete it by hand", key, truncate(kv.Value))}
+	}
+	return Observed{Record: &r, ModRevision: kv.ModRevision}
+}
+
+// Resolve returns the record that holds: the readable one with the highest epoch, or the initial
+// primary at epoch 0 when no etcd holds one.
+func Resolve(initial string, observed ...Observed) Record {
+	best := Record{DC: initial, Epoch: 0, Reason: "initial_primary"}
+	for _, o := range observed {
+		if o.Record != nil && o.Record.Epoch > best.Epoch {
+			best = *o.Record
+		}
+	}
+	return best
+}
+
+// Unchanged is the condition that the record in one etcd is still what o observed. A writer that adds it
+// to its transaction fails once anyone moved the record there.
+func Unchanged(key string, o Observed) clientv3.Cmp {
+	return clientv3.Compare(clientv3.ModRevision(key), "=", o.ModRevision)
+}
+
+// Write puts rec at key in one etcd if the record there is still what o observed and every fence holds.
+// It reports false, without error, when a condition failed.
+func Write(ctx context.Context, cli *clientv3.Client, key string, rec Record, o Observed, fence ...clientv3.Cmp) (bool, error) {
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return false, err
+	}
+	cmps := append([]clientv3.Cmp{Unchanged(key, o)}, fence...)
+	resp, err := cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(val))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("write primary record %s: %w", key, err)
+	}
+	return resp.Succeeded, nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 80 {
+		return string(b[:80]) + "..."
+	}
+	return string(b)
+}

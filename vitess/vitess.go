@@ -1,0 +1,150 @@
+// Package vitess knows the few Vitess topo records topoha reads or writes: where a shard's record lives,
+// who its primary is (topodata.Shard.primary_alias), tablet aliases, and which keys are locks. It decodes
+// the protobuf fields it needs with protowire instead of importing Vitess.
+package vitess
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// TabletAlias names a tablet: its cell and uid, written cell-0000000100.
+type TabletAlias struct {
+	Cell string
+	UID  uint32
+}
+
+func (a TabletAlias) String() string { return fmt.Sprintf("%s-%010d", a.Cell, a.UID) }
+
+var aliasPattern = regexp.MustCompile(`^(.+)-([0-9]+)$`)
+
+// ParseTabletAlias parses "cell-uid".
+func ParseTabletAlias(s string) (TabletAlias, error) {
+	m := aliasPattern.FindStringSubmatch(s)
+	if m == nil {
+		return TabletAlias{}, fmt.Errorf("tablet alias %q is not <cell>-<uid>", s)
+	}
+	uid, err := strconv.ParseUint(m[2], 10, 32)
+	if err != nil {
+		return TabletAlias{}, fmt.Errorf("tablet alias %q: uid: %w", s, err)
+	}
+	return TabletAlias{Cell: m[1], UID: uint32(uid)}, nil
+}
+
+// ShardKey is the etcd key of a shard's record below the global root.
+func ShardKey(globalRoot, keyspace, shard string) string {
+	return path.Join(globalRoot, "keyspaces", keyspace, "shards", shard, "Shard")
+}
+
+// Field numbers in Vitess' topodata.proto.
+const (
+	shardPrimaryAlias = 1 // Shard.primary_alias
+	aliasCell         = 1 // TabletAlias.cell
+	aliasUID          = 2 // TabletAlias.uid
+)
+
+// ShardPrimary returns the primary_alias of an encoded topodata.Shard, and false if it has none.
+func ShardPrimary(shard []byte) (TabletAlias, bool, error) {
+	var alias TabletAlias
+	found := false
+	err := eachField(shard, func(num protowire.Number, typ protowire.Type, val []byte) error {
+		if num != shardPrimaryAlias || typ != protowire.BytesType {
+			return nil
+		}
+		found = true
+		alias = TabletAlias{}
+		return eachField(val, func(num protowire.Number, typ protowire.Type, v []byte) error {
+			switch {
+			case num == aliasCell && typ == protowire.BytesType:
+				alias.Cell = string(v)
+			case num == aliasUID && typ == protowire.VarintType:
+				u, _ := protowire.ConsumeVarint(v)
+				alias.UID = uint32(u)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return TabletAlias{}, false, fmt.Errorf("decode Shard record: %w", err)
+	}
+	return alias, found, nil
+}
+
+// SetShardPrimary returns the encoded topodata.Shard with primary_alias replaced, keeping every other
+// field as it was. It is what a reparent does to the record.
+func SetShardPrimary(shard []byte, primary TabletAlias) ([]byte, error) {
+	var out []byte
+	err := eachField(shard, func(num protowire.Number, typ protowire.Type, val []byte) error {
+		if num == shardPrimaryAlias {
+			return nil
+		}
+		out = protowire.AppendTag(out, num, typ)
+		switch typ {
+		case protowire.BytesType:
+			out = protowire.AppendBytes(out, val)
+		default:
+			out = append(out, val...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode Shard record: %w", err)
+	}
+	var alias []byte
+	alias = protowire.AppendTag(alias, aliasCell, protowire.BytesType)
+	alias = protowire.AppendString(alias, primary.Cell)
+	alias = protowire.AppendTag(alias, aliasUID, protowire.VarintType)
+	alias = protowire.AppendVarint(alias, uint64(primary.UID))
+	head := protowire.AppendTag(nil, shardPrimaryAlias, protowire.BytesType)
+	head = protowire.AppendBytes(head, alias)
+	return append(head, out...), nil
+}
+
+// eachField calls f for every top-level field of a protobuf message. For length-delimited fields val is
+// the payload; for the others it is the raw encoded value.
+func eachField(b []byte, f func(protowire.Number, protowire.Type, []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		var val []byte
+		switch typ {
+		case protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			val, n = v, m
+		default:
+			m := protowire.ConsumeFieldValue(num, typ, b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			val, n = b[:m], m
+		}
+		if err := f(num, typ, val); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// IsLockKey says whether key is a Vitess topo lock: <dir>/locks/<lease ID in decimal>, as etcd2topo
+// writes keyspace and shard locks and its leader elections. Vitess holds them under a lease; a lock key
+// without one is an orphan that blocks every reparent until it is deleted.
+func IsLockKey(key string) bool {
+	dir, name := path.Split(key)
+	if !strings.HasSuffix(dir, "/locks/") || name == "" {
+		return false
+	}
+	_, err := strconv.ParseInt(name, 10, 64)
+	return err == nil
+}
