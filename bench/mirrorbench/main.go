@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -54,7 +53,7 @@ func main() {
 	flag.IntVar(&o.loadWorkers, "load-workers", 32, "concurrent writers for the full-speed load")
 	flag.IntVar(&o.lagRate, "lag-rate", 3000, "puts per second for the lag measurement")
 	flag.DurationVar(&o.lagFor, "lag-for", 10*time.Second, "duration of the lag measurement")
-	flag.DurationVar(&o.catchUpLimit, "catch-up-limit", 3*time.Minute, "give up waiting for a mirror after this")
+	flag.DurationVar(&o.catchUpLimit, "catch-up-limit", 5*time.Minute, "give up waiting for a mirror after this")
 	flag.StringVar(&o.workDir, "work-dir", os.TempDir(), "where the topoha config is written")
 	flag.BoolVar(&o.skipMakeMirror, "skip-make-mirror", false, "measure topoha only")
 	flag.Parse()
@@ -65,15 +64,17 @@ func main() {
 }
 
 type result struct {
-	tool           string
-	initialSync    time.Duration
-	initialRSSKiB  int64
-	loadWrites     int64
-	loadSourceRate float64
-	catchUp        time.Duration
-	applyRate      float64
-	lag            lagStats
-	peakRSSKiB     int64
+	tool            string
+	initialSync     time.Duration
+	initialRSSKiB   int64
+	loadWrites      int64
+	loadSourceRate  float64
+	catchUp         time.Duration
+	applyRate       float64
+	lag             lagStats
+	peakRSSKiB      int64
+	downWrites      int64
+	restartConverge time.Duration
 }
 
 type lagStats struct {
@@ -152,6 +153,17 @@ func measure(o options, t tool, src, dst *clientv3.Client) (result, error) {
 	if _, err := dst.Delete(ctx, "/topoha/", clientv3.WithPrefix()); err != nil {
 		return r, err
 	}
+	// Deleted keys stay in etcd's index until a compaction, and every range read walks them: compact, so
+	// that each tool starts from the same state whatever ran before it.
+	for _, c := range []*clientv3.Client{src, dst} {
+		resp, err := c.Get(ctx, "compact")
+		if err != nil {
+			return r, err
+		}
+		if _, err := c.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+			return r, err
+		}
+	}
 	if err := load(ctx, src, o.keys, o.valueSize); err != nil {
 		return r, err
 	}
@@ -204,6 +216,32 @@ func measure(o options, t tool, src, dst *clientv3.Client) (result, error) {
 		log.Printf("%s: lag at %d puts/s: p50 %s p99 %s max %s", t.name, o.lagRate, r.lag.p50, r.lag.p99, r.lag.max)
 	}
 	r.peakRSSKiB = peakRSS(cmd.Process.Pid)
+
+	// Restart after downtime: the tool is stopped while the source takes writes at full speed, then
+	// started; the time until the destination is current again, and the writes replayed per second.
+	stop(cmd)
+	log.Printf("%s: stopped; full-speed load for %s", t.name, o.loadFor)
+	down, err := fullSpeedLoad(ctx, src, o)
+	if err != nil {
+		return r, err
+	}
+	marker = "restart-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	if _, err := src.Put(ctx, prefix+"marker", marker); err != nil {
+		return r, err
+	}
+	restart := time.Now()
+	cmd, err = t.start()
+	if err != nil {
+		return r, err
+	}
+	defer stop(cmd)
+	if err := waitValue(ctx, dst, prefix+"marker", marker, o.catchUpLimit); err != nil {
+		log.Printf("%s: did not converge after the restart: %v", t.name, err)
+		return r, nil
+	}
+	r.downWrites = down
+	r.restartConverge = time.Since(restart)
+	log.Printf("%s: %d writes made while down; current again %s after the restart", t.name, down, r.restartConverge.Round(time.Millisecond))
 	return r, nil
 }
 
@@ -256,18 +294,23 @@ func fullSpeedLoad(ctx context.Context, c *clientv3.Client, o options) (int64, e
 func measureLag(ctx context.Context, src, dst *clientv3.Client, o options) (lagStats, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Probes are numbered writes of one key. A mirror may coalesce two of them into one write, so probe n
+	// counts as visible when any value >= n is seen. The watch can see a value before its Put returned.
 	var mu sync.Mutex
-	acked := map[string]time.Time{}
-	var lags []time.Duration
+	var acked []time.Time // acked[n-1]: when the Put of probe n returned
+	var seen []time.Time  // seen[n-1]: when probe n or a later one was first seen on the destination
 	wch := dst.Watch(wctx, prefix+"probe")
 	go func() {
 		for resp := range wch {
 			now := time.Now()
 			mu.Lock()
 			for _, ev := range resp.Events {
-				if at, ok := acked[string(ev.Kv.Value)]; ok {
-					lags = append(lags, now.Sub(at))
-					delete(acked, string(ev.Kv.Value))
+				n, err := strconv.Atoi(strings.TrimPrefix(string(ev.Kv.Value), "probe-"))
+				if err != nil {
+					continue
+				}
+				for len(seen) < n {
+					seen = append(seen, now)
 				}
 			}
 			mu.Unlock()
@@ -293,7 +336,6 @@ func measureLag(ctx context.Context, src, dst *clientv3.Client, o options) (lagS
 	interval := time.Second / time.Duration(o.lagRate)
 	tick := time.NewTicker(10 * time.Millisecond)
 	sent := 0
-	probe := 0
 	nextProbe := start
 	for now := range tick.C {
 		if now.Sub(start) > o.lagFor {
@@ -303,13 +345,14 @@ func measureLag(ctx context.Context, src, dst *clientv3.Client, o options) (lagS
 			tokens <- sent
 		}
 		if now.After(nextProbe) {
-			probe++
-			v := fmt.Sprintf("probe-%d", probe)
-			if _, err := src.Put(ctx, prefix+"probe", v); err != nil {
+			mu.Lock()
+			n := len(acked) + 1
+			mu.Unlock()
+			if _, err := src.Put(ctx, prefix+"probe", fmt.Sprintf("probe-%d", n)); err != nil {
 				return lagStats{}, err
 			}
 			mu.Lock()
-			acked[v] = time.Now()
+			acked = append(acked, time.Now())
 			mu.Unlock()
 			nextProbe = now.Add(100 * time.Millisecond)
 		}
@@ -318,21 +361,24 @@ func measureLag(ctx context.Context, src, dst *clientv3.Client, o options) (lagS
 	close(tokens)
 	wg.Wait()
 	rate := float64(writes.Load()) / time.Since(start).Seconds()
-	// Wait for the last probes to arrive.
 	deadline := time.Now().Add(o.catchUpLimit)
 	for {
 		mu.Lock()
-		left := len(acked)
+		done := len(seen) >= len(acked)
 		mu.Unlock()
-		if left == 0 || time.Now().After(deadline) {
+		if done || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(lags) == 0 {
-		return lagStats{}, errors.New("no probe reached the destination")
+	if len(acked) == 0 || len(seen) < len(acked) {
+		return lagStats{}, fmt.Errorf("%d of %d probes reached the destination", len(seen), len(acked))
+	}
+	lags := make([]time.Duration, len(acked))
+	for i := range acked {
+		lags[i] = max(0, seen[i].Sub(acked[i]))
 	}
 	slices.Sort(lags)
 	pct := func(p float64) time.Duration {
@@ -401,22 +447,58 @@ func peakRSS(pid int) int64 {
 }
 
 func printTable(o options, rs []result) {
-	fmt.Printf("\n%d keys of %d bytes; full-speed load %s with %d writers; lag at %d puts/s for %s\n\n",
+	fmt.Printf("\n%d keys of %d bytes; full-speed loads of %s with %d writers; lag at %d puts/s for %s\n\n",
 		o.keys, o.valueSize, o.loadFor, o.loadWorkers, o.lagRate, o.lagFor)
-	fmt.Println("| tool | initial sync | keys/s | catch-up: source writes/s | catch-up: applied/s | lag p50 | lag p99 | lag max | peak RSS after sync | peak RSS |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	header := "| |"
+	rule := "|---|"
 	for _, r := range rs {
-		catch := "did not catch up"
-		if r.catchUp > 0 {
-			catch = fmt.Sprintf("%.0f", r.applyRate)
-		}
-		fmt.Printf("| %s | %s | %.0f | %.0f | %s | %s | %s | %s | %d MiB | %d MiB |\n", r.tool, r.initialSync.Round(time.Millisecond),
-			float64(o.keys)/r.initialSync.Seconds(), r.loadSourceRate, catch, r.lag.p50, r.lag.p99, r.lag.max, r.initialRSSKiB/1024, r.peakRSSKiB/1024)
+		header += " " + r.tool + " |"
+		rule += "---|"
 	}
+	fmt.Println(header)
+	fmt.Println(rule)
+	row := func(name string, cell func(r result) string) {
+		line := "| " + name + " |"
+		for _, r := range rs {
+			line += " " + cell(r) + " |"
+		}
+		fmt.Println(line)
+	}
+	dur := func(d time.Duration) string {
+		if d <= 0 {
+			return "did not finish"
+		}
+		return d.Round(time.Millisecond).String()
+	}
+	row(fmt.Sprintf("initial sync of %d keys", o.keys), func(r result) string {
+		return fmt.Sprintf("%s (%.0f keys/s)", dur(r.initialSync), float64(o.keys)/r.initialSync.Seconds())
+	})
+	row("full-speed load: source writes/s", func(r result) string { return fmt.Sprintf("%.0f", r.loadSourceRate) })
+	row("full-speed load: applied/s until caught up", func(r result) string {
+		if r.catchUp <= 0 {
+			return "did not catch up"
+		}
+		return fmt.Sprintf("%.0f (caught up %s after the load began)", r.applyRate, dur(r.catchUp))
+	})
+	row(fmt.Sprintf("lag at %d puts/s: p50 / p99 / max", o.lagRate), func(r result) string {
+		return fmt.Sprintf("%s / %s / %s", r.lag.p50, r.lag.p99, r.lag.max)
+	})
+	row("restart after downtime: current again after", func(r result) string {
+		if r.restartConverge <= 0 {
+			return "did not converge"
+		}
+		return fmt.Sprintf("%s (%d writes made while down: %.0f/s)", dur(r.restartConverge), r.downWrites, float64(r.downWrites)/r.restartConverge.Seconds())
+	})
+	row("peak RSS: after the initial sync / after the loads", func(r result) string {
+		return fmt.Sprintf("%d / %d MiB", r.initialRSSKiB/1024, r.peakRSSKiB/1024)
+	})
 	if len(rs) == 2 && rs[0].initialSync > 0 && rs[1].initialSync > 0 {
 		fmt.Printf("\ninitial sync: topoha %.1fx faster", rs[0].initialSync.Seconds()/rs[1].initialSync.Seconds())
 		if rs[0].applyRate > 0 && rs[1].applyRate > 0 {
-			fmt.Printf("; catch-up apply rate: topoha %.1fx", rs[1].applyRate/rs[0].applyRate)
+			fmt.Printf("; apply rate under full-speed load: %.1fx", rs[1].applyRate/rs[0].applyRate)
+		}
+		if rs[0].restartConverge > 0 && rs[1].restartConverge > 0 {
+			fmt.Printf("; current again after a restart: %.1fx sooner", rs[0].restartConverge.Seconds()/rs[1].restartConverge.Seconds())
 		}
 		fmt.Println()
 	}
