@@ -31,6 +31,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"run", "--config FILE --dc NAME [--id ID] [--force-primary DC]", "the controller: election, probes, mirror, automatic failover", runRun},
 		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},
 		{"verify", "--config FILE [--json]", "compare the two prefixes key by key: exit 0 equal, 1 different, 2 error", runVerify},
 		{"demo", "", "the mirror on two embedded etcd servers, narrated; needs nothing but this binary", runDemo},
@@ -72,7 +73,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: topoha COMMAND [flags]")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %-24s %s\n", c.name, c.args, c.help)
+		fmt.Fprintf(w, "  %-8s %s\n  %8s %s\n", c.name, c.args, "", c.help)
 	}
 	fmt.Fprintln(w, "\n`topoha COMMAND -h` lists a command's flags.")
 }

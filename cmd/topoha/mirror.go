@@ -163,9 +163,20 @@ func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dc
 // connect opens a client of one DC's etcd and proves with one read that it answers: clientv3.New alone
 // does not dial, and an unreachable endpoint must stop the start, not surface later.
 func connect(ctx context.Context, cfg *config.Config, dc string) (*clientv3.Client, error) {
+	cli, err := newClient(cfg, dc)
+	if err != nil {
+		return nil, err
+	}
+	if err := probe(ctx, cfg, dc, cli); err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return cli, nil
+}
+
+func newClient(cfg *config.Config, dc string) (*clientv3.Client, error) {
 	field := "dcs." + dc + ".etcd"
-	e := cfg.DCs[dc].Etcd
-	cc, err := e.ClientConfig(field)
+	cc, err := cfg.DCs[dc].Etcd.ClientConfig(field)
 	if err != nil {
 		return nil, err
 	}
@@ -173,14 +184,19 @@ func connect(ctx context.Context, cfg *config.Config, dc string) (*clientv3.Clie
 	if err != nil {
 		return nil, fmt.Errorf("%s.endpoints: %w", field, err)
 	}
+	return cli, nil
+}
+
+// probe reads once from a DC's etcd within its dial_timeout.
+func probe(ctx context.Context, cfg *config.Config, dc string, cli *clientv3.Client) error {
+	e := cfg.DCs[dc].Etcd
 	pctx, cancel := context.WithTimeout(ctx, e.DialTimeout)
 	defer cancel()
 	if _, err := cli.Get(pctx, cfg.KeyRoot(), clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("%s.endpoints: cannot reach etcd at %s within dial_timeout %s: %w; check that etcd runs there and that this host reaches it",
-			field, e, e.DialTimeout, err)
+		return fmt.Errorf("dcs.%s.etcd.endpoints: cannot reach etcd at %s within dial_timeout %s: %w; check that etcd runs there and that this host reaches it",
+			dc, e, e.DialTimeout, err)
 	}
-	return cli, nil
+	return nil
 }
 
 func mirrorConfig(cfg *config.Config, src, dst *clientv3.Client, log *slog.Logger) replication.Config {

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/failover"
+)
+
+func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
+	var cf commonFlags
+	fs := newFlagSet("run", stderr, &cf)
+	dc := fs.String("dc", "", "the DC this controller runs in (required)")
+	host, _ := os.Hostname()
+	id := fs.String("id", fmt.Sprintf("%s-%d", host, os.Getpid()), "this controller's name among controllers")
+	forcePrimary := fs.String("force-primary", "", "fail over to this DC at start, even if its etcd looks unhealthy")
+	if err := cf.parse(fs, args); err != nil {
+		return exitCodeFor(err)
+	}
+	log, err := cf.logger(stderr)
+	if err != nil {
+		return fail(stderr, "run", err)
+	}
+	cfg, err := config.Load(cf.config)
+	if err != nil {
+		return fail(stderr, "run", err)
+	}
+	if _, ok := cfg.DCs[*dc]; !ok {
+		return fail(stderr, "run", fmt.Errorf("--dc %q: name the DC this controller runs in, one of %v", *dc, cfg.DCNames()))
+	}
+	if *forcePrimary != "" {
+		if _, ok := cfg.DCs[*forcePrimary]; !ok {
+			return fail(stderr, "run", fmt.Errorf("--force-primary %q: not a DC of the config; use one of %v", *forcePrimary, cfg.DCNames()))
+		}
+	}
+	clients, err := connectAll(ctx, cfg, log.Warn)
+	if err != nil {
+		if ctx.Err() != nil {
+			return exitOK
+		}
+		return fail(stderr, "run", err)
+	}
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	ctl, err := controller.New(controller.Config{Config: cfg, DC: *dc, ID: *id, Clients: clients, Logger: log.With("id", *id, "dc", *dc)})
+	if err != nil {
+		return fail(stderr, "run", err)
+	}
+	if *forcePrimary != "" {
+		ctl.RequestFailover(failover.Request{To: *forcePrimary, Force: true, Trigger: failover.TriggerFlag, At: time.Now()})
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				switch sig {
+				case syscall.SIGUSR1:
+					to := cfg.OtherDC(ctl.Status().Primary.DC)
+					log.Info("SIGUSR1: failover requested", "to", to)
+					ctl.RequestFailover(failover.Request{To: to, Trigger: failover.TriggerSignal, At: time.Now()})
+				case syscall.SIGUSR2:
+					if err := ctl.TogglePause(ctx); err != nil {
+						log.Error("SIGUSR2: pause not toggled", "err", err)
+					}
+				case syscall.SIGHUP:
+					log.Warn("SIGHUP: config reload is not supported yet; restart the controller to apply a new config")
+				}
+			}
+		}
+	}()
+	log.Info("controller starting", "cluster", cfg.Cluster, "mode", cfg.Failover.Mode)
+	if err := ctl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fail(stderr, "run", err)
+	}
+	log.Info("stopped by signal; leadership resigned")
+	return exitOK
+}
+
+// connectAll opens a client of every DC's etcd. A DC that does not answer at start is reported and
+// probed like any other (a controller may start during a DC loss); if none answers, the start fails.
+func connectAll(ctx context.Context, cfg *config.Config, warn func(string, ...any)) (map[string]*clientv3.Client, error) {
+	clients := map[string]*clientv3.Client{}
+	closeAll := func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	var errs []error
+	for _, dc := range cfg.DCNames() {
+		cli, err := newClient(cfg, dc)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		clients[dc] = cli
+		if err := probe(ctx, cfg, dc, cli); err != nil {
+			warn("etcd not reachable at start; probing it", "dc", dc, "err", err)
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == len(clients) {
+		closeAll()
+		return nil, fmt.Errorf("no DC's etcd answers:\n%w", errors.Join(errs...))
+	}
+	return clients, nil
+}

@@ -1,0 +1,217 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/vitess"
+)
+
+const wait = 60 * time.Second
+
+type rig struct {
+	t        *testing.T
+	dc1, dc2 *testenv.Etcd
+	c1, c2   *clientv3.Client
+	cfg      *config.Config
+}
+
+func newRig(t *testing.T, mode string, after time.Duration) *rig {
+	t.Helper()
+	r := &rig{t: t, dc1: testenv.StartEtcd(t, "dc1"), dc2: testenv.StartEtcd(t, "dc2")}
+	r.c1, r.c2 = r.dc1.Client(), r.dc2.Client()
+	fake := testenv.Build(t, "./internal/fakepromote")
+	logDir := t.TempDir()
+	yaml := fmt.Sprintf(`cluster: t
+initial_primary: dc1
+dcs:
+  dc1: {etcd: {endpoints: [%[1]s], dial_timeout: 500ms}}
+  dc2: {etcd: {endpoints: [%[2]s], dial_timeout: 500ms}}
+election: {ttl: 1s}
+health: {interval: 100ms, timeout: 300ms, failure_threshold: 2, success_threshold: 1}
+failover:
+  mode: %[3]s
+  allow_two_site_auto: true
+  after: %[6]s
+  promote_timeout: 5s
+  promote_command: [%[4]s, -etcd, "{{if eq .DC \"dc1\"}}%[1]s{{else}}%[2]s{{end}}", -log, "%[5]s/{{.Keyspace}}.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  shards:
+    - {keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}
+`, r.dc1.Endpoint(), r.dc2.Endpoint(), mode, fake, logDir, after)
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cfg = cfg
+	shard, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.put(r.c1, vitess.ShardKey("/vt", "commerce", "0"), string(shard))
+	return r
+}
+
+func (r *rig) put(c *clientv3.Client, key, val string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Put(ctx, key, val); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) start(dc, id string) (*Controller, context.CancelFunc) {
+	r.t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("id", id)
+	}
+	ctl, err := New(Config{Config: r.cfg, DC: dc, ID: id, Clients: map[string]*clientv3.Client{"dc1": r.c1, "dc2": r.c2}, Logger: log})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	stop := func() {
+		cancel()
+		select {
+		case err := <-done:
+			done <- err
+			if !errors.Is(err, context.Canceled) {
+				r.t.Errorf("%s: Run returned %v", id, err)
+			}
+		case <-time.After(wait):
+			r.t.Errorf("%s: Run did not return after cancel", id)
+		}
+	}
+	r.t.Cleanup(stop)
+	return ctl, stop
+}
+
+func (r *rig) waitEqual(src, dst *clientv3.Client) {
+	r.t.Helper()
+	testenv.Eventually(r.t, wait, func() (bool, string) {
+		diff := testenv.DescribeDiff(testenv.Snapshot(r.t, src, "/vt/"), testenv.Snapshot(r.t, dst, "/vt/"))
+		return diff == "", diff
+	})
+}
+
+func shardPrimary(t *testing.T, c *clientv3.Client) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, vitess.ShardKey("/vt", "commerce", "0"))
+	if err != nil || len(resp.Kvs) == 0 {
+		return fmt.Sprintf("unreadable: %v", err)
+	}
+	a, _, err := vitess.ShardPrimary(resp.Kvs[0].Value)
+	if err != nil {
+		return err.Error()
+	}
+	return a.String()
+}
+
+// The whole path: mirror, primary DC lost, automatic failover, lost DC back and resynced from the new
+// primary.
+func TestAutomaticFailoverAndReturn(t *testing.T) {
+	r := newRig(t, "auto", time.Second)
+	ctl, _ := r.start("dc2", "ctl-dc2")
+	r.put(r.c1, "/vt/keyspaces/commerce/Keyspace", "k")
+	r.put(r.c1, "/vt/doomed", "deleted by the new primary while dc1 is away")
+	r.waitEqual(r.c1, r.c2)
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Leading && s.Mirror != nil, fmt.Sprintf("leading %v", s.Leading)
+	})
+
+	lost := time.Now()
+	r.dc1.Stop()
+	testenv.Eventually(t, wait, func() (bool, string) {
+		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
+		return got.Record != nil && got.Record.DC == "dc2" && got.Record.Epoch == 1, fmt.Sprintf("dc2 record %+v", got)
+	})
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Failover != nil && len(s.Failover.Shards) == 1 && s.Failover.Shards[0].Confirmed, fmt.Sprintf("failover %+v", s.Failover)
+	})
+	took := time.Since(lost)
+	if got := shardPrimary(t, r.c2); got != "dc2-0000000101" {
+		t.Fatalf("commerce/0 primary in dc2 = %s", got)
+	}
+	t.Logf("primary etcd stopped -> shard promoted: %s (failover.after %s)", took.Round(time.Millisecond), r.cfg.Failover.After)
+	if took < r.cfg.Failover.After {
+		t.Errorf("failed over after %s, before failover.after %s", took, r.cfg.Failover.After)
+	}
+
+	// The new primary changes; the old one returns and must end up equal to it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.c2.Delete(ctx, "/vt/doomed"); err != nil {
+		t.Fatal(err)
+	}
+	r.put(r.c2, "/vt/after-failover", "written in dc2")
+	r.dc1.Start()
+	r.waitEqual(r.c2, r.c1)
+	testenv.Eventually(t, wait, func() (bool, string) {
+		got := primary.Read(context.Background(), r.c1, primary.Key(r.cfg.KeyRoot()))
+		return got.Record != nil && got.Record.Epoch == 1, fmt.Sprintf("dc1 record %+v", got)
+	})
+	if s := ctl.Status(); s.Primary.DC != "dc2" || s.Primary.Epoch != 1 {
+		t.Errorf("controller's primary after the return = %+v", s.Primary)
+	}
+}
+
+// A primary etcd down for less than failover.after does not fail over.
+func TestNoFailoverOnShortOutage(t *testing.T) {
+	r := newRig(t, "auto", 30*time.Second)
+	ctl, _ := r.start("dc2", "ctl-dc2")
+	testenv.Eventually(t, wait, func() (bool, string) { return ctl.Status().Leading, "not leading" })
+	r.dc1.Stop()
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Health["dc1"].State == "down" && strings.Contains(s.Decision.Reason, "failover after 30s"),
+			fmt.Sprintf("dc1 %s, decision %q", s.Health["dc1"].State, s.Decision.Reason)
+	})
+	r.dc1.Start()
+	testenv.Eventually(t, wait, func() (bool, string) { return ctl.Status().Health["dc1"].State == "up", "dc1 not up again" })
+	if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+		t.Fatalf("a short outage caused a failover: %+v", got.Record)
+	}
+}
+
+// A paused leader does not fail over however long the primary is down; once resumed, it does.
+func TestPauseHoldsAutomaticFailover(t *testing.T) {
+	r := newRig(t, "auto", time.Second)
+	ctl, _ := r.start("dc2", "ctl-dc2")
+	testenv.Eventually(t, wait, func() (bool, string) { return ctl.Status().Leading, "not leading" })
+	if err := ctl.SetPaused(context.Background(), true, "test"); err != nil {
+		t.Fatal(err)
+	}
+	r.dc1.Stop()
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Health["dc1"].DownFor(time.Now()) > 3*r.cfg.Failover.After && s.Decision.Reason == "paused: no automatic failover",
+			fmt.Sprintf("dc1 down for %s, decision %q", s.Health["dc1"].DownFor(time.Now()), s.Decision.Reason)
+	})
+	if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+		t.Fatalf("a paused controller failed over: %+v", got.Record)
+	}
+	if err := ctl.SetPaused(context.Background(), false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() (bool, string) {
+		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
+		return got.Record != nil && got.Record.Epoch == 1, "no failover after resume"
+	})
+}

@@ -1,0 +1,155 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/election"
+	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/replication"
+)
+
+// lead is one leadership term: mirror the primary's topo into the DR etcd under the term's fence and the
+// epoch seen there, decide every interval, and fail over when the decision says so. It returns when the
+// term ends, the mirror is fenced, or a failover ran (the primary record then moved the election).
+func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary.Record) {
+	ctl.update(func(s *Status) { s.Leading = true })
+	defer ctl.update(func(s *Status) { s.Leading = false; s.Mirror = nil })
+	c := ctl.c
+	dr := c.OtherDC(rec.DC)
+	key := primary.Key(c.KeyRoot())
+
+	rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+	seen := primary.Read(rctx, ctl.cfg.Clients[dr], key)
+	cancel()
+	switch {
+	case seen.Err != nil:
+		ctl.log.Error("leader: cannot use the primary record in the DR etcd; doing nothing", "dc", dr, "err", seen.Err)
+		<-ctx.Done()
+		return
+	case seen.Record != nil && seen.Record.Epoch > rec.Epoch:
+		ctl.log.Info("leader: the DR etcd holds a newer epoch; re-reading", "epoch", seen.Record.Epoch)
+		return
+	case rec.Epoch > 0 && (seen.Record == nil || seen.Record.Epoch < rec.Epoch):
+		// The DR side is the old primary, back from a loss: tell it it is not primary any more before
+		// anything is mirrored into it.
+		if err := ctl.recordDemotion(ctx, dr, key, rec, seen, term); err != nil {
+			ctl.log.Error("leader: cannot record the current primary in the returning DC's etcd", "dc", dr, "err", err)
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+		seen = primary.Read(rctx, ctl.cfg.Clients[dr], key)
+		cancel()
+		if seen.Err != nil {
+			return
+		}
+	}
+	// Every mirror write compares the term and the DR etcd's primary record: a deposed leader, or one whose
+	// view of the epoch is stale, cannot write.
+	fence := []clientv3.Cmp{term.Fence(), primary.Unchanged(key, seen)}
+	m, err := replication.New(replication.Config{
+		Source: ctl.cfg.Clients[rec.DC], Dest: ctl.cfg.Clients[dr],
+		Prefix: c.Mirror.SourceKeyPrefix(), DestPrefix: c.Mirror.DestKeyPrefix(), Exclude: c.Mirror.Exclude,
+		CheckpointKey: c.MirrorCheckpointKey(), Fence: fence, Logger: ctl.log,
+	})
+	if err != nil {
+		ctl.log.Error("leader: cannot start the mirror", "err", err)
+		<-ctx.Done()
+		return
+	}
+	mctx, mcancel := context.WithCancel(ctx)
+	mdone := make(chan error, 1)
+	go func() { mdone <- m.Run(mctx) }()
+	stopMirror := func() {
+		if mcancel != nil {
+			mcancel()
+			<-mdone
+			mcancel = nil
+		}
+	}
+	defer stopMirror()
+	ctl.log.Info("leader: mirroring", "from", rec.DC, "to", dr, "epoch", rec.Epoch)
+
+	tick := time.NewTicker(c.Health.Interval)
+	defer tick.Stop()
+	var request *failover.Request
+	var last failover.Decision
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-mdone:
+			mcancel = nil
+			if errors.Is(err, replication.ErrFenced) {
+				ctl.log.Warn("leader: the mirror was fenced; stepping down", "err", err)
+			}
+			return
+		case r := <-ctl.requests:
+			request = &r
+		case <-tick.C:
+		}
+		ms := m.Status()
+		ctl.update(func(s *Status) { s.Mirror = &ms })
+		d := failover.Decide(ctl.facts(ctx, rec, request))
+		request = nil
+		if d.Reason != last.Reason || d.Action != last.Action {
+			ctl.log.Info("leader: decision", "action", d.Action, "to", d.To, "trigger", d.Trigger, "reason", d.Reason)
+			last = d
+		}
+		ctl.update(func(s *Status) { s.Decision = d })
+		if d.Action != failover.ActionFailover {
+			continue
+		}
+		stopMirror()
+		// Once the epoch is bumped the failover must finish even if the term ends meanwhile (the primary
+		// record moves the election away from here at once): every step has its own timeout.
+		res, err := ctl.executor.Execute(context.WithoutCancel(ctx), d, seen, term.Fence())
+		if err != nil {
+			ctl.log.Error("leader: failover finished with errors", "err", err)
+		}
+		if res != nil {
+			ctl.update(func(s *Status) { s.Failover = res })
+		}
+		return
+	}
+}
+
+func (ctl *Controller) recordDemotion(ctx context.Context, dr, key string, rec primary.Record, seen primary.Observed, term election.Term) error {
+	ctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
+	defer cancel()
+	ok, err := primary.Write(ctx, ctl.cfg.Clients[dr], key, rec, seen, term.Fence())
+	if err == nil && !ok {
+		err = errors.New("the record or the leadership changed meanwhile")
+	}
+	if err == nil {
+		ctl.log.Info("leader: recorded the current primary in the returning DC's etcd", "dc", dr, "primary", rec.DC, "epoch", rec.Epoch)
+	}
+	return err
+}
+
+// facts gathers what Decide looks at.
+func (ctl *Controller) facts(ctx context.Context, rec primary.Record, request *failover.Request) failover.Facts {
+	c := ctl.c
+	f := failover.Facts{
+		Now: time.Now(), Mode: c.Failover.Mode, Primary: rec,
+		Health: map[string]health.Snapshot{},
+		After:  c.Failover.After, Cooldown: c.Failover.Cooldown,
+		// Witnesses are asked by `topoha witness` support; until then none agree, so a configured
+		// witness list blocks automatic failover instead of being ignored.
+		Witnesses: failover.Witnesses{Configured: len(c.Failover.Witnesses)},
+		Request:   request,
+		Paused:    ctl.paused(ctx),
+	}
+	if rec.Epoch > 0 {
+		f.LastFailover = rec.ChangedAt
+	}
+	for dc, p := range ctl.probers {
+		f.Health[dc] = p.Snapshot()
+	}
+	return f
+}

@@ -1,0 +1,95 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// PausedKey is where the pause flag lives, in both DCs' etcds.
+func PausedKey(keyRoot string) string { return keyRoot + "paused" }
+
+// Pause is the pause flag. Each change raises Generation, and the highest generation readable in either
+// etcd holds, so a DC that was away when the flag changed cannot bring an old value back.
+type Pause struct {
+	Paused     bool      `json:"paused"`
+	Generation int64     `json:"generation"`
+	By         string    `json:"by"`
+	At         time.Time `json:"at"`
+}
+
+// readPause reads the flag from both etcds at once. ok is false when neither could be read.
+func (ctl *Controller) readPause(ctx context.Context) (p Pause, ok bool) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, dc := range ctl.c.DCNames() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
+			defer cancel()
+			resp, err := ctl.cfg.Clients[dc].Get(rctx, PausedKey(ctl.c.KeyRoot()))
+			if err != nil {
+				return
+			}
+			var got Pause
+			if len(resp.Kvs) > 0 {
+				if json.Unmarshal(resp.Kvs[0].Value, &got) != nil {
+					// Unreadable counts as paused: when in doubt, no automatic failover.
+					got = Pause{Paused: true, Generation: -1, By: "unreadable flag in " + dc}
+				}
+			}
+			mu.Lock()
+			if !ok || got.Generation > p.Generation || (got.Generation == p.Generation && got.Paused) {
+				p = got
+			}
+			ok = true
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return p, ok
+}
+
+// paused says whether automatic failover is paused. A flag that cannot be read counts as set.
+func (ctl *Controller) paused(ctx context.Context) bool {
+	p, ok := ctl.readPause(ctx)
+	return !ok || p.Paused
+}
+
+// SetPaused sets or clears the pause flag in every etcd that answers; it fails only if none did.
+func (ctl *Controller) SetPaused(ctx context.Context, on bool, by string) error {
+	cur, _ := ctl.readPause(ctx)
+	next := Pause{Paused: on, Generation: max(cur.Generation, 0) + 1, By: by, At: time.Now().UTC()}
+	val, err := json.Marshal(next)
+	if err != nil {
+		return err
+	}
+	var errs *multierror.Error
+	written := 0
+	for _, dc := range ctl.c.DCNames() {
+		rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
+		_, err := ctl.cfg.Clients[dc].Put(rctx, PausedKey(ctl.c.KeyRoot()), string(val))
+		cancel()
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("%s: %w", dc, err))
+			continue
+		}
+		written++
+	}
+	if written == 0 {
+		return errors.Join(errors.New("the pause flag was written nowhere"), errs.ErrorOrNil())
+	}
+	ctl.log.Info("pause flag changed", "paused", on, "by", by, "generation", next.Generation, "not_written", errs.ErrorOrNil())
+	return nil
+}
+
+// TogglePause flips the pause flag (SIGUSR2).
+func (ctl *Controller) TogglePause(ctx context.Context) error {
+	return ctl.SetPaused(ctx, !ctl.paused(ctx), "signal")
+}

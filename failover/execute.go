@@ -1,0 +1,270 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/vitess"
+)
+
+// ErrStale means the epoch bump was refused: the primary record moved since it was read, or a fence (the
+// leader's term) no longer holds. Nothing was done; the caller must re-read the facts.
+var ErrStale = errors.New("failover refused by etcd: the primary record changed or this controller is no longer the leader")
+
+// ExecutorConfig configures an Executor.
+type ExecutorConfig struct {
+	Config *config.Config
+	// Clients has a client for each DC's etcd.
+	Clients map[string]*clientv3.Client
+	// RequestTimeout bounds each etcd request. Default 5s.
+	RequestTimeout time.Duration
+	// Attempts and Backoff are per shard: how often the promote command runs at most, and the first wait
+	// between attempts (doubled each time). Defaults 3 and 1s.
+	Attempts int
+	Backoff  time.Duration
+	// ConfirmTimeout is how long the Shard record may take to name the new primary after a promote
+	// command returned; ConfirmPoll how often it is read. Defaults 5s and 100ms.
+	ConfirmTimeout, ConfirmPoll time.Duration
+	Logger                      *slog.Logger
+}
+
+// Executor carries out failover decisions, each step recorded in its Result.
+type Executor struct {
+	cfg ExecutorConfig
+	log *slog.Logger
+}
+
+// NewExecutor returns an Executor for cfg.
+func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
+	if cfg.Config == nil || len(cfg.Clients) != 2 {
+		return nil, errors.New("failover: Config and a client for each of the two DCs are required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.RequestTimeout, 5*time.Second)
+	def(&cfg.Backoff, time.Second)
+	def(&cfg.ConfirmTimeout, 5*time.Second)
+	def(&cfg.ConfirmPoll, 100*time.Millisecond)
+	if cfg.Attempts == 0 {
+		cfg.Attempts = 3
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Executor{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Result records what a failover did.
+type Result struct {
+	Decision   Decision      `json:"decision"`
+	Epoch      int64         `json:"epoch"`
+	StartedAt  time.Time     `json:"started_at"`
+	FinishedAt time.Time     `json:"finished_at"`
+	OldSide    string        `json:"old_side_record"` // what became of the record in the old primary's etcd
+	Locks      []string      `json:"locks_deleted"`
+	Shards     []ShardResult `json:"shards"`
+	Hooks      []string      `json:"hooks,omitempty"`
+	Errors     []string      `json:"errors,omitempty"`
+}
+
+// FailedShards lists the shards whose promotion was not confirmed.
+func (r *Result) FailedShards() []string {
+	var out []string
+	for _, s := range r.Shards {
+		if !s.Confirmed {
+			out = append(out, s.Keyspace+"/"+s.Shard)
+		}
+	}
+	return out
+}
+
+// LastFailoverKey is where the last failover's Result is kept, in the new primary's etcd.
+func LastFailoverKey(keyRoot string) string { return keyRoot + "last_failover" }
+
+// Execute carries out d, a failover decision: it bumps the epoch in the new primary's etcd (only if the
+// record there is still seen and every fence holds), deletes lock keys that lost their lease, runs
+// before_promote, promotes every configured shard in parallel and confirms each from its Shard record,
+// runs after_failover, and records the result. The returned error aggregates every failed step; with
+// ErrStale nothing was done.
+func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observed, fence ...clientv3.Cmp) (*Result, error) {
+	cfg := x.cfg.Config
+	res := &Result{Decision: d, Epoch: d.NewEpoch, StartedAt: time.Now().UTC()}
+	target := x.cfg.Clients[d.To]
+	key := primary.Key(cfg.KeyRoot())
+	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: res.StartedAt, Reason: string(d.Trigger) + ": " + d.Reason}
+
+	rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	ok, err := primary.Write(rctx, target, key, rec, seen, fence...)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("bump the epoch to %d in %s's etcd: %w", d.NewEpoch, d.To, err)
+	}
+	if !ok {
+		return nil, ErrStale
+	}
+	x.log.Info("failover: epoch bumped; the old direction of the mirror is fenced", "to", d.To, "epoch", d.NewEpoch, "trigger", d.Trigger, "reason", d.Reason)
+	res.OldSide = x.recordOnOldSide(ctx, d.From, key, rec)
+
+	var errs *multierror.Error
+	locks, err := x.purgeLocks(ctx, target)
+	res.Locks = locks
+	errs = multierror.Append(errs, err)
+
+	vars := config.CommandVars{DC: d.To, OldDC: d.From, Epoch: d.NewEpoch, Vtctld: cfg.DCs[d.To].Vtctld, Timeout: cfg.Failover.PromoteTimeout.String()}
+	if err := x.hook(ctx, "before_promote", cfg.Failover.Hooks.BeforePromote, vars, res); err != nil {
+		errs = multierror.Append(errs, fmt.Errorf("before_promote hook failed, no shard promoted: %w", err))
+	} else {
+		res.Shards = x.promoteAll(ctx, d, vars)
+		for _, s := range res.Shards {
+			if !s.Confirmed {
+				errs = multierror.Append(errs, errors.New(s.Error))
+			}
+		}
+	}
+	errs = multierror.Append(errs, x.hook(ctx, "after_failover", cfg.Failover.Hooks.AfterFailover, vars, res))
+
+	res.FinishedAt = time.Now().UTC()
+	if err := errs.ErrorOrNil(); err != nil {
+		for _, e := range errs.Errors {
+			res.Errors = append(res.Errors, e.Error())
+		}
+	}
+	if err := x.saveResult(ctx, target, res); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	x.log.Info("failover done", "to", d.To, "epoch", d.NewEpoch, "took", res.FinishedAt.Sub(res.StartedAt),
+		"failed_shards", res.FailedShards(), "locks_deleted", len(res.Locks))
+	return res, errs.ErrorOrNil()
+}
+
+// recordOnOldSide also writes the new record into the old primary's etcd when it answers, so that it
+// learns of its demotion at once; when it does not (the usual case) it learns on return.
+func (x *Executor) recordOnOldSide(ctx context.Context, dc, key string, rec primary.Record) string {
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	defer cancel()
+	cli := x.cfg.Clients[dc]
+	seen := primary.Read(ctx, cli, key)
+	if seen.Err != nil && seen.ModRevision == 0 {
+		return "not written: " + seen.Err.Error()
+	}
+	if seen.Record != nil && seen.Record.Epoch >= rec.Epoch {
+		return fmt.Sprintf("not written: it holds epoch %d", seen.Record.Epoch)
+	}
+	if ok, err := primary.Write(ctx, cli, key, rec, seen); err != nil || !ok {
+		return fmt.Sprintf("not written: %v", err)
+	}
+	return "written"
+}
+
+// purgeLocks deletes Vitess lock keys without a lease below the global root: copies that lost their
+// lease would block EmergencyReparentShard for its whole lock timeout. A lock that has a lease belongs to
+// a live process and stays.
+func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]string, error) {
+	root := x.cfg.Config.Vitess.GlobalRoot + "/"
+	rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	resp, err := cli.Get(rctx, root, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("list lock keys below %s: %w", root, err)
+	}
+	var deleted []string
+	var errs *multierror.Error
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		if kv.Lease != 0 || !vitess.IsLockKey(key) {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+		tr, err := cli.Txn(rctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision), clientv3.Compare(clientv3.LeaseValue(key), "=", clientv3.NoLease)).
+			Then(clientv3.OpDelete(key)).Commit()
+		cancel()
+		switch {
+		case err != nil:
+			errs = multierror.Append(errs, fmt.Errorf("delete lock %s: %w", key, err))
+		case tr.Succeeded:
+			deleted = append(deleted, key)
+			x.log.Info("failover: deleted a lock key without a lease", "key", key)
+		}
+	}
+	return deleted, errs.ErrorOrNil()
+}
+
+func (x *Executor) promoteAll(ctx context.Context, d Decision, vars config.CommandVars) []ShardResult {
+	cfg := x.cfg.Config
+	p := &Promoter{
+		Command: cfg.Failover.PromoteCommand, Timeout: cfg.Failover.PromoteTimeout,
+		Attempts: x.cfg.Attempts, Backoff: x.cfg.Backoff,
+		Topo: x.cfg.Clients[d.To], GlobalRoot: cfg.Vitess.GlobalRoot,
+		ConfirmTimeout: x.cfg.ConfirmTimeout, ConfirmPoll: x.cfg.ConfirmPoll,
+	}
+	results := make([]ShardResult, len(cfg.Failover.Shards))
+	var wg sync.WaitGroup
+	for i, s := range cfg.Failover.Shards {
+		v := vars
+		v.Keyspace, v.Shard = s.Keyspace, s.Shard
+		v.Tablet = s.Tablets[d.To][0]
+		v.IgnoreTablets = strings.Join(s.Tablets[d.From], ",")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = p.Promote(ctx, v)
+			x.log.Info("failover: shard promotion", "shard", v.Keyspace+"/"+v.Shard, "tablet", v.Tablet,
+				"confirmed", results[i].Confirmed, "attempts", results[i].Attempts, "took", results[i].Duration, "error", results[i].Error)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (x *Executor) hook(ctx context.Context, name string, argv []string, vars config.CommandVars, res *Result) error {
+	if len(argv) == 0 {
+		return nil
+	}
+	args, err := renderCommand(argv, vars)
+	if err == nil {
+		hctx, cancel := context.WithTimeout(ctx, x.cfg.Config.Failover.PromoteTimeout)
+		var out string
+		out, err = run(hctx, args)
+		cancel()
+		res.Hooks = append(res.Hooks, fmt.Sprintf("%s: %v: %s", name, errOrOK(err), strings.TrimSpace(out)))
+	}
+	if err != nil {
+		return fmt.Errorf("hook %s: %w", name, err)
+	}
+	return nil
+}
+
+func errOrOK(err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return "ok"
+}
+
+func (x *Executor) saveResult(ctx context.Context, cli *clientv3.Client, res *Result) error {
+	val, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	defer cancel()
+	if _, err := cli.Put(ctx, LastFailoverKey(x.cfg.Config.KeyRoot()), string(val)); err != nil {
+		return fmt.Errorf("record the failover result: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/vitess"
+)
+
+// rig is two DCs' etcds, a config with two shards, and the fake promote program as promote_command.
+type rig struct {
+	cfg     *config.Config
+	clients map[string]*clientv3.Client
+	logDir  string
+}
+
+func newRig(t *testing.T, modes string, timeout time.Duration) *rig {
+	t.Helper()
+	dc1, dc2 := testenv.StartEtcd(t, "dc1"), testenv.StartEtcd(t, "dc2")
+	fake := testenv.Build(t, "./internal/fakepromote")
+	r := &rig{clients: map[string]*clientv3.Client{"dc1": dc1.Client(), "dc2": dc2.Client()}, logDir: t.TempDir()}
+	yaml := fmt.Sprintf(`cluster: t
+initial_primary: dc1
+dcs:
+  dc1: {etcd: {endpoints: [%s]}, vtctld: vtctld-dc1:15999}
+  dc2: {etcd: {endpoints: [%s]}, vtctld: vtctld-dc2:15999}
+failover:
+  promote_timeout: %s
+  promote_command: [%s, -etcd, %s, -root, /vt, -log, "%s/{{.Keyspace}}.{{.Shard}}.log", -modes, %q, "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  shards:
+    - {keyspace: commerce, shard: "-80", tablets: {dc1: [dc1-0000000100, dc1-0000000102], dc2: [dc2-0000000101]}}
+    - {keyspace: commerce, shard: "80-", tablets: {dc1: dc1-0000000200, dc2: dc2-0000000201}}
+`, dc1.Endpoint(), dc2.Endpoint(), timeout, fake, dc2.Endpoint(), r.logDir, modes)
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cfg = cfg
+	// The DR copy of the topo: both shards' records still name their dc1 primaries.
+	for shard, uid := range map[string]uint32{"-80": 100, "80-": 200} {
+		rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: uid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(t, r.clients["dc2"], vitess.ShardKey("/vt", "commerce", shard), string(rec))
+	}
+	return r
+}
+
+func (r *rig) executor(t *testing.T) *Executor {
+	x, err := NewExecutor(ExecutorConfig{Config: r.cfg, Clients: r.clients, Backoff: 50 * time.Millisecond,
+		ConfirmTimeout: time.Second, ConfirmPoll: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+func (r *rig) runs(t *testing.T, shard string) []string {
+	data, err := os.ReadFile(filepath.Join(r.logDir, "commerce."+shard+".log"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(data)), "\n")
+}
+
+func put(t *testing.T, c *clientv3.Client, key, val string, opts ...clientv3.OpOption) {
+	t.Helper()
+	if _, err := c.Put(context.Background(), key, val, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var decision = Decision{Action: ActionFailover, From: "dc1", To: "dc2", Trigger: TriggerAuto, NewEpoch: 1, Reason: "dc1 etcd down for 31s"}
+
+func TestExecutePromotesEveryShard(t *testing.T) {
+	r := newRig(t, "ok", 10*time.Second)
+	dc2 := r.clients["dc2"]
+	// A shard lock copied without its lease (as make-mirror did), and a live lock of the DR side.
+	put(t, dc2, "/vt/keyspaces/commerce/shards/-80/locks/7587890123456789012", "orphan")
+	lease, err := dc2.Grant(ctxT(t), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, dc2, "/vt/keyspaces/commerce/shards/80-/locks/42", "live", clientv3.WithLease(lease.ID))
+
+	key := primary.Key(r.cfg.KeyRoot())
+	res, err := r.executor(t).Execute(ctxT(t), decision, primary.Read(ctxT(t), dc2, key))
+	if err != nil {
+		t.Fatalf("Execute: %v\n%+v", err, res)
+	}
+	if got := primary.Read(ctxT(t), dc2, key); got.Record == nil || got.Record.DC != "dc2" || got.Record.Epoch != 1 {
+		t.Errorf("primary record in dc2 = %+v", got)
+	}
+	// dc1's etcd is up in this test, so it learns of the new epoch too.
+	if got := primary.Read(ctxT(t), r.clients["dc1"], key); got.Record == nil || got.Record.Epoch != 1 || res.OldSide != "written" {
+		t.Errorf("primary record in dc1 = %+v (%s)", got, res.OldSide)
+	}
+	if len(res.Locks) != 1 || !strings.HasSuffix(res.Locks[0], "/-80/locks/7587890123456789012") {
+		t.Errorf("locks deleted = %v, want only the orphan", res.Locks)
+	}
+	if resp, err := dc2.Get(ctxT(t), "/vt/keyspaces/commerce/shards/80-/locks/42"); err != nil || len(resp.Kvs) != 1 {
+		t.Errorf("the live lock was deleted: %v %v", resp, err)
+	}
+	for shard, want := range map[string]string{"-80": "dc2-0000000101", "80-": "dc2-0000000201"} {
+		resp, err := dc2.Get(ctxT(t), vitess.ShardKey("/vt", "commerce", shard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := vitess.ShardPrimary(resp.Kvs[0].Value)
+		if err != nil || got.String() != want {
+			t.Errorf("commerce/%s primary = %v %v, want %s", shard, got, err, want)
+		}
+		if runs := r.runs(t, shard); len(runs) != 1 || runs[0] != "ok commerce/"+shard+" "+want {
+			t.Errorf("commerce/%s promote runs = %q", shard, runs)
+		}
+	}
+	for _, s := range res.Shards {
+		if !s.Confirmed || s.Attempts != 1 || s.Error != "" {
+			t.Errorf("shard result %+v", s)
+		}
+	}
+	resp, err := dc2.Get(ctxT(t), LastFailoverKey(r.cfg.KeyRoot()))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("no last failover record: %v", err)
+	}
+	var saved Result
+	if err := json.Unmarshal(resp.Kvs[0].Value, &saved); err != nil || saved.Epoch != 1 || len(saved.Shards) != 2 {
+		t.Errorf("last failover record = %s (%v)", resp.Kvs[0].Value, err)
+	}
+}
+
+func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		modes     string
+		confirmed bool
+		attempts  int
+		errPart   string
+	}{
+		{"exit 1 after promoting counts as promoted", "exit1", true, 1, ""},
+		{"a failure is retried", "fail,ok", true, 2, ""},
+		{"failing every time", "fail", false, 3, "not primary after 3 attempt(s)"},
+		{"hanging is killed at the timeout", "hang", false, 3, "killed at its timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, tc.modes, 500*time.Millisecond)
+			r.cfg.Failover.Shards = r.cfg.Failover.Shards[:1]
+			start := time.Now()
+			res, err := r.executor(t).Execute(ctxT(t), decision, primary.Observed{})
+			s := res.Shards[0]
+			if s.Confirmed != tc.confirmed || s.Attempts != tc.attempts || !strings.Contains(s.Error, tc.errPart) {
+				t.Fatalf("shard result %+v", s)
+			}
+			if tc.confirmed != (err == nil) {
+				t.Errorf("Execute error = %v", err)
+			}
+			if !tc.confirmed && !strings.Contains(err.Error(), "commerce/-80") {
+				t.Errorf("the error does not name the shard: %v", err)
+			}
+			if !tc.confirmed && !slicesEqual(res.FailedShards(), []string{"commerce/-80"}) {
+				t.Errorf("failed shards = %v", res.FailedShards())
+			}
+			// Whatever the promotion did, the epoch stays bumped.
+			if got := primary.Read(ctxT(t), r.clients["dc2"], primary.Key(r.cfg.KeyRoot())); got.Record == nil || got.Record.Epoch != 1 {
+				t.Errorf("epoch after a %s promotion: %+v", tc.modes, got)
+			}
+			if tc.modes == "hang" && time.Since(start) > 20*time.Second {
+				t.Errorf("hanging promotions took %s with a 500ms timeout", time.Since(start))
+			}
+		})
+	}
+}
+
+func TestMissingPromoteCommand(t *testing.T) {
+	r := newRig(t, "ok", time.Second)
+	r.cfg.Failover.PromoteCommand = []string{"/nonexistent/vtctldclient", "{{.Keyspace}}/{{.Shard}}"}
+	res, err := r.executor(t).Execute(ctxT(t), decision, primary.Observed{})
+	if err == nil || len(res.FailedShards()) != 2 || !strings.Contains(err.Error(), "/nonexistent/vtctldclient") {
+		t.Fatalf("err = %v, failed = %v", err, res.FailedShards())
+	}
+}
+
+// A failover decided on a stale view, or by a deposed leader, does nothing at all.
+func TestStaleViewOrLostFenceDoesNothing(t *testing.T) {
+	r := newRig(t, "ok", time.Second)
+	dc2 := r.clients["dc2"]
+	key := primary.Key(r.cfg.KeyRoot())
+	seen := primary.Read(ctxT(t), dc2, key)
+	// Someone else failed over meanwhile.
+	if ok, err := primary.Write(ctxT(t), dc2, key, primary.Record{DC: "dc2", Epoch: 1}, seen); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if _, err := r.executor(t).Execute(ctxT(t), decision, seen); !errors.Is(err, ErrStale) {
+		t.Errorf("stale view: err = %v, want ErrStale", err)
+	}
+	put(t, dc2, "/topoha/t/election/leader", "someone else")
+	lostFence := clientv3.Compare(clientv3.Value("/topoha/t/election/leader"), "=", "me")
+	decided := decision
+	decided.NewEpoch = 2
+	if _, err := r.executor(t).Execute(ctxT(t), decided, primary.Read(ctxT(t), dc2, key), lostFence); !errors.Is(err, ErrStale) {
+		t.Errorf("lost fence: err = %v, want ErrStale", err)
+	}
+	if got := primary.Read(ctxT(t), dc2, key); got.Record.Epoch != 1 {
+		t.Errorf("epoch = %d after refused failovers", got.Record.Epoch)
+	}
+	for _, shard := range []string{"-80", "80-"} {
+		if runs := r.runs(t, shard); len(runs) != 0 {
+			t.Errorf("commerce/%s promoted by a refused failover: %v", shard, runs)
+		}
+	}
+}
+
+func slicesEqual(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }

@@ -1,0 +1,177 @@
+package failover
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/vitess"
+)
+
+// ShardResult is the outcome of promoting one shard.
+type ShardResult struct {
+	Keyspace  string        `json:"keyspace"`
+	Shard     string        `json:"shard"`
+	Tablet    string        `json:"tablet"`
+	Attempts  int           `json:"attempts"`
+	Confirmed bool          `json:"confirmed"` // the Shard record names Tablet as primary
+	Duration  time.Duration `json:"duration_ns"`
+	Error     string        `json:"error,omitempty"`
+	// Output is the last attempt's combined output, truncated.
+	Output string `json:"output,omitempty"`
+}
+
+// Promoter runs a promote (or switchover) command for a shard until the topo confirms the new primary.
+type Promoter struct {
+	// Command is the argument vector; each argument is a template over config.CommandVars.
+	Command []string
+	// Timeout bounds one attempt; the command is killed (its whole process group) when it passes.
+	Timeout time.Duration
+	// Attempts is how many times the command is run at most; Backoff is the wait before the second
+	// attempt, doubled before each next one.
+	Attempts int
+	Backoff  time.Duration
+	// Topo is the etcd the Shard records are read from (the new primary DC's); GlobalRoot its root.
+	Topo       *clientv3.Client
+	GlobalRoot string
+	// ConfirmTimeout is how long the Shard record may take to name the new primary after the command
+	// returned; ConfirmPoll how often it is read meanwhile.
+	ConfirmTimeout, ConfirmPoll time.Duration
+}
+
+// maxOutput bounds the command output kept in a ShardResult.
+const maxOutput = 4096
+
+// Promote makes vars.Tablet the primary of vars.Keyspace/vars.Shard. The outcome is read from the Shard
+// record, not the exit code: Vitess can exit non-zero after it promoted, and zero without having done it.
+func (p *Promoter) Promote(ctx context.Context, vars config.CommandVars) ShardResult {
+	start := time.Now()
+	res := ShardResult{Keyspace: vars.Keyspace, Shard: vars.Shard, Tablet: vars.Tablet}
+	want, err := vitess.ParseTabletAlias(vars.Tablet)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	argv, err := renderCommand(p.Command, vars)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	backoff := p.Backoff
+	var lastErr error
+	for res.Attempts < p.Attempts && ctx.Err() == nil {
+		if res.Attempts > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff *= 2
+		}
+		res.Attempts++
+		actx, cancel := context.WithTimeout(ctx, p.Timeout)
+		out, runErr := run(actx, argv)
+		cancel()
+		res.Output = out
+		// Whatever the exit, the Shard record says what happened.
+		cctx, cancel := context.WithTimeout(ctx, p.ConfirmTimeout)
+		confirmed, confirmErr := p.waitPrimary(cctx, vitess.ShardKey(p.GlobalRoot, vars.Keyspace, vars.Shard), want)
+		cancel()
+		if confirmed {
+			res.Confirmed = true
+			res.Error = ""
+			break
+		}
+		lastErr = errors.Join(runErr, confirmErr)
+	}
+	if !res.Confirmed {
+		if lastErr == nil {
+			lastErr = ctx.Err()
+		}
+		res.Error = fmt.Sprintf("%s/%s: %s is not primary after %d attempt(s): %v", vars.Keyspace, vars.Shard, vars.Tablet, res.Attempts, lastErr)
+	}
+	res.Duration = time.Since(start)
+	return res
+}
+
+func renderCommand(argv []string, vars config.CommandVars) ([]string, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("the command is empty")
+	}
+	out := make([]string, len(argv))
+	for i, arg := range argv {
+		t, err := template.New("arg").Option("missingkey=error").Parse(arg)
+		if err != nil {
+			return nil, fmt.Errorf("argument %d %q: %w", i, arg, err)
+		}
+		var b strings.Builder
+		if err := t.Execute(&b, vars); err != nil {
+			return nil, fmt.Errorf("argument %d %q: %w", i, arg, err)
+		}
+		out[i] = b.String()
+	}
+	return out, nil
+}
+
+// run runs argv (no shell) in its own process group, which is killed when ctx ends, and returns its
+// combined output, truncated.
+func run(ctx context.Context, argv []string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	text := out.String()
+	if len(text) > maxOutput {
+		text = text[len(text)-maxOutput:]
+	}
+	switch {
+	case err == nil:
+		return text, nil
+	case ctx.Err() != nil:
+		return text, fmt.Errorf("%s: killed at its timeout: %w", argv[0], ctx.Err())
+	default:
+		return text, fmt.Errorf("%s: %w", argv[0], err)
+	}
+}
+
+// waitPrimary polls the Shard record at key until it names want or ctx ends.
+func (p *Promoter) waitPrimary(ctx context.Context, key string, want vitess.TabletAlias) (bool, error) {
+	var last error
+	for {
+		resp, err := p.Topo.Get(ctx, key)
+		switch {
+		case err != nil:
+			last = fmt.Errorf("read %s: %w", key, err)
+		case len(resp.Kvs) == 0:
+			last = fmt.Errorf("%s does not exist", key)
+		default:
+			got, ok, err := vitess.ShardPrimary(resp.Kvs[0].Value)
+			switch {
+			case err != nil:
+				last = fmt.Errorf("%s: %w", key, err)
+			case ok && got == want:
+				return true, nil
+			case ok:
+				last = fmt.Errorf("%s names %s as primary", key, got)
+			default:
+				last = fmt.Errorf("%s has no primary", key)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false, last
+		case <-time.After(p.ConfirmPoll):
+		}
+	}
+}

@@ -1,0 +1,106 @@
+// Command fakepromote stands in for vtctldclient EmergencyReparentShard in tests: it records its
+// arguments and, as Vitess does when it promotes a tablet, writes the new primary into the shard's
+// Shard record in etcd. Its behaviour per attempt is chosen by -modes, so tests can make it fail, hang,
+// or exit 1 after promoting.
+//
+//	fakepromote -etcd URL -root /vt -log FILE -modes ok|exit1|fail|hang[,...] KEYSPACE/SHARD TABLET
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/topoha/topoha/vitess"
+)
+
+func main() {
+	endpoint := flag.String("etcd", "", "etcd endpoint holding the topo")
+	root := flag.String("root", "/vt", "Vitess global root")
+	logFile := flag.String("log", "", "file that records one line per run")
+	modes := flag.String("modes", "ok", "comma-separated behaviour per attempt, the last repeating: ok, exit1 (promote, then exit 1), fail (exit 1 without promoting), hang")
+	flag.Parse()
+	if flag.NArg() != 2 || *endpoint == "" || *logFile == "" {
+		fmt.Fprintln(os.Stderr, "usage: fakepromote -etcd URL -log FILE [-root /vt] [-modes ok,...] KEYSPACE/SHARD TABLET")
+		os.Exit(2)
+	}
+	attempt := countLines(*logFile)
+	list := strings.Split(*modes, ",")
+	mode := list[min(attempt, len(list)-1)]
+	f, err := os.OpenFile(*logFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fmt.Fprintf(f, "%s %s %s\n", mode, flag.Arg(0), flag.Arg(1))
+	f.Close()
+
+	switch mode {
+	case "hang":
+		time.Sleep(time.Hour)
+	case "fail":
+		fmt.Println("EmergencyReparentShard failed: no valid candidates for emergency reparent")
+		os.Exit(1)
+	}
+	if err := promote(*endpoint, *root, flag.Arg(0), flag.Arg(1)); err != nil {
+		fmt.Fprintln(os.Stderr, "promote:", err)
+		os.Exit(1)
+	}
+	if mode == "exit1" {
+		fmt.Println("SetReplicationSource failed on dc1-0000000100 (the lost DC's tablet)")
+		os.Exit(1)
+	}
+}
+
+func promote(endpoint, root, keyspaceShard, tablet string) error {
+	ks, shard, ok := strings.Cut(keyspaceShard, "/")
+	if !ok {
+		return fmt.Errorf("%q is not KEYSPACE/SHARD", keyspaceShard)
+	}
+	alias, err := vitess.ParseTabletAlias(tablet)
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	key := vitess.ShardKey(root, ks, shard)
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	var old []byte
+	if len(resp.Kvs) == 1 {
+		old = resp.Kvs[0].Value
+	}
+	updated, err := vitess.SetShardPrimary(old, alias)
+	if err != nil {
+		return err
+	}
+	_, err = cli.Put(ctx, key, string(updated))
+	return err
+}
+
+func countLines(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	for s := bufio.NewScanner(f); s.Scan(); {
+		n++
+	}
+	return n
+}
