@@ -38,7 +38,6 @@ type Controller struct {
 	log      *slog.Logger
 	probers  map[string]*health.Prober
 	executor *failover.Executor
-	requests chan failover.Request
 
 	mu     sync.Mutex
 	status Status
@@ -71,7 +70,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ctl := &Controller{cfg: cfg, c: c, log: cfg.Logger, probers: map[string]*health.Prober{}, requests: make(chan failover.Request, 1)}
+	ctl := &Controller{cfg: cfg, c: c, log: cfg.Logger, probers: map[string]*health.Prober{}}
 	for _, dc := range c.DCNames() {
 		p, err := health.New(health.Config{
 			DC: dc, Client: cfg.Clients[dc], Endpoints: c.DCs[dc].Etcd.Endpoints, Key: c.KeyRoot() + "health",
@@ -93,14 +92,14 @@ func New(cfg Config) (*Controller, error) {
 	return ctl, nil
 }
 
-// RequestFailover asks the leader to fail over (SIGUSR1, --force-primary). A request made while another
-// is pending replaces it.
-func (ctl *Controller) RequestFailover(r failover.Request) {
-	select {
-	case <-ctl.requests:
-	default:
+// RequestFailover asks the leader, whichever controller it is, to fail over (SIGUSR1, --force-primary):
+// the request goes through etcd like `topoha failover`'s.
+func (ctl *Controller) RequestFailover(ctx context.Context, r failover.Request) error {
+	if err := WriteRequest(ctx, ctl.c, ctl.cfg.Clients, r); err != nil {
+		return fmt.Errorf("failover request to %s not delivered: %w", r.To, err)
 	}
-	ctl.requests <- r
+	ctl.log.Info("failover requested", "to", r.To, "force", r.Force, "trigger", r.Trigger)
+	return nil
 }
 
 // Status returns a snapshot of what this controller knows.

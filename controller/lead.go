@@ -77,7 +77,6 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 
 	tick := time.NewTicker(c.Health.Interval)
 	defer tick.Stop()
-	var request *failover.Request
 	var last failover.Decision
 	for {
 		select {
@@ -89,14 +88,15 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 				ctl.log.Warn("leader: the mirror was fenced; stepping down", "err", err)
 			}
 			return
-		case r := <-ctl.requests:
-			request = &r
 		case <-tick.C:
 		}
 		ms := m.Status()
 		ctl.update(func(s *Status) { s.Mirror = &ms })
+		request := ctl.takeRequest(ctx)
 		d := failover.Decide(ctl.facts(ctx, rec, request))
-		request = nil
+		if request != nil {
+			ctl.answerRequest(ctx, *request, d)
+		}
 		if d.Reason != last.Reason || d.Action != last.Action {
 			ctl.log.Info("leader: decision", "action", d.Action, "to", d.To, "trigger", d.Trigger, "reason", d.Reason)
 			last = d

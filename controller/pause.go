@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
 )
 
 // PausedKey is where the pause flag lives, in both DCs' etcds.
@@ -23,17 +26,17 @@ type Pause struct {
 	At         time.Time `json:"at"`
 }
 
-// readPause reads the flag from both etcds at once. ok is false when neither could be read.
-func (ctl *Controller) readPause(ctx context.Context) (p Pause, ok bool) {
+// ReadPause reads the flag from both etcds at once. ok is false when neither could be read.
+func ReadPause(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) (p Pause, ok bool) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, dc := range ctl.c.DCNames() {
+	for _, dc := range c.DCNames() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
+			rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
 			defer cancel()
-			resp, err := ctl.cfg.Clients[dc].Get(rctx, PausedKey(ctl.c.KeyRoot()))
+			resp, err := clients[dc].Get(rctx, PausedKey(c.KeyRoot()))
 			if err != nil {
 				return
 			}
@@ -58,13 +61,23 @@ func (ctl *Controller) readPause(ctx context.Context) (p Pause, ok bool) {
 
 // paused says whether automatic failover is paused. A flag that cannot be read counts as set.
 func (ctl *Controller) paused(ctx context.Context) bool {
-	p, ok := ctl.readPause(ctx)
+	p, ok := ReadPause(ctx, ctl.c, ctl.cfg.Clients)
 	return !ok || p.Paused
 }
 
-// SetPaused sets or clears the pause flag in every etcd that answers; it fails only if none did.
+// SetPaused sets or clears the pause flag (see WritePause).
 func (ctl *Controller) SetPaused(ctx context.Context, on bool, by string) error {
-	cur, _ := ctl.readPause(ctx)
+	err := WritePause(ctx, ctl.c, ctl.cfg.Clients, on, by)
+	if err == nil {
+		ctl.log.Info("pause flag changed", "paused", on, "by", by)
+	}
+	return err
+}
+
+// WritePause sets or clears the pause flag in every etcd that answers, one generation above the highest
+// it reads; it fails only if no etcd took it.
+func WritePause(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, on bool, by string) error {
+	cur, _ := ReadPause(ctx, c, clients)
 	next := Pause{Paused: on, Generation: max(cur.Generation, 0) + 1, By: by, At: time.Now().UTC()}
 	val, err := json.Marshal(next)
 	if err != nil {
@@ -72,9 +85,9 @@ func (ctl *Controller) SetPaused(ctx context.Context, on bool, by string) error 
 	}
 	var errs *multierror.Error
 	written := 0
-	for _, dc := range ctl.c.DCNames() {
-		rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
-		_, err := ctl.cfg.Clients[dc].Put(rctx, PausedKey(ctl.c.KeyRoot()), string(val))
+	for _, dc := range c.DCNames() {
+		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+		_, err := clients[dc].Put(rctx, PausedKey(c.KeyRoot()), string(val))
 		cancel()
 		if err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("%s: %w", dc, err))
@@ -85,7 +98,6 @@ func (ctl *Controller) SetPaused(ctx context.Context, on bool, by string) error 
 	if written == 0 {
 		return errors.Join(errors.New("the pause flag was written nowhere"), errs.ErrorOrNil())
 	}
-	ctl.log.Info("pause flag changed", "paused", on, "by", by, "generation", next.Generation, "not_written", errs.ErrorOrNil())
 	return nil
 }
 

@@ -123,12 +123,19 @@ func (p *Prober) Snapshot() Snapshot {
 }
 
 func (p *Prober) probe(ctx context.Context) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	return Probe(ctx, p.cfg.Client, p.cfg.Endpoints, p.cfg.Key, p.cfg.Timeout)
+}
+
+// Probe checks one DC's etcd once, within timeout: the Status of an endpoint (it has a leader and no
+// alarm; the first that answers is enough) and a linearizable Get of key, which needs the quorum. It
+// returns the revision the Get saw.
+func Probe(ctx context.Context, cli *clientv3.Client, endpoints []string, key string, timeout time.Duration) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var statusErr error
 	answered := false
-	for _, ep := range p.cfg.Endpoints {
-		st, err := p.cfg.Client.Status(ctx, ep)
+	for _, ep := range endpoints {
+		st, err := cli.Status(ctx, ep)
 		if err != nil {
 			statusErr = fmt.Errorf("status of %s: %w", ep, err)
 			continue
@@ -147,9 +154,9 @@ func (p *Prober) probe(ctx context.Context) (int64, error) {
 	if !answered {
 		return 0, statusErr
 	}
-	resp, err := p.cfg.Client.Get(ctx, p.cfg.Key)
+	resp, err := cli.Get(ctx, key)
 	if err != nil {
-		return 0, fmt.Errorf("linearizable read of %s: %w", p.cfg.Key, err)
+		return 0, fmt.Errorf("linearizable read of %s: %w", key, err)
 	}
 	return resp.Header.Revision, nil
 }

@@ -32,6 +32,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "--config FILE --dc NAME [--id ID] [--force-primary DC]", "the controller: election, probes, mirror, automatic failover", runRun},
+		{"status", "--config FILE [--json]", "primary, leader, pause, etcd health, mirror progress, last failover; reads etcd directly", runStatus},
+		{"failover", "--config FILE --to DC [--force] [--wait 3m]", "ask the leader to fail over now (or, forced with no leader, do it from here)", runFailover},
+		{"pause", "--config FILE", "no automatic failover until resume (mirroring and manual failover go on)", runPause},
+		{"resume", "--config FILE", "allow automatic failover again", runResume},
 		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},
 		{"verify", "--config FILE [--json]", "compare the two prefixes key by key: exit 0 equal, 1 different, 2 error", runVerify},
 		{"demo", "", "the mirror on two embedded etcd servers, narrated; needs nothing but this binary", runDemo},

@@ -60,7 +60,9 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return fail(stderr, "run", err)
 	}
 	if *forcePrimary != "" {
-		ctl.RequestFailover(failover.Request{To: *forcePrimary, Force: true, Trigger: failover.TriggerFlag, At: time.Now()})
+		if err := ctl.RequestFailover(ctx, failover.Request{To: *forcePrimary, Force: true, Trigger: failover.TriggerFlag, At: time.Now().UTC()}); err != nil {
+			return fail(stderr, "run", err)
+		}
 	}
 
 	sigs := make(chan os.Signal, 4)
@@ -76,7 +78,9 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 				case syscall.SIGUSR1:
 					to := cfg.OtherDC(ctl.Status().Primary.DC)
 					log.Info("SIGUSR1: failover requested", "to", to)
-					ctl.RequestFailover(failover.Request{To: to, Trigger: failover.TriggerSignal, At: time.Now()})
+					if err := ctl.RequestFailover(ctx, failover.Request{To: to, Trigger: failover.TriggerSignal, At: time.Now().UTC()}); err != nil {
+						log.Error("SIGUSR1: failover not requested", "err", err)
+					}
 				case syscall.SIGUSR2:
 					if err := ctl.TogglePause(ctx); err != nil {
 						log.Error("SIGUSR2: pause not toggled", "err", err)

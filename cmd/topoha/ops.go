@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/primary"
+)
+
+// openAll loads the config and opens a client of each DC's etcd without requiring that they answer:
+// status and overrides must work while a DC is lost.
+func openAll(path string) (*config.Config, map[string]*clientv3.Client, func(), error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	clients := map[string]*clientv3.Client{}
+	closeAll := func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	for _, dc := range cfg.DCNames() {
+		cli, err := newClient(cfg, dc)
+		if err != nil {
+			closeAll()
+			return nil, nil, nil, err
+		}
+		clients[dc] = cli
+	}
+	return cfg, clients, closeAll, nil
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cf commonFlags
+	fs := newFlagSet("status", stderr, &cf)
+	asJSON := fs.Bool("json", false, "print JSON (the same as the /status endpoint)")
+	if err := cf.parse(fs, args); err != nil {
+		return exitCodeFor(err)
+	}
+	cfg, clients, closeAll, err := openAll(cf.config)
+	if err != nil {
+		return fail(stderr, "status", err)
+	}
+	defer closeAll()
+	st := controller.ReadClusterStatus(ctx, cfg, clients)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(st); err != nil {
+			return fail(stderr, "status", err)
+		}
+		return exitOK
+	}
+	printStatus(stdout, cfg, st)
+	return exitOK
+}
+
+// printStatus writes the status for a person at 3 a.m.: the answer first.
+func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus) {
+	p := st.Primary
+	since := "never failed over (initial_primary)"
+	if p.Epoch > 0 {
+		since = fmt.Sprintf("since %s: %s", p.ChangedAt.Format(time.RFC3339), p.Reason)
+	}
+	fmt.Fprintf(w, "PRIMARY  %s (epoch %d), %s\n", p.DC, p.Epoch, since)
+	dr := st.Mirror.Destination
+	if st.Leader != nil {
+		fmt.Fprintf(w, "LEADER   %s in %s, leading since %s\n", st.Leader.ID, st.Leader.DC, st.Leader.Since.Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(w, "LEADER   none: the election lives in %s's etcd (the DR side)%s\n", dr, map[bool]string{true: "", false: ", which is down"}[st.DCs[dr].EtcdHealthy])
+	}
+	paused := "no"
+	if st.Paused {
+		paused = "YES: no automatic failover until `topoha resume`"
+	}
+	fmt.Fprintf(w, "PAUSED   %s (failover.mode %s)\n", paused, cfg.Failover.Mode)
+	var etcd []string
+	for _, dc := range cfg.DCNames() {
+		d := st.DCs[dc]
+		if d.EtcdHealthy {
+			etcd = append(etcd, fmt.Sprintf("%s up (revision %d)", dc, d.Revision))
+		} else {
+			etcd = append(etcd, fmt.Sprintf("%s DOWN (%s)", dc, d.Error))
+		}
+	}
+	fmt.Fprintf(w, "ETCD     %s\n", strings.Join(etcd, "; "))
+	m := st.Mirror
+	switch {
+	case m.Syncing:
+		fmt.Fprintf(w, "MIRROR   %s -> %s: full sync under way (the DR copy is not consistent until it ends)\n", m.Source, m.Destination)
+	case m.AppliedRevision == 0:
+		fmt.Fprintf(w, "MIRROR   %s -> %s: no checkpoint in %s's etcd (never mirrored, or unreadable)\n", m.Source, m.Destination, m.Destination)
+	default:
+		fmt.Fprintf(w, "MIRROR   %s -> %s: applied source revision %d of %d (%d behind), checkpoint written %s ago\n", m.Source, m.Destination,
+			m.AppliedRevision, m.SourceRevision, m.LagRevisions, time.Since(m.UpdatedAt).Round(time.Second))
+	}
+	if f := st.LastFailover; f != nil {
+		var shards []string
+		for _, s := range f.Shards {
+			state := "OK " + s.Tablet
+			if !s.Confirmed {
+				state = "FAILED: " + s.Error
+			}
+			shards = append(shards, fmt.Sprintf("%s/%s %s", s.Keyspace, s.Shard, state))
+		}
+		fmt.Fprintf(w, "LAST FAILOVER  %s %s -> %s (%s, epoch %d, took %s): %s\n", f.StartedAt.Format(time.RFC3339), f.Decision.From, f.Decision.To,
+			f.Decision.Trigger, f.Epoch, f.FinishedAt.Sub(f.StartedAt).Round(time.Millisecond), strings.Join(shards, "; "))
+	}
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "WARNING  %s\n", warn)
+	}
+}
+
+func runPause(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return setPause(ctx, "pause", true, args, stdout, stderr)
+}
+
+func runResume(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return setPause(ctx, "resume", false, args, stdout, stderr)
+}
+
+func setPause(ctx context.Context, name string, on bool, args []string, stdout, stderr io.Writer) int {
+	var cf commonFlags
+	fs := newFlagSet(name, stderr, &cf)
+	if err := cf.parse(fs, args); err != nil {
+		return exitCodeFor(err)
+	}
+	cfg, clients, closeAll, err := openAll(cf.config)
+	if err != nil {
+		return fail(stderr, name, err)
+	}
+	defer closeAll()
+	if err := controller.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost()); err != nil {
+		return fail(stderr, name, err)
+	}
+	if on {
+		fmt.Fprintln(stdout, "paused: no automatic failover until `topoha resume`; mirroring and manual failover go on")
+	} else {
+		fmt.Fprintln(stdout, "resumed: automatic failover is enabled again (failover.mode "+cfg.Failover.Mode+")")
+	}
+	return exitOK
+}
+
+func userAtHost() string {
+	host, _ := os.Hostname()
+	return os.Getenv("USER") + "@" + host
+}
+
+func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cf commonFlags
+	fs := newFlagSet("failover", stderr, &cf)
+	to := fs.String("to", "", "the DC to make primary (required)")
+	force := fs.Bool("force", false, "fail over even if the target's etcd looks unhealthy; with no leader, act directly")
+	wait := fs.Duration("wait", 3*time.Minute, "how long to wait for the leader to carry the failover out")
+	if err := cf.parse(fs, args); err != nil {
+		return exitCodeFor(err)
+	}
+	cfg, clients, closeAll, err := openAll(cf.config)
+	if err != nil {
+		return fail(stderr, "failover", err)
+	}
+	defer closeAll()
+	if _, ok := cfg.DCs[*to]; !ok {
+		return fail(stderr, "failover", fmt.Errorf("--to %q: name the DC to make primary, one of %v", *to, cfg.DCNames()))
+	}
+	st := controller.ReadClusterStatus(ctx, cfg, clients)
+	if st.Primary.DC == *to {
+		fmt.Fprintf(stdout, "%s is already primary (epoch %d); nothing to do\n", *to, st.Primary.Epoch)
+		return exitOK
+	}
+	req := failover.Request{To: *to, Force: *force, Trigger: failover.TriggerCLI, At: time.Now().UTC()}
+	if st.Leader == nil {
+		if !*force {
+			return fail(stderr, "failover", fmt.Errorf("no controller leads (the election lives in %s's etcd); start one, or use --force to fail over from here", st.Mirror.Destination))
+		}
+		return failoverDirectly(ctx, stdout, stderr, cfg, clients, st, req)
+	}
+	if err := controller.WriteRequest(ctx, cfg, clients, req); err != nil {
+		return fail(stderr, "failover", err)
+	}
+	fmt.Fprintf(stdout, "asked leader %s (in %s) to fail over to %s; waiting up to %s\n", st.Leader.ID, st.Leader.DC, *to, *wait)
+	return awaitFailover(ctx, stdout, stderr, cfg, clients, req, *wait)
+}
+
+// awaitFailover waits for the leader's answer to req and then for the failover's result.
+func awaitFailover(ctx context.Context, stdout, stderr io.Writer, cfg *config.Config, clients map[string]*clientv3.Client, req failover.Request, wait time.Duration) int {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	answered := false
+	for {
+		if !answered {
+			if ans := readAnswer(ctx, cfg, clients, req); ans != nil {
+				if ans.Decision.Action != failover.ActionFailover {
+					fmt.Fprintf(stdout, "the leader refused: %s\n", ans.Decision.Reason)
+					return exitDiffer
+				}
+				answered = true
+				fmt.Fprintf(stdout, "the leader is failing over: %s\n", ans.Decision.Reason)
+			}
+		} else if st := controller.ReadClusterStatus(ctx, cfg, clients); st.LastFailover != nil && st.LastFailover.Decision.To == req.To &&
+			st.LastFailover.StartedAt.After(req.At.Add(-time.Second)) && !st.LastFailover.FinishedAt.IsZero() {
+			printResult(stdout, st.LastFailover)
+			if len(st.LastFailover.FailedShards()) > 0 {
+				return exitDiffer
+			}
+			return exitOK
+		}
+		select {
+		case <-ctx.Done():
+			return fail(stderr, "failover", fmt.Errorf("no answer within --wait %s: is a controller running and leading? `topoha status` tells", wait))
+		case <-tick.C:
+		}
+	}
+}
+
+func readAnswer(ctx context.Context, cfg *config.Config, clients map[string]*clientv3.Client, req failover.Request) *controller.RequestResult {
+	for _, dc := range cfg.DCNames() {
+		rctx, cancel := context.WithTimeout(ctx, cfg.Health.Timeout)
+		resp, err := clients[dc].Get(rctx, controller.RequestResultKey(cfg.KeyRoot()))
+		cancel()
+		if err != nil || len(resp.Kvs) == 0 {
+			continue
+		}
+		var ans controller.RequestResult
+		if json.Unmarshal(resp.Kvs[0].Value, &ans) == nil && ans.Request.At.Equal(req.At) {
+			return &ans
+		}
+	}
+	return nil
+}
+
+// failoverDirectly carries out a forced failover from this process, for when no controller leads.
+func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config.Config, clients map[string]*clientv3.Client, st *controller.ClusterStatus, req failover.Request) int {
+	d := failover.Decision{Action: failover.ActionFailover, From: st.Primary.DC, To: req.To, Trigger: failover.TriggerCLI, Forced: true,
+		NewEpoch: st.Primary.Epoch + 1, Reason: "forced from the command line by " + userAtHost() + " with no leader"}
+	fmt.Fprintf(stdout, "no controller leads: failing over to %s from here (epoch %d)\n", req.To, d.NewEpoch)
+	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: cfg, Clients: clients})
+	if err != nil {
+		return fail(stderr, "failover", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, cfg.Health.Timeout)
+	seen := primary.Read(rctx, clients[req.To], primary.Key(cfg.KeyRoot()))
+	cancel()
+	if seen.Err != nil && seen.ModRevision == 0 {
+		return fail(stderr, "failover", fmt.Errorf("cannot read the primary record in %s's etcd: %w", req.To, seen.Err))
+	}
+	res, err := x.Execute(ctx, d, seen)
+	if errors.Is(err, failover.ErrStale) {
+		return fail(stderr, "failover", fmt.Errorf("%w; run `topoha status` and try again", err))
+	}
+	if res != nil {
+		printResult(stdout, res)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "topoha failover: %v\n", err)
+		return exitDiffer
+	}
+	return exitOK
+}
+
+func printResult(w io.Writer, r *failover.Result) {
+	fmt.Fprintf(w, "failover to %s at epoch %d took %s; locks deleted: %d\n", r.Decision.To, r.Epoch, r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond), len(r.Locks))
+	for _, s := range r.Shards {
+		if s.Confirmed {
+			fmt.Fprintf(w, "  %s/%s: %s is primary (%d attempt(s), %s)\n", s.Keyspace, s.Shard, s.Tablet, s.Attempts, s.Duration.Round(time.Millisecond))
+		} else {
+			fmt.Fprintf(w, "  %s/%s: FAILED: %s\n", s.Keyspace, s.Shard, s.Error)
+		}
+	}
+}

@@ -1,0 +1,146 @@
+package main
+
+// Tests of the operator commands against controllers running as processes: status, failover, pause,
+// resume, SIGUSR1.
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/vitess"
+)
+
+// opsConfig is runConfig with a shard whose promotion the fake promote program performs.
+func opsConfig(t *testing.T, d *dcs) string {
+	t.Helper()
+	fake := testenv.Build(t, "./internal/fakepromote")
+	path := runConfig(t, d)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := fmt.Sprintf(`  promote_timeout: 5s
+  promote_command: [%s, -etcd, "{{if eq .DC \"dc1\"}}%s{{else}}%s{{end}}", -log, "%s/promote.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  shards: [{keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}]
+`, fake, d.dc1.Endpoint(), d.dc2.Endpoint(), t.TempDir())
+	cfg := strings.Replace(string(data), "failover: {mode: manual}\n", "failover:\n  mode: manual\n"+extra, 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, d.c1, vitess.ShardKey("/vt", "commerce", "0"), string(rec))
+	return path
+}
+
+func status(t *testing.T, config string) controller.ClusterStatus {
+	t.Helper()
+	code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "status", "--config", config, "--json")
+	if code != 0 {
+		t.Fatalf("status exit %d: %s", code, errOut)
+	}
+	var st controller.ClusterStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+func TestStatusWithoutControllers(t *testing.T) {
+	d := startDCs(t)
+	config := opsConfig(t, d)
+	st := status(t, config)
+	if st.Cluster != "t" || st.Primary.DC != "dc1" || st.Primary.Epoch != 0 || st.Leader != nil || st.Paused ||
+		!st.DCs["dc1"].EtcdHealthy || !st.DCs["dc2"].EtcdHealthy || st.Mirror.Source != "dc1" || st.Mirror.Destination != "dc2" {
+		t.Errorf("status = %+v", st)
+	}
+	d.dc2.Stop()
+	code, out, _ := testenv.RunProcess(t, waitLong, testenv.Binary(t), "status", "--config", config)
+	if code != 0 || !strings.HasPrefix(out, "PRIMARY  dc1 (epoch 0)") || !strings.Contains(out, "dc2 DOWN") || !strings.Contains(out, "LEADER   none") {
+		t.Errorf("status with dc2 down: exit %d\n%s", code, out)
+	}
+}
+
+func TestFailoverCommandPauseAndSignal(t *testing.T) {
+	d := startDCs(t)
+	config := opsConfig(t, d)
+	procs := map[string]*testenv.Process{}
+	for id, dc := range map[string]string{"ctl-a": "dc1", "ctl-b": "dc2"} {
+		procs[id] = testenv.StartProcess(t, testenv.Binary(t), "run", "--config", config, "--dc", dc, "--id", id)
+	}
+	d.leaderID(t, "")
+	d.waitEqual(t)
+
+	// pause and resume are visible in status.
+	if code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "pause", "--config", config); code != 0 {
+		t.Fatalf("pause: %d %s %s", code, out, errOut)
+	}
+	if st := status(t, config); !st.Paused {
+		t.Error("status does not show paused")
+	}
+	if code, _, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "resume", "--config", config); code != 0 {
+		t.Fatalf("resume: %d %s", code, errOut)
+	}
+	if st := status(t, config); st.Paused {
+		t.Error("status still shows paused after resume")
+	}
+
+	// A manual failover through the leader.
+	start := time.Now()
+	code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "failover", "--config", config, "--to", "dc2")
+	if code != 0 || !strings.Contains(out, "commerce/0: dc2-0000000101 is primary") {
+		t.Fatalf("failover --to dc2: exit %d\n%s\n%s", code, out, errOut)
+	}
+	t.Logf("topoha failover --to dc2 returned after %s", time.Since(start).Round(time.Millisecond))
+	st := status(t, config)
+	if st.Primary.DC != "dc2" || st.Primary.Epoch != 1 || st.LastFailover == nil || st.LastFailover.Decision.Trigger != "cli" ||
+		len(st.LastFailover.Shards) != 1 || !st.LastFailover.Shards[0].Confirmed {
+		t.Fatalf("status after the failover: %+v", st)
+	}
+	// The mirror now runs dc2 -> dc1.
+	mustPut(t, d.c2, prefix+"written-in-dc2", "x")
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		resp, err := d.c1.Get(ctxT(t), prefix+"written-in-dc2")
+		return err == nil && len(resp.Kvs) == 1, "dc2's write has not reached dc1"
+	})
+
+	// SIGUSR1 to any controller fails back over to the other DC.
+	procs["ctl-a"].Signal(syscall.SIGUSR1)
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		st := status(t, config)
+		return st.Primary.DC == "dc1" && st.Primary.Epoch == 2 && st.LastFailover != nil && st.LastFailover.Epoch == 2,
+			fmt.Sprintf("primary %s@%d", st.Primary.DC, st.Primary.Epoch)
+	})
+	if st := status(t, config); st.LastFailover.Decision.Trigger != "signal" {
+		t.Errorf("trigger of the SIGUSR1 failover = %s", st.LastFailover.Decision.Trigger)
+	}
+	for _, p := range procs {
+		stopWithSIGTERM(t, p)
+	}
+}
+
+func TestForcedFailoverWithoutControllers(t *testing.T) {
+	d := startDCs(t)
+	config := opsConfig(t, d)
+	code, _, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "failover", "--config", config, "--to", "dc2")
+	if code != 2 || !strings.Contains(errOut, "use --force") {
+		t.Errorf("failover without a leader and without --force: exit %d, %s", code, errOut)
+	}
+	d.dc1.Stop()
+	code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "failover", "--config", config, "--to", "dc2", "--force")
+	if code != 0 || !strings.Contains(out, "dc2-0000000101 is primary") {
+		t.Fatalf("forced failover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if st := status(t, config); st.Primary.DC != "dc2" || st.Primary.Epoch != 1 {
+		t.Errorf("primary after the forced failover: %+v", st.Primary)
+	}
+}

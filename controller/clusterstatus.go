@@ -1,0 +1,129 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/election"
+	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/replication"
+)
+
+// ClusterStatus is the state of a topoha cluster as read from the etcds directly: what `topoha status`
+// shows, with or without a controller running.
+type ClusterStatus struct {
+	Cluster      string              `json:"cluster"`
+	Primary      primary.Record      `json:"primary"`
+	Leader       *election.Leader    `json:"leader"`
+	Paused       bool                `json:"paused"`
+	DCs          map[string]DCStatus `json:"dcs"`
+	Mirror       MirrorStatus        `json:"mirror"`
+	LastFailover *failover.Result    `json:"last_failover"`
+	Warnings     []string            `json:"warnings,omitempty"`
+}
+
+// DCStatus is one DC's etcd as probed just now.
+type DCStatus struct {
+	EtcdHealthy bool   `json:"etcd_healthy"`
+	Error       string `json:"error,omitempty"`
+	Revision    int64  `json:"revision,omitempty"`
+}
+
+// MirrorStatus is the mirror's progress according to its checkpoint in the DR etcd.
+type MirrorStatus struct {
+	Source          string    `json:"source"`
+	Destination     string    `json:"destination"`
+	AppliedRevision int64     `json:"applied_revision"`
+	SourceRevision  int64     `json:"source_revision"`
+	LagRevisions    int64     `json:"lag_revisions"`
+	Syncing         bool      `json:"syncing"`
+	UpdatedAt       time.Time `json:"updated_at,omitzero"`
+}
+
+// ReadClusterStatus probes both DCs' etcds and reads topoha's records from them. Nothing in it needs a
+// controller; what cannot be read is reported as such.
+func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) *ClusterStatus {
+	st := &ClusterStatus{Cluster: c.Cluster, DCs: map[string]DCStatus{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	observed := map[string]primary.Observed{}
+	for _, dc := range c.DCNames() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rev, err := health.Probe(ctx, clients[dc], c.DCs[dc].Etcd.Endpoints, c.KeyRoot()+"health", c.Health.Timeout)
+			ds := DCStatus{EtcdHealthy: err == nil, Revision: rev}
+			var obs primary.Observed
+			if err != nil {
+				ds.Error = err.Error()
+			} else {
+				rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+				obs = primary.Read(rctx, clients[dc], primary.Key(c.KeyRoot()))
+				cancel()
+			}
+			mu.Lock()
+			st.DCs[dc] = ds
+			observed[dc] = obs
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	var list []primary.Observed
+	for _, dc := range c.DCNames() {
+		list = append(list, observed[dc])
+		if err := observed[dc].Err; err != nil {
+			st.Warnings = append(st.Warnings, err.Error())
+		}
+	}
+	st.Primary = primary.Resolve(c.InitialPrimary, list...)
+	dr := c.OtherDC(st.Primary.DC)
+	st.Mirror = MirrorStatus{Source: st.Primary.DC, Destination: dr, SourceRevision: st.DCs[st.Primary.DC].Revision}
+	p, ok := ReadPause(ctx, c, clients)
+	st.Paused = !ok || p.Paused
+	if c.Failover.Mode == config.ModeAuto && len(c.Failover.Witnesses) == 0 {
+		st.Warnings = append(st.Warnings, "automatic failover with two sites and no witnesses: a partition between the DCs can make both primary")
+	}
+
+	if st.DCs[dr].EtcdHealthy {
+		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+		l, err := election.CurrentLeader(rctx, clients[dr], c.KeyRoot()+"election/")
+		cancel()
+		if err != nil {
+			st.Warnings = append(st.Warnings, err.Error())
+		}
+		st.Leader = l
+		cp, err := replication.ReadCheckpoint(ctx, clients[dr], c.MirrorCheckpointKey(), c.Health.Timeout)
+		if err != nil {
+			st.Warnings = append(st.Warnings, err.Error())
+		}
+		if cp != nil {
+			st.Mirror.AppliedRevision, st.Mirror.Syncing, st.Mirror.UpdatedAt = cp.Revision, cp.Sync != nil, cp.UpdatedAt
+			if st.Mirror.SourceRevision > 0 && cp.Sync == nil {
+				st.Mirror.LagRevisions = max(0, st.Mirror.SourceRevision-cp.Revision)
+			}
+		}
+	}
+	for _, dc := range []string{st.Primary.DC, dr} {
+		if !st.DCs[dc].EtcdHealthy {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+		resp, err := clients[dc].Get(rctx, failover.LastFailoverKey(c.KeyRoot()))
+		cancel()
+		if err != nil || len(resp.Kvs) == 0 {
+			continue
+		}
+		var res failover.Result
+		if json.Unmarshal(resp.Kvs[0].Value, &res) == nil && (st.LastFailover == nil || res.Epoch > st.LastFailover.Epoch) {
+			st.LastFailover = &res
+		}
+	}
+	return st
+}
