@@ -135,8 +135,8 @@ func TestAutomaticFailoverAndReturn(t *testing.T) {
 		return s.Leading && s.Mirror != nil, fmt.Sprintf("leading %v", s.Leading)
 	})
 
-	lost := time.Now()
 	r.dc1.Stop()
+	lost := time.Now()
 	testenv.Eventually(t, wait, func() (bool, string) {
 		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
 		return got.Record != nil && got.Record.DC == "dc2" && got.Record.Epoch == 1, fmt.Sprintf("dc2 record %+v", got)

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/health"
 )
 
 // PausedKey is where the pause flag lives, in both DCs' etcds.
@@ -26,17 +27,17 @@ type Pause struct {
 	At         time.Time `json:"at"`
 }
 
-// ReadPause reads the flag from both etcds at once. ok is false when neither could be read.
+// ReadPause reads the flag from the given etcds at once. ok is false when none could be read.
 func ReadPause(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) (p Pause, ok bool) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, dc := range c.DCNames() {
+	for dc, cli := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
 			defer cancel()
-			resp, err := clients[dc].Get(rctx, PausedKey(c.KeyRoot()))
+			resp, err := cli.Get(rctx, PausedKey(c.KeyRoot()))
 			if err != nil {
 				return
 			}
@@ -61,8 +62,20 @@ func ReadPause(ctx context.Context, c *config.Config, clients map[string]*client
 
 // paused says whether automatic failover is paused. A flag that cannot be read counts as set.
 func (ctl *Controller) paused(ctx context.Context) bool {
-	p, ok := ReadPause(ctx, ctl.c, ctl.cfg.Clients)
+	p, ok := ReadPause(ctx, ctl.c, ctl.reachable())
 	return !ok || p.Paused
+}
+
+// reachable returns the clients of the DCs whose etcd is not known to be down, so that the leader's loop
+// does not wait a timeout on a lost DC at every turn.
+func (ctl *Controller) reachable() map[string]*clientv3.Client {
+	out := map[string]*clientv3.Client{}
+	for dc, p := range ctl.probers {
+		if p.Snapshot().State != health.Down {
+			out[dc] = ctl.cfg.Clients[dc]
+		}
+	}
+	return out
 }
 
 // SetPaused sets or clears the pause flag (see WritePause).

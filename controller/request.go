@@ -58,11 +58,10 @@ func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
 	var mu sync.Mutex
 	var newest *failover.Request
 	var wg sync.WaitGroup
-	for _, dc := range ctl.c.DCNames() {
+	for dc, cli := range ctl.reachable() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cli := ctl.cfg.Clients[dc]
 			rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
 			defer cancel()
 			resp, err := cli.Get(rctx, key)

@@ -4,12 +4,16 @@
 package vitess
 
 import (
+	"context"
 	"fmt"
 	"path"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -147,4 +151,44 @@ func IsLockKey(key string) bool {
 	}
 	_, err := strconv.ParseInt(name, 10, 64)
 	return err == nil
+}
+
+// PromoteInTopo writes tablet as the primary of keyspace/shard into the Shard record in cli's etcd,
+// keeping the record's other fields: what a reparent leaves in the topo. Tests and the demo stand in for
+// vtctldclient with it.
+func PromoteInTopo(ctx context.Context, cli *clientv3.Client, globalRoot, keyspace, shard string, tablet TabletAlias) error {
+	key := ShardKey(globalRoot, keyspace, shard)
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	var old []byte
+	if len(resp.Kvs) == 1 {
+		old = resp.Kvs[0].Value
+	}
+	updated, err := SetShardPrimary(old, tablet)
+	if err != nil {
+		return err
+	}
+	_, err = cli.Put(ctx, key, string(updated))
+	return err
+}
+
+// PromoteAt is PromoteInTopo for command lines: it connects to the etcd at endpoint and takes
+// "keyspace/shard" and a tablet alias as text.
+func PromoteAt(ctx context.Context, endpoint, globalRoot, keyspaceShard, tablet string) error {
+	ks, shard, ok := strings.Cut(keyspaceShard, "/")
+	if !ok {
+		return fmt.Errorf("%q is not KEYSPACE/SHARD", keyspaceShard)
+	}
+	alias, err := ParseTabletAlias(tablet)
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return PromoteInTopo(ctx, cli, globalRoot, ks, shard, alias)
 }

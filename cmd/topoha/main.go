@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/topoha/topoha/internal/demo"
+	"github.com/topoha/topoha/vitess"
 )
 
 // Exit codes shared by every subcommand.
@@ -38,7 +39,7 @@ func commands() []command {
 		{"resume", "--config FILE", "allow automatic failover again", runResume},
 		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},
 		{"verify", "--config FILE [--json]", "compare the two prefixes key by key: exit 0 equal, 1 different, 2 error", runVerify},
-		{"demo", "", "the mirror on two embedded etcd servers, narrated; needs nothing but this binary", runDemo},
+		{"demo", "", "two DCs on embedded etcd servers: mirror, DC loss, failover, return; narrated, needs nothing but this binary", runDemo},
 		{"version", "", "print the version", runVersion},
 	}
 }
@@ -67,6 +68,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], stdout, stderr)
 		}
+	}
+	if args[0] == demoPromote {
+		return runDemoPromote(ctx, args[1:], stderr)
 	}
 	fmt.Fprintf(stderr, "topoha: unknown command %q\n\n", args[0])
 	usage(stderr)
@@ -146,8 +150,30 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitCodeFor(err)
 	}
-	if err := demo.Run(ctx, stdout); err != nil {
+	exe, err := os.Executable()
+	if err != nil {
 		return fail(stderr, "demo", err)
+	}
+	if err := demo.Run(ctx, stdout, []string{exe, demoPromote}); err != nil {
+		return fail(stderr, "demo", err)
+	}
+	return exitOK
+}
+
+// demoPromote is the demo's stand-in for vtctldclient EmergencyReparentShard: it writes the new primary
+// into the Shard record as Vitess does. It is not listed in the usage: only the demo runs it.
+const demoPromote = "demo-promote"
+
+func runDemoPromote(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("topoha "+demoPromote, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	endpoint := fs.String("etcd", "", "etcd endpoint holding the topo")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 2 || *endpoint == "" {
+		fmt.Fprintln(stderr, "usage: topoha demo-promote -etcd URL KEYSPACE/SHARD TABLET")
+		return exitBadConfig
+	}
+	if err := vitess.PromoteAt(ctx, *endpoint, "/vt", fs.Arg(0), fs.Arg(1)); err != nil {
+		return fail(stderr, demoPromote, err)
 	}
 	return exitOK
 }

@@ -1,6 +1,7 @@
 // Package demo plays topoha on one machine, narrated: two embedded etcd servers stand in for the two DCs'
-// etcd clusters, and each step checks that what it tells really happened, so a demo that prints "done"
-// has shown it.
+// etcd clusters; the mirror copes with restarts, deletes and compaction; then controllers in both DCs
+// fail over when dc1 is lost and resync dc1 when it returns. Each step checks that what it tells really
+// happened, so a demo that prints "done" has shown it.
 package demo
 
 import (
@@ -16,8 +17,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/internal/embedetcd"
 	"github.com/topoha/topoha/replication"
+	"github.com/topoha/topoha/vitess"
 )
 
 const (
@@ -27,10 +31,11 @@ const (
 	waitFor       = 30 * time.Second
 )
 
-// Run plays the demo, writing the narration to w. It returns an error when a step does not behave as
-// described.
-func Run(ctx context.Context, w io.Writer) error {
-	d := &demo{w: w}
+// Run plays the demo, writing the narration to w. promoter is the argument vector that stands in for
+// vtctldclient: it is run as `promoter... -etcd URL KEYSPACE/SHARD TABLET` and writes the new primary
+// into the Shard record. Run returns an error when a step does not behave as described.
+func Run(ctx context.Context, w io.Writer, promoter []string) error {
+	d := &demo{w: w, promoter: promoter}
 	dir, err := os.MkdirTemp("", "topoha-demo-")
 	if err != nil {
 		return err
@@ -48,6 +53,9 @@ func Run(ctx context.Context, w io.Writer) error {
 		{"The mirror is down while dc1 changes (deletes included)", d.downWhileChanging},
 		{"dc1 compacts its history past the mirror's checkpoint", d.compactedWhileDown},
 		{"topoha verify: key by key", d.verify},
+		{"topoha run in both DCs", d.startControllers},
+		{"dc1 is lost: automatic failover to dc2", d.loseDC1},
+		{"dc1 comes back", d.dc1Returns},
 	}
 	for i, s := range steps {
 		d.sayf("\n== %d. %s\n", i+1, s.title)
@@ -55,23 +63,31 @@ func Run(ctx context.Context, w io.Writer) error {
 			return fmt.Errorf("step %d (%s): %w", i+1, s.title, err)
 		}
 	}
-	d.sayf("\nDone: the DR copy in dc2 equals dc1's topo, and every claim above was checked.\n")
+	d.sayf("\nDone: every claim above was checked as it was made.\n")
 	return nil
 }
 
 type demo struct {
 	w        io.Writer
+	promoter []string
 	dc1, dc2 *embedetcd.Server
 	c1, c2   *clientv3.Client
 	mirror   *replication.Mirror
 	stop     context.CancelFunc
 	done     chan error
+
+	cfg         *config.Config
+	controllers []*controller.Controller
+	stops       []func()
 }
 
 func (d *demo) sayf(format string, args ...any) { fmt.Fprintf(d.w, format, args...) }
 
 func (d *demo) close() {
 	d.stopMirror()
+	for _, stop := range d.stops {
+		stop()
+	}
 	for _, c := range []*clientv3.Client{d.c1, d.c2} {
 		if c != nil {
 			c.Close()
@@ -110,10 +126,10 @@ func (d *demo) startDCs(_ context.Context, dir string) error {
 func (d *demo) writeTopo(ctx context.Context) error {
 	keys := map[string]string{
 		"keyspaces/commerce/Keyspace":           "durability_policy: semi_sync",
-		"keyspaces/commerce/shards/-80/Shard":   "primary_alias: dc1-0000000100",
-		"keyspaces/commerce/shards/80-/Shard":   "primary_alias: dc1-0000000200",
+		"keyspaces/commerce/shards/-80/Shard":   shardRecord(100),
+		"keyspaces/commerce/shards/80-/Shard":   shardRecord(200),
 		"keyspaces/customer/Keyspace":           "durability_policy: none",
-		"keyspaces/customer/shards/0/Shard":     "primary_alias: dc1-0000000300",
+		"keyspaces/customer/shards/0/Shard":     shardRecord(300),
 		"keyspaces/customer/shards/0/VSchema":   "tables: [customer]",
 		"cells/dc1/CellInfo":                    "server_address: etcd-dc1:2379",
 		"cells/dc2/CellInfo":                    "server_address: etcd-dc2:2379",
@@ -224,7 +240,7 @@ func (d *demo) firstSync(ctx context.Context) error {
 func (d *demo) liveChange(ctx context.Context) error {
 	key := prefix + "keyspaces/commerce/shards/80-/Shard"
 	start := time.Now()
-	if _, err := d.c1.Put(ctx, key, "primary_alias: dc1-0000000201"); err != nil {
+	if _, err := d.c1.Put(ctx, key, shardRecord(201)); err != nil {
 		return err
 	}
 	for {
@@ -232,7 +248,7 @@ func (d *demo) liveChange(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == "primary_alias: dc1-0000000201" {
+		if len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == shardRecord(201) {
 			break
 		}
 		if time.Since(start) > waitFor {
@@ -257,7 +273,7 @@ func (d *demo) downWhileChanging(ctx context.Context) error {
 	if _, err := d.c1.Delete(ctx, prefix+"tablets/dc1-0000001", clientv3.WithPrefix()); err != nil {
 		return err
 	}
-	if _, err := d.c1.Put(ctx, prefix+"keyspaces/commerce/shards/-80/Shard", "primary_alias: dc1-0000000102"); err != nil {
+	if _, err := d.c1.Put(ctx, prefix+"keyspaces/commerce/shards/-80/Shard", shardRecord(102)); err != nil {
 		return err
 	}
 	d.sayf("meanwhile in dc1: keyspace customer deleted, 1000 tablets deleted, a Shard record changed\n")
@@ -282,7 +298,7 @@ func (d *demo) compactedWhileDown(ctx context.Context) error {
 	if _, err := d.c1.Delete(ctx, prefix+"tablets/", clientv3.WithPrefix()); err != nil {
 		return err
 	}
-	if _, err := d.c1.Put(ctx, prefix+"keyspaces/commerce/shards/80-/Shard", "primary_alias: dc1-0000000200"); err != nil {
+	if _, err := d.c1.Put(ctx, prefix+"keyspaces/commerce/shards/80-/Shard", shardRecord(200)); err != nil {
 		return err
 	}
 	resp, err := d.c1.Get(ctx, "rev")
@@ -353,4 +369,11 @@ func permanentKeys(ctx context.Context, c *clientv3.Client) (map[string]string, 
 		}
 	}
 	return out, nil
+}
+
+// shardRecord is a topodata.Shard record, protobuf-encoded as Vitess stores it, whose primary is the dc1
+// tablet with uid.
+func shardRecord(uid uint32) string {
+	rec, _ := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: uid})
+	return string(rec)
 }

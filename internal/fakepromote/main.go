@@ -15,9 +15,6 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"github.com/topoha/topoha/vitess"
 )
 
@@ -49,7 +46,9 @@ func main() {
 		fmt.Println("EmergencyReparentShard failed: no valid candidates for emergency reparent")
 		os.Exit(1)
 	}
-	if err := promote(*endpoint, *root, flag.Arg(0), flag.Arg(1)); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := vitess.PromoteAt(ctx, *endpoint, *root, flag.Arg(0), flag.Arg(1)); err != nil {
 		fmt.Fprintln(os.Stderr, "promote:", err)
 		os.Exit(1)
 	}
@@ -57,39 +56,6 @@ func main() {
 		fmt.Println("SetReplicationSource failed on dc1-0000000100 (the lost DC's tablet)")
 		os.Exit(1)
 	}
-}
-
-func promote(endpoint, root, keyspaceShard, tablet string) error {
-	ks, shard, ok := strings.Cut(keyspaceShard, "/")
-	if !ok {
-		return fmt.Errorf("%q is not KEYSPACE/SHARD", keyspaceShard)
-	}
-	alias, err := vitess.ParseTabletAlias(tablet)
-	if err != nil {
-		return err
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	key := vitess.ShardKey(root, ks, shard)
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	var old []byte
-	if len(resp.Kvs) == 1 {
-		old = resp.Kvs[0].Value
-	}
-	updated, err := vitess.SetShardPrimary(old, alias)
-	if err != nil {
-		return err
-	}
-	_, err = cli.Put(ctx, key, string(updated))
-	return err
 }
 
 func countLines(path string) int {
