@@ -117,7 +117,9 @@ func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observe
 		return nil, ErrStale
 	}
 	x.log.Info("failover: epoch bumped; the old direction of the mirror is fenced", "to", d.To, "epoch", d.NewEpoch, "trigger", d.Trigger, "reason", d.Reason)
-	res.OldSide = x.recordOnOldSide(ctx, d.From, key, rec)
+	// The old primary's etcd is usually gone: telling it must not delay the promotions.
+	oldSide := make(chan string, 1)
+	go func() { oldSide <- x.recordOnOldSide(ctx, d.From, key, rec) }()
 
 	var errs *multierror.Error
 	locks, err := x.purgeLocks(ctx, target)
@@ -138,6 +140,7 @@ func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observe
 	errs = multierror.Append(errs, x.hook(ctx, "after_failover", cfg.Failover.Hooks.AfterFailover, vars, res))
 
 	res.FinishedAt = time.Now().UTC()
+	res.OldSide = <-oldSide
 	if err := errs.ErrorOrNil(); err != nil {
 		for _, e := range errs.Errors {
 			res.Errors = append(res.Errors, e.Error())
@@ -154,7 +157,7 @@ func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observe
 // recordOnOldSide also writes the new record into the old primary's etcd when it answers, so that it
 // learns of its demotion at once; when it does not (the usual case) it learns on return.
 func (x *Executor) recordOnOldSide(ctx context.Context, dc, key string, rec primary.Record) string {
-	ctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.Config.Health.Timeout)
 	defer cancel()
 	cli := x.cfg.Clients[dc]
 	seen := primary.Read(ctx, cli, key)
