@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
 )
 
@@ -29,7 +30,7 @@ func runMirror(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "mirror", err)
 	}
-	cfg, src, dst, err := setupMirror(ctx, cf.config)
+	cfg, src, dst, destRecord, err := setupMirror(ctx, cf.config)
 	if err != nil {
 		if ctx.Err() != nil {
 			// SIGTERM while connecting is a stop, not an unreachable endpoint.
@@ -40,7 +41,10 @@ func runMirror(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 	defer src.client.Close()
 	defer dst.client.Close()
-	m, err := replication.New(mirrorConfig(cfg, src.client, dst.client, log))
+	// A failover recorded in the destination while this runs fences it: the direction would be wrong.
+	mc := mirrorConfig(cfg, src.client, dst.client, log)
+	mc.Fence = []clientv3.Cmp{primary.Unchanged(primary.Key(cfg.KeyRoot()), destRecord)}
+	m, err := replication.New(mc)
 	if err != nil {
 		return fail(stderr, "mirror", err)
 	}
@@ -51,6 +55,9 @@ func runMirror(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if errors.Is(err, context.Canceled) {
 		log.Info("stopped by signal", "applied_revision", m.Status().AppliedRevision)
 		return exitOK
+	}
+	if errors.Is(err, replication.ErrFenced) {
+		err = fmt.Errorf("the primary record in %s's etcd changed (a failover?), so %s -> %s is no longer the mirror's direction; stopped: %w", dst.dc, src.dc, dst.dc, err)
 	}
 	return fail(stderr, "mirror", err)
 }
@@ -79,7 +86,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := cf.parse(fs, args); err != nil {
 		return exitCodeFor(err)
 	}
-	cfg, src, dst, err := setupMirror(ctx, cf.config)
+	cfg, src, dst, _, err := setupMirror(ctx, cf.config)
 	if err != nil {
 		return fail(stderr, "verify", err)
 	}
@@ -140,24 +147,40 @@ type dcClient struct {
 	client *clientv3.Client
 }
 
-// setupMirror loads the config and connects to the mirror's source (the primary DC) and destination.
-func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dcClient, error) {
+// setupMirror loads the config, connects to both DCs' etcds and picks the mirror's direction from the
+// primary record (the highest epoch in either etcd; initial_primary before any failover). It also
+// returns what the destination's record held, for the fence.
+func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dcClient, primary.Observed, error) {
+	var none primary.Observed
 	cfg, err := config.Load(path)
 	if err != nil {
-		return nil, dcClient{}, dcClient{}, err
+		return nil, dcClient{}, dcClient{}, none, err
 	}
-	srcDC := cfg.InitialPrimary
-	dstDC := cfg.OtherDC(srcDC)
-	src, err := connect(ctx, cfg, srcDC)
-	if err != nil {
-		return nil, dcClient{}, dcClient{}, err
+	clients := map[string]*clientv3.Client{}
+	closeAll := func() {
+		for _, c := range clients {
+			c.Close()
+		}
 	}
-	dst, err := connect(ctx, cfg, dstDC)
-	if err != nil {
-		src.Close()
-		return nil, dcClient{}, dcClient{}, err
+	observed := map[string]primary.Observed{}
+	for _, dc := range cfg.DCNames() {
+		cli, err := connect(ctx, cfg, dc)
+		if err != nil {
+			closeAll()
+			return nil, dcClient{}, dcClient{}, none, err
+		}
+		clients[dc] = cli
+		rctx, cancel := context.WithTimeout(ctx, cfg.DCs[dc].Etcd.DialTimeout)
+		observed[dc] = primary.Read(rctx, cli, primary.Key(cfg.KeyRoot()))
+		cancel()
+		if err := observed[dc].Err; err != nil {
+			closeAll()
+			return nil, dcClient{}, dcClient{}, none, err
+		}
 	}
-	return cfg, dcClient{srcDC, src}, dcClient{dstDC, dst}, nil
+	rec := primary.Resolve(cfg.InitialPrimary, observed[cfg.DCNames()[0]], observed[cfg.DCNames()[1]])
+	dst := cfg.OtherDC(rec.DC)
+	return cfg, dcClient{rec.DC, clients[rec.DC]}, dcClient{dst, clients[dst]}, observed[dst], nil
 }
 
 // connect opens a client of one DC's etcd and proves with one read that it answers: clientv3.New alone

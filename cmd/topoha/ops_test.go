@@ -14,6 +14,7 @@ import (
 
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
 )
 
@@ -142,5 +143,31 @@ func TestForcedFailoverWithoutControllers(t *testing.T) {
 	}
 	if st := status(t, config); st.Primary.DC != "dc2" || st.Primary.Epoch != 1 {
 		t.Errorf("primary after the forced failover: %+v", st.Primary)
+	}
+}
+
+// `topoha mirror` follows the primary record, and stops when a failover is recorded in its destination.
+func TestMirrorFollowsThePrimaryRecord(t *testing.T) {
+	d := startDCs(t)
+	key := primary.Key("/topoha/t/")
+	if ok, err := primary.Write(ctxT(t), d.c2, key, primary.Record{DC: "dc2", Epoch: 1}, primary.Observed{}); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	mustPut(t, d.c2, prefix+"from-dc2", "x")
+	p := testenv.StartProcess(t, testenv.Binary(t), "mirror", "--config", d.config)
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		resp, err := d.c1.Get(ctxT(t), prefix+"from-dc2")
+		return err == nil && len(resp.Kvs) == 1, "dc2's key has not reached dc1: the mirror does not run dc2 -> dc1"
+	})
+	// A failover back to dc1 is recorded in the mirror's destination.
+	if ok, err := primary.Write(ctxT(t), d.c1, key, primary.Record{DC: "dc1", Epoch: 2}, primary.Read(ctxT(t), d.c1, key)); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	mustPut(t, d.c2, prefix+"after-failover", "must not reach dc1")
+	if code := p.Wait(waitLong); code != 2 || !strings.Contains(p.Stderr(), "a failover?") {
+		t.Fatalf("mirror exit %d after a failover was recorded in its destination:\n%s", code, p.Stderr())
+	}
+	if resp, err := d.c1.Get(ctxT(t), prefix+"after-failover"); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("the fenced mirror wrote into the new primary: %v %v", resp.Kvs, err)
 	}
 }
