@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -38,6 +39,9 @@ type Controller struct {
 	log      *slog.Logger
 	probers  map[string]*health.Prober
 	executor *failover.Executor
+	// changing is set while this controller's leader carries out a failover or switchover: its term (and
+	// the mirror a switchover drains) must not be ended by the election moving meanwhile.
+	changing atomic.Bool
 
 	mu     sync.Mutex
 	status Status
@@ -163,7 +167,7 @@ func (ctl *Controller) Run(ctx context.Context) error {
 		rec := known
 		ctl.update(func(s *Status) { s.Primary = rec })
 		dr := ctl.c.OtherDC(rec.DC)
-		if campaign.dr != dr || campaign.cancel == nil {
+		if (campaign.dr != dr && !ctl.changing.Load()) || campaign.cancel == nil {
 			// The election lives in the DR DC's etcd, where the leader writes: after a failover it moves.
 			stopCampaign()
 			el, err := election.New(election.Config{

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -105,10 +106,22 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		if d.Action != failover.ActionFailover {
 			continue
 		}
-		stopMirror()
 		// Once the epoch is bumped the failover must finish even if the term ends meanwhile (the primary
 		// record moves the election away from here at once): every step has its own timeout.
-		res, err := ctl.executor.Execute(context.WithoutCancel(ctx), d, seen, term.Fence())
+		xctx := context.WithoutCancel(ctx)
+		ctl.changing.Store(true)
+		defer ctl.changing.Store(false)
+		var res *failover.Result
+		if d.Planned {
+			drain := func(ctx context.Context) error {
+				defer stopMirror()
+				return ctl.drain(ctx, m, rec.DC)
+			}
+			res, err = ctl.executor.Switchover(xctx, d, seen, drain, term.Fence())
+		} else {
+			stopMirror()
+			res, err = ctl.executor.Execute(xctx, d, seen, term.Fence())
+		}
 		if err != nil {
 			ctl.log.Error("leader: failover finished with errors", "err", err)
 		}
@@ -116,6 +129,30 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 			ctl.update(func(s *Status) { s.Failover = res })
 		}
 		return
+	}
+}
+
+// drain waits until the mirror has applied every revision the old primary's etcd holds now.
+func (ctl *Controller) drain(ctx context.Context, m *replication.Mirror, source string) error {
+	rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
+	resp, err := ctl.cfg.Clients[source].Get(rctx, ctl.c.KeyRoot()+"drain")
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read %s's current revision: %w", source, err)
+	}
+	want := resp.Header.Revision
+	dctx, cancel := context.WithTimeout(ctx, ctl.c.Failover.PromoteTimeout)
+	defer cancel()
+	for {
+		got := m.Status().AppliedRevision
+		if got >= want {
+			return nil
+		}
+		select {
+		case <-dctx.Done():
+			return fmt.Errorf("the mirror applied %s's revision %d of %d within %s", source, got, want, ctl.c.Failover.PromoteTimeout)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

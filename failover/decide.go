@@ -24,6 +24,9 @@ const (
 	TriggerSignal Trigger = "signal" // SIGUSR1 to a controller
 	TriggerCLI    Trigger = "cli"    // topoha failover --to DC
 	TriggerFlag   Trigger = "flag"   // topoha run --force-primary DC
+	// TriggerSwitchover is a planned switchover (topoha switchover --to DC): both DCs healthy, the mirror
+	// drained before the epoch moves, switchover_command instead of promote_command.
+	TriggerSwitchover Trigger = "switchover"
 )
 
 // Request is an operator's failover request.
@@ -68,14 +71,16 @@ const (
 
 // Decision is the outcome of Decide.
 type Decision struct {
-	Action   Action  `json:"action"`
-	From     string  `json:"from,omitempty"`
-	To       string  `json:"to,omitempty"`
-	Trigger  Trigger `json:"trigger,omitempty"`
-	Forced   bool    `json:"forced,omitempty"`
-	Reason   string  `json:"reason"`
-	Refusal  bool    `json:"refusal,omitempty"` // an operator's request that was refused
-	NewEpoch int64   `json:"new_epoch,omitempty"`
+	Action  Action  `json:"action"`
+	From    string  `json:"from,omitempty"`
+	To      string  `json:"to,omitempty"`
+	Trigger Trigger `json:"trigger,omitempty"`
+	Forced  bool    `json:"forced,omitempty"`
+	Reason  string  `json:"reason"`
+	Refusal bool    `json:"refusal,omitempty"` // an operator's request that was refused
+	// Planned is a switchover: the old primary is told first, the mirror drained, then the epoch moves.
+	Planned  bool  `json:"planned,omitempty"`
+	NewEpoch int64 `json:"new_epoch,omitempty"`
 }
 
 // Decide returns what to do given the facts. It has no side effects.
@@ -130,12 +135,15 @@ func decideRequest(f Facts, from string) Decision {
 		return refuse("refused: %s is already primary (epoch %d)", r.To, f.Primary.Epoch)
 	case target.State != health.Up && !r.Force:
 		return refuse("refused: %s etcd is %s (%s); fix it, or force the failover", r.To, target.State, target.LastError)
+	case r.Trigger == TriggerSwitchover && f.Health[from].State != health.Up:
+		return refuse("refused: a switchover needs both DCs healthy and %s etcd is %s; use topoha failover", from, f.Health[from].State)
 	}
 	reason := fmt.Sprintf("requested by %s", r.Trigger)
 	if r.Force && target.State != health.Up {
 		reason += fmt.Sprintf(", forced although %s etcd is %s", r.To, target.State)
 	}
-	return Decision{Action: ActionFailover, From: from, To: r.To, Trigger: r.Trigger, Forced: r.Force, NewEpoch: f.Primary.Epoch + 1, Reason: reason}
+	return Decision{Action: ActionFailover, From: from, To: r.To, Trigger: r.Trigger, Forced: r.Force, NewEpoch: f.Primary.Epoch + 1, Reason: reason,
+		Planned: r.Trigger == TriggerSwitchover}
 }
 
 func otherDC(h map[string]health.Snapshot, dc string) string {

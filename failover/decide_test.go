@@ -78,6 +78,11 @@ func TestDecide(t *testing.T) {
 			f.Request = &Request{To: "dc2", Force: true, Trigger: TriggerFlag}
 		}, ActionFailover, "dc2", TriggerFlag, "forced"},
 		{"request to the current primary", func(f *Facts) { f.Request = &Request{To: "dc1", Trigger: TriggerCLI} }, ActionNone, "dc1", TriggerCLI, "already primary"},
+		{"switchover, both healthy", func(f *Facts) {
+			f.Health["dc1"] = snap(health.Up, time.Hour)
+			f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover}
+		}, ActionFailover, "dc2", TriggerSwitchover, "requested by switchover"},
+		{"switchover with the primary down", func(f *Facts) { f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover} }, ActionNone, "dc2", TriggerSwitchover, "needs both DCs healthy"},
 		{"request to an unknown DC", func(f *Facts) { f.Request = &Request{To: "dc9", Trigger: TriggerCLI} }, ActionNone, "dc9", TriggerCLI, "not a configured DC"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,6 +94,9 @@ func TestDecide(t *testing.T) {
 			}
 			if d.Action == ActionFailover && d.NewEpoch != f.Primary.Epoch+1 {
 				t.Errorf("new epoch %d, want %d", d.NewEpoch, f.Primary.Epoch+1)
+			}
+			if d.Planned != (d.Action == ActionFailover && d.Trigger == TriggerSwitchover) {
+				t.Errorf("planned = %v for %+v", d.Planned, d)
 			}
 			if d.Action == ActionNone && d.NewEpoch != 0 {
 				t.Errorf("no failover but a new epoch %d", d.NewEpoch)

@@ -101,12 +101,43 @@ func LastFailoverKey(keyRoot string) string { return keyRoot + "last_failover" }
 // runs after_failover, and records the result. The returned error aggregates every failed step; with
 // ErrStale nothing was done.
 func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observed, fence ...clientv3.Cmp) (*Result, error) {
+	return x.execute(ctx, d, seen, nil, fence...)
+}
+
+// Switchover carries out a planned decision: the old primary's etcd is told first (so that its /primary
+// stops answering 200 and the topo VIP moves away from it), drain waits until the mirror has applied
+// everything the old primary holds, and only then does the epoch move in the new primary's etcd;
+// switchover_command (PlannedReparentShard) runs for every shard. Once the old side is told, the
+// switchover is committed: a drain that fails is reported, not undone.
+func (x *Executor) Switchover(ctx context.Context, d Decision, seen primary.Observed, drain func(context.Context) error, fence ...clientv3.Cmp) (*Result, error) {
+	return x.execute(ctx, d, seen, drain, fence...)
+}
+
+func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observed, drain func(context.Context) error, fence ...clientv3.Cmp) (*Result, error) {
 	cfg := x.cfg.Config
 	res := &Result{Decision: d, Epoch: d.NewEpoch, StartedAt: time.Now().UTC()}
 	target := x.cfg.Clients[d.To]
 	key := primary.Key(cfg.KeyRoot())
 	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: res.StartedAt, Reason: string(d.Trigger) + ": " + d.Reason}
+	var errs *multierror.Error
+	command := cfg.Failover.PromoteCommand
 
+	oldSide := make(chan string, 1)
+	if drain != nil {
+		command = cfg.Failover.SwitchoverCommand
+		// The old side is told before the epoch moves where the fence lives: check the fence first.
+		if err := x.checkFence(ctx, target, fence); err != nil {
+			return nil, err
+		}
+		if told := x.recordOnOldSide(ctx, d.From, key, rec); told != "written" {
+			return nil, fmt.Errorf("switchover to %s: the old primary %s could not be told (%s); nothing was changed", d.To, d.From, told)
+		}
+		oldSide <- "written"
+		x.log.Info("switchover: the old primary knows; draining the mirror", "from", d.From, "epoch", d.NewEpoch)
+		if err := drain(ctx); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("switchover: the mirror was not drained, writes the old primary took meanwhile may be missing: %w", err))
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
 	ok, err := primary.Write(rctx, target, key, rec, seen, fence...)
 	cancel()
@@ -117,11 +148,11 @@ func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observe
 		return nil, ErrStale
 	}
 	x.log.Info("failover: epoch bumped; the old direction of the mirror is fenced", "to", d.To, "epoch", d.NewEpoch, "trigger", d.Trigger, "reason", d.Reason)
-	// The old primary's etcd is usually gone: telling it must not delay the promotions.
-	oldSide := make(chan string, 1)
-	go func() { oldSide <- x.recordOnOldSide(ctx, d.From, key, rec) }()
+	if drain == nil {
+		// The old primary's etcd is usually gone: telling it must not delay the promotions.
+		go func() { oldSide <- x.recordOnOldSide(ctx, d.From, key, rec) }()
+	}
 
-	var errs *multierror.Error
 	locks, err := x.purgeLocks(ctx, target)
 	res.Locks = locks
 	errs = multierror.Append(errs, err)
@@ -130,7 +161,7 @@ func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observe
 	if err := x.hook(ctx, "before_promote", cfg.Failover.Hooks.BeforePromote, vars, res); err != nil {
 		errs = multierror.Append(errs, fmt.Errorf("before_promote hook failed, no shard promoted: %w", err))
 	} else {
-		res.Shards = x.promoteAll(ctx, d, vars)
+		res.Shards = x.promoteAll(ctx, d, command, vars)
 		for _, s := range res.Shards {
 			if !s.Confirmed {
 				errs = multierror.Append(errs, errors.New(s.Error))
@@ -173,6 +204,20 @@ func (x *Executor) recordOnOldSide(ctx context.Context, dc, key string, rec prim
 	return "written"
 }
 
+// checkFence returns ErrStale unless every fence condition holds in cli's etcd now.
+func (x *Executor) checkFence(ctx context.Context, cli *clientv3.Client, fence []clientv3.Cmp) error {
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := cli.Txn(ctx).If(fence...).Commit()
+	if err != nil {
+		return fmt.Errorf("check the leader's fence: %w", err)
+	}
+	if !resp.Succeeded {
+		return ErrStale
+	}
+	return nil
+}
+
 // purgeLocks deletes Vitess lock keys without a lease below the global root: copies that lost their
 // lease would block EmergencyReparentShard for its whole lock timeout. A lock that has a lease belongs to
 // a live process and stays.
@@ -207,10 +252,10 @@ func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]stri
 	return deleted, errs.ErrorOrNil()
 }
 
-func (x *Executor) promoteAll(ctx context.Context, d Decision, vars config.CommandVars) []ShardResult {
+func (x *Executor) promoteAll(ctx context.Context, d Decision, command []string, vars config.CommandVars) []ShardResult {
 	cfg := x.cfg.Config
 	p := &Promoter{
-		Command: cfg.Failover.PromoteCommand, Timeout: cfg.Failover.PromoteTimeout,
+		Command: command, Timeout: cfg.Failover.PromoteTimeout,
 		Attempts: x.cfg.Attempts, Backoff: x.cfg.Backoff,
 		Topo: x.cfg.Clients[d.To], GlobalRoot: cfg.Vitess.GlobalRoot,
 		ConfirmTimeout: x.cfg.ConfirmTimeout, ConfirmPoll: x.cfg.ConfirmPoll,

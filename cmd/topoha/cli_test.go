@@ -58,6 +58,8 @@ type dcs struct {
 	dc1, dc2 *testenv.Etcd
 	c1, c2   *clientv3.Client
 	config   string
+	// commandLogs is where the fake promote program records its runs (opsConfig).
+	commandLogs string
 }
 
 func startDCs(t *testing.T) *dcs {

@@ -35,6 +35,7 @@ func commands() []command {
 		{"run", "--config FILE --dc NAME [--id ID] [--force-primary DC]", "the controller: election, probes, mirror, automatic failover", runRun},
 		{"status", "--config FILE [--json]", "primary, leader, pause, etcd health, mirror progress, last failover; reads etcd directly", runStatus},
 		{"failover", "--config FILE --to DC [--force] [--wait 3m]", "ask the leader to fail over now (or, forced with no leader, do it from here)", runFailover},
+		{"switchover", "--config FILE --to DC [--wait 3m]", "planned: drain the mirror, move the epoch, PlannedReparentShard every shard; nothing lost", runSwitchover},
 		{"pause", "--config FILE", "no automatic failover until resume (mirroring and manual failover go on)", runPause},
 		{"resume", "--config FILE", "allow automatic failover again", runResume},
 		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},

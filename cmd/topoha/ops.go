@@ -159,38 +159,51 @@ func userAtHost() string {
 }
 
 func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return changePrimary(ctx, "failover", failover.TriggerCLI, args, stdout, stderr)
+}
+
+func runSwitchover(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return changePrimary(ctx, "switchover", failover.TriggerSwitchover, args, stdout, stderr)
+}
+
+// changePrimary asks the leader for a failover or a planned switchover and reports its outcome.
+func changePrimary(ctx context.Context, name string, trigger failover.Trigger, args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
-	fs := newFlagSet("failover", stderr, &cf)
+	fs := newFlagSet(name, stderr, &cf)
 	to := fs.String("to", "", "the DC to make primary (required)")
-	force := fs.Bool("force", false, "fail over even if the target's etcd looks unhealthy; with no leader, act directly")
-	wait := fs.Duration("wait", 3*time.Minute, "how long to wait for the leader to carry the failover out")
+	force := new(bool)
+	if trigger != failover.TriggerSwitchover {
+		fs.BoolVar(force, "force", false, "fail over even if the target's etcd looks unhealthy; with no leader, act directly")
+	}
+	wait := fs.Duration("wait", 3*time.Minute, "how long to wait for the leader to carry it out")
 	if err := cf.parse(fs, args); err != nil {
 		return exitCodeFor(err)
 	}
 	cfg, clients, closeAll, err := openAll(cf.config)
 	if err != nil {
-		return fail(stderr, "failover", err)
+		return fail(stderr, name, err)
 	}
 	defer closeAll()
 	if _, ok := cfg.DCs[*to]; !ok {
-		return fail(stderr, "failover", fmt.Errorf("--to %q: name the DC to make primary, one of %v", *to, cfg.DCNames()))
+		return fail(stderr, name, fmt.Errorf("--to %q: name the DC to make primary, one of %v", *to, cfg.DCNames()))
 	}
 	st := controller.ReadClusterStatus(ctx, cfg, clients)
 	if st.Primary.DC == *to {
 		fmt.Fprintf(stdout, "%s is already primary (epoch %d); nothing to do\n", *to, st.Primary.Epoch)
 		return exitOK
 	}
-	req := failover.Request{To: *to, Force: *force, Trigger: failover.TriggerCLI, At: time.Now().UTC()}
+	req := failover.Request{To: *to, Force: *force, Trigger: trigger, At: time.Now().UTC()}
 	if st.Leader == nil {
 		if !*force {
-			return fail(stderr, "failover", fmt.Errorf("no controller leads (the election lives in %s's etcd); start one, or use --force to fail over from here", st.Mirror.Destination))
+			return fail(stderr, name, fmt.Errorf("no controller leads (the election lives in %s's etcd); start one%s", st.Mirror.Destination,
+				map[bool]string{true: "", false: ", or use --force to fail over from here"}[trigger == failover.TriggerSwitchover]))
 		}
 		return failoverDirectly(ctx, stdout, stderr, cfg, clients, st, req)
 	}
 	if err := controller.WriteRequest(ctx, cfg, clients, req); err != nil {
-		return fail(stderr, "failover", err)
+		return fail(stderr, name, err)
 	}
-	fmt.Fprintf(stdout, "asked leader %s (in %s) to fail over to %s; waiting up to %s\n", st.Leader.ID, st.Leader.DC, *to, *wait)
+	fmt.Fprintf(stdout, "asked leader %s (in %s) for a %s to %s; waiting up to %s\n", st.Leader.ID, st.Leader.DC, name, *to, *wait)
 	return awaitFailover(ctx, stdout, stderr, cfg, clients, req, *wait)
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,10 +28,13 @@ func opsConfig(t *testing.T, d *dcs) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	logDir := t.TempDir()
+	d.commandLogs = logDir
 	extra := fmt.Sprintf(`  promote_timeout: 5s
-  promote_command: [%s, -etcd, "{{if eq .DC \"dc1\"}}%s{{else}}%s{{end}}", -log, "%s/promote.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  promote_command: [%[1]s, -etcd, "{{if eq .DC \"dc1\"}}%[2]s{{else}}%[3]s{{end}}", -log, "%[4]s/promote.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  switchover_command: [%[1]s, -etcd, "{{if eq .DC \"dc1\"}}%[2]s{{else}}%[3]s{{end}}", -log, "%[4]s/switchover.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
   shards: [{keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}]
-`, fake, d.dc1.Endpoint(), d.dc2.Endpoint(), t.TempDir())
+`, fake, d.dc1.Endpoint(), d.dc2.Endpoint(), logDir)
 	cfg := strings.Replace(string(data), "failover: {mode: manual}\n", "failover:\n  mode: manual\n"+extra, 1)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -74,10 +78,7 @@ func TestStatusWithoutControllers(t *testing.T) {
 func TestFailoverCommandPauseAndSignal(t *testing.T) {
 	d := startDCs(t)
 	config := opsConfig(t, d)
-	procs := map[string]*testenv.Process{}
-	for id, dc := range map[string]string{"ctl-a": "dc1", "ctl-b": "dc2"} {
-		procs[id] = testenv.StartProcess(t, testenv.Binary(t), "run", "--config", config, "--dc", dc, "--id", id)
-	}
+	procs := startControllers(t, d, config)
 	d.leaderID(t, "")
 	d.waitEqual(t)
 
@@ -169,5 +170,39 @@ func TestMirrorFollowsThePrimaryRecord(t *testing.T) {
 	}
 	if resp, err := d.c1.Get(ctxT(t), prefix+"after-failover"); err != nil || len(resp.Kvs) != 0 {
 		t.Errorf("the fenced mirror wrote into the new primary: %v %v", resp.Kvs, err)
+	}
+}
+
+// A planned switchover: the mirror is drained before the epoch moves, so every write the old primary took
+// before the switchover is in the new one, and switchover_command (not promote_command) runs.
+func TestSwitchover(t *testing.T) {
+	d := startDCs(t)
+	config := opsConfig(t, d)
+	procs := startControllers(t, d, config)
+	d.leaderID(t, "")
+	// Written just before the switchover, without waiting for the mirror.
+	for i := 0; i < 300; i++ {
+		mustPut(t, d.c1, fmt.Sprintf("%sbefore/%03d", prefix, i), "x")
+	}
+	code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "switchover", "--config", config, "--to", "dc2")
+	if code != 0 || !strings.Contains(out, "commerce/0: dc2-0000000101 is primary") {
+		t.Fatalf("switchover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if got := count(t, d.c2, prefix+"before/"); got != 300 {
+		t.Errorf("the new primary has %d of the 300 keys written before the switchover", got)
+	}
+	st := status(t, config)
+	if st.Primary.DC != "dc2" || st.Primary.Epoch != 1 || st.LastFailover.Decision.Trigger != "switchover" {
+		t.Errorf("status after the switchover: %+v", st)
+	}
+	data, err := os.ReadFile(filepath.Join(d.commandLogs, "switchover.log"))
+	if err != nil || !strings.Contains(string(data), "commerce/0 dc2-0000000101") {
+		t.Errorf("switchover_command did not run: %q %v", data, err)
+	}
+	if _, err := os.Stat(filepath.Join(d.commandLogs, "promote.log")); err == nil {
+		t.Error("promote_command ran in a switchover")
+	}
+	for _, p := range procs {
+		stopWithSIGTERM(t, p)
 	}
 }

@@ -38,9 +38,8 @@ failover: {mode: manual}
 	return path
 }
 
-// startControllers starts controller ctl-a in dc1 and ctl-b in dc2, keyed by ID.
-func startControllers(t *testing.T, d *dcs) map[string]*testenv.Process {
-	config := runConfig(t, d)
+// startControllers starts controller ctl-a in dc1 and ctl-b in dc2 with config, keyed by ID.
+func startControllers(t *testing.T, d *dcs, config string) map[string]*testenv.Process {
 	procs := map[string]*testenv.Process{}
 	for id, dc := range map[string]string{"ctl-a": "dc1", "ctl-b": "dc2"} {
 		procs[id] = testenv.StartProcess(t, testenv.Binary(t), "run", "--config", config, "--dc", dc, "--id", id)
@@ -66,7 +65,7 @@ func (d *dcs) leaderID(t *testing.T, not string) string {
 
 func TestLeaderKilledAnotherTakesOverAndTheMirrorResumes(t *testing.T) {
 	d := startDCs(t)
-	procs := startControllers(t, d)
+	procs := startControllers(t, d, runConfig(t, d))
 	for i := 0; i < 100; i++ {
 		mustPut(t, d.c1, fmt.Sprintf("%sk/%03d", prefix, i), "v1")
 	}
@@ -97,7 +96,7 @@ func TestLeaderKilledAnotherTakesOverAndTheMirrorResumes(t *testing.T) {
 
 func TestFrozenLeaderIsFencedWhenThawed(t *testing.T) {
 	d := startDCs(t)
-	procs := startControllers(t, d)
+	procs := startControllers(t, d, runConfig(t, d))
 	mustPut(t, d.c1, prefix+"before", "1")
 	d.waitEqual(t)
 	frozen := d.leaderID(t, "")

@@ -96,10 +96,6 @@ func (d *demo) waitLeader(ctx context.Context) (string, error) {
 }
 
 func (d *demo) loseDC1(ctx context.Context) error {
-	d.dc1.Stop()
-	lost := time.Now()
-	d.sayf("dc1's etcd is stopped (the DC is lost). failover.after is %s, mode auto; times from here:\n", failoverAfter)
-	elapsed := func() string { return time.Since(lost).Round(100 * time.Millisecond).String() }
 	var leader *controller.Controller
 	for _, c := range d.controllers {
 		if c.Status().Leading {
@@ -109,6 +105,10 @@ func (d *demo) loseDC1(ctx context.Context) error {
 	if leader == nil {
 		return errors.New("no leader")
 	}
+	d.dc1.Stop()
+	lost := time.Now()
+	d.sayf("dc1's etcd is stopped (the DC is lost). failover.after is %s, mode auto; times from here:\n", failoverAfter)
+	elapsed := func() string { return time.Since(lost).Round(100 * time.Millisecond).String() }
 	if _, err := poll(ctx, func() (string, bool) { return "", leader.Status().Health["dc1"].State == "down" }); err != nil {
 		return err
 	}
