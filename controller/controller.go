@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,11 +35,10 @@ type Config struct {
 
 // Controller runs the control loop of one process. Create it with New and run it with Run.
 type Controller struct {
-	cfg      Config
-	c        *config.Config
-	log      *slog.Logger
-	probers  map[string]*health.Prober
-	executor *failover.Executor
+	cfg     Config
+	conf    atomic.Pointer[config.Config] // replaced by Reload
+	log     *slog.Logger
+	probers map[string]*health.Prober
 	// changing is set while this controller's leader carries out a failover or switchover: its term (and
 	// the mirror a switchover drains) must not be ended by the election moving meanwhile.
 	changing atomic.Bool
@@ -74,7 +74,8 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ctl := &Controller{cfg: cfg, c: c, log: cfg.Logger, probers: map[string]*health.Prober{}}
+	ctl := &Controller{cfg: cfg, log: cfg.Logger, probers: map[string]*health.Prober{}}
+	ctl.conf.Store(c)
 	for _, dc := range c.DCNames() {
 		p, err := health.New(health.Config{
 			DC: dc, Client: cfg.Clients[dc], Endpoints: c.DCs[dc].Etcd.Endpoints, Key: c.KeyRoot() + "health",
@@ -87,11 +88,6 @@ func New(cfg Config) (*Controller, error) {
 		}
 		ctl.probers[dc] = p
 	}
-	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: c, Clients: cfg.Clients, Logger: cfg.Logger})
-	if err != nil {
-		return nil, err
-	}
-	ctl.executor = x
 	ctl.status = Status{DC: cfg.DC, ID: cfg.ID}
 	return ctl, nil
 }
@@ -99,10 +95,40 @@ func New(cfg Config) (*Controller, error) {
 // RequestFailover asks the leader, whichever controller it is, to fail over (SIGUSR1, --force-primary):
 // the request goes through etcd like `topoha failover`'s.
 func (ctl *Controller) RequestFailover(ctx context.Context, r failover.Request) error {
-	if err := WriteRequest(ctx, ctl.c, ctl.cfg.Clients, r); err != nil {
+	if err := WriteRequest(ctx, ctl.config(), ctl.cfg.Clients, r); err != nil {
 		return fmt.Errorf("failover request to %s not delivered: %w", r.To, err)
 	}
 	ctl.log.Info("failover requested", "to", r.To, "force", r.Force, "trigger", r.Trigger)
+	return nil
+}
+
+// config returns the configuration in force.
+func (ctl *Controller) config() *config.Config { return ctl.conf.Load() }
+
+// Reload puts a new configuration in force (SIGHUP). Health, failover (mode, timings, shards, commands,
+// hooks) change at once; a change anywhere else needs a restart and is refused, keeping the old config.
+func (ctl *Controller) Reload(next *config.Config) error {
+	cur := ctl.config()
+	type fixed struct {
+		Cluster, InitialPrimary string
+		DCs                     map[string]config.DC
+		Mirror                  config.Mirror
+		Vitess                  config.Vitess
+		Election                config.Election
+		Listen                  string
+		HTTP                    config.HTTP
+	}
+	pin := func(c *config.Config) fixed {
+		return fixed{c.Cluster, c.InitialPrimary, c.DCs, c.Mirror, c.Vitess, c.Election, c.Listen, c.HTTP}
+	}
+	if !reflect.DeepEqual(pin(cur), pin(next)) {
+		return errors.New("config not reloaded: only health and failover settings change on reload; cluster, initial_primary, dcs, mirror, vitess, election, listen and http need a restart")
+	}
+	ctl.conf.Store(next)
+	for _, p := range ctl.probers {
+		p.SetTiming(next.Health.Interval, next.Health.Timeout, next.Health.FailureThreshold, next.Health.SuccessThreshold)
+	}
+	ctl.log.Info("config reloaded", "mode", next.Failover.Mode, "after", next.Failover.After, "shards", len(next.Failover.Shards))
 	return nil
 }
 
@@ -152,7 +178,7 @@ func (ctl *Controller) Run(ctx context.Context) error {
 	}
 	defer stopCampaign()
 
-	tick := time.NewTicker(ctl.c.Health.Interval)
+	tick := time.NewTicker(ctl.config().Health.Interval)
 	defer tick.Stop()
 	var known primary.Record
 	for {
@@ -166,13 +192,13 @@ func (ctl *Controller) Run(ctx context.Context) error {
 		}
 		rec := known
 		ctl.update(func(s *Status) { s.Primary = rec })
-		dr := ctl.c.OtherDC(rec.DC)
+		dr := ctl.config().OtherDC(rec.DC)
 		if (campaign.dr != dr && !ctl.changing.Load()) || campaign.cancel == nil {
 			// The election lives in the DR DC's etcd, where the leader writes: after a failover it moves.
 			stopCampaign()
 			el, err := election.New(election.Config{
-				Client: ctl.cfg.Clients[dr], Prefix: ctl.c.KeyRoot() + "election/", ID: ctl.cfg.ID, DC: ctl.cfg.DC,
-				TTL: ctl.c.Election.TTL, RetryInterval: ctl.c.Health.Interval, Logger: ctl.log,
+				Client: ctl.cfg.Clients[dr], Prefix: ctl.config().KeyRoot() + "election/", ID: ctl.cfg.ID, DC: ctl.cfg.DC,
+				TTL: ctl.config().Election.TTL, RetryInterval: ctl.config().Health.Interval, Logger: ctl.log,
 				OnStartedLeading: func(lctx context.Context, term election.Term) { ctl.lead(lctx, term, rec) },
 			})
 			if err != nil {
@@ -196,14 +222,14 @@ func (ctl *Controller) Run(ctx context.Context) error {
 
 // readPrimary reads the primary record from both etcds and resolves it.
 func (ctl *Controller) readPrimary(ctx context.Context) (primary.Record, map[string]primary.Observed) {
-	key := primary.Key(ctl.c.KeyRoot())
+	key := primary.Key(ctl.config().KeyRoot())
 	obs := map[string]primary.Observed{}
 	var list []primary.Observed
-	for _, dc := range ctl.c.DCNames() {
-		rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
+	for _, dc := range ctl.config().DCNames() {
+		rctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
 		obs[dc] = primary.Read(rctx, ctl.cfg.Clients[dc], key)
 		cancel()
 		list = append(list, obs[dc])
 	}
-	return primary.Resolve(ctl.c.InitialPrimary, list...), obs
+	return primary.Resolve(ctl.config().InitialPrimary, list...), obs
 }

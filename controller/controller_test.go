@@ -25,6 +25,7 @@ type rig struct {
 	dc1, dc2 *testenv.Etcd
 	c1, c2   *clientv3.Client
 	cfg      *config.Config
+	yaml     string
 }
 
 func newRig(t *testing.T, mode string, after time.Duration) *rig {
@@ -53,7 +54,7 @@ failover:
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.cfg = cfg
+	r.cfg, r.yaml = cfg, yaml
 	shard, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -218,5 +219,41 @@ func TestPauseHoldsAutomaticFailover(t *testing.T) {
 	testenv.Eventually(t, wait, func() (bool, string) {
 		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
 		return got.Record != nil && got.Record.Epoch == 1, "no failover after resume"
+	})
+}
+
+// SIGHUP's reload: failover settings change at once; a change that needs a restart is refused whole.
+func TestReloadChangesFailoverSettings(t *testing.T) {
+	r := newRig(t, "manual", time.Second)
+	ctl, _ := r.start("dc2", "ctl-dc2")
+	testenv.Eventually(t, wait, func() (bool, string) { return ctl.Status().Leading, "not leading" })
+	r.dc1.Stop()
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Health["dc1"].DownFor(time.Now()) > 2*r.cfg.Failover.After && strings.Contains(s.Decision.Reason, "mode is manual"),
+			fmt.Sprintf("decision %q", s.Decision.Reason)
+	})
+
+	renamed, err := config.Parse([]byte(strings.Replace(strings.Replace(r.yaml, "mode: manual", "mode: auto", 1), "cluster: t", "cluster: other", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.Reload(renamed); err == nil || !strings.Contains(err.Error(), "need a restart") {
+		t.Fatalf("a reload that renames the cluster: %v", err)
+	}
+	if ctl.config().Failover.Mode != "manual" {
+		t.Fatal("a refused reload changed the mode")
+	}
+
+	auto, err := config.Parse([]byte(strings.Replace(r.yaml, "mode: manual", "mode: auto", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.Reload(auto); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() (bool, string) {
+		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
+		return got.Record != nil && got.Record.Epoch == 1, "no failover after mode auto was reloaded"
 	})
 }

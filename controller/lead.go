@@ -21,7 +21,7 @@ import (
 func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary.Record) {
 	ctl.update(func(s *Status) { s.Leading = true })
 	defer ctl.update(func(s *Status) { s.Leading = false; s.Mirror = nil })
-	c := ctl.c
+	c := ctl.config()
 	dr := c.OtherDC(rec.DC)
 	key := primary.Key(c.KeyRoot())
 
@@ -117,10 +117,10 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 				defer stopMirror()
 				return ctl.drain(ctx, m, rec.DC)
 			}
-			res, err = ctl.executor.Switchover(xctx, d, seen, drain, term.Fence())
+			res, err = ctl.executor().Switchover(xctx, d, seen, drain, term.Fence())
 		} else {
 			stopMirror()
-			res, err = ctl.executor.Execute(xctx, d, seen, term.Fence())
+			res, err = ctl.executor().Execute(xctx, d, seen, term.Fence())
 		}
 		if err != nil {
 			ctl.log.Error("leader: failover finished with errors", "err", err)
@@ -132,16 +132,23 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 	}
 }
 
+// executor carries out failovers with the configuration in force. NewExecutor cannot fail here: New
+// checked the config and the clients it needs.
+func (ctl *Controller) executor() *failover.Executor {
+	x, _ := failover.NewExecutor(failover.ExecutorConfig{Config: ctl.config(), Clients: ctl.cfg.Clients, Logger: ctl.log})
+	return x
+}
+
 // drain waits until the mirror has applied every revision the old primary's etcd holds now.
 func (ctl *Controller) drain(ctx context.Context, m *replication.Mirror, source string) error {
-	rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
-	resp, err := ctl.cfg.Clients[source].Get(rctx, ctl.c.KeyRoot()+"drain")
+	rctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
+	resp, err := ctl.cfg.Clients[source].Get(rctx, ctl.config().KeyRoot()+"drain")
 	cancel()
 	if err != nil {
 		return fmt.Errorf("read %s's current revision: %w", source, err)
 	}
 	want := resp.Header.Revision
-	dctx, cancel := context.WithTimeout(ctx, ctl.c.Failover.PromoteTimeout)
+	dctx, cancel := context.WithTimeout(ctx, ctl.config().Failover.PromoteTimeout)
 	defer cancel()
 	for {
 		got := m.Status().AppliedRevision
@@ -150,14 +157,14 @@ func (ctl *Controller) drain(ctx context.Context, m *replication.Mirror, source 
 		}
 		select {
 		case <-dctx.Done():
-			return fmt.Errorf("the mirror applied %s's revision %d of %d within %s", source, got, want, ctl.c.Failover.PromoteTimeout)
+			return fmt.Errorf("the mirror applied %s's revision %d of %d within %s", source, got, want, ctl.config().Failover.PromoteTimeout)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
 func (ctl *Controller) recordDemotion(ctx context.Context, dr, key string, rec primary.Record, seen primary.Observed, term election.Term) error {
-	ctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
 	defer cancel()
 	ok, err := primary.Write(ctx, ctl.cfg.Clients[dr], key, rec, seen, term.Fence())
 	if err == nil && !ok {
@@ -171,7 +178,7 @@ func (ctl *Controller) recordDemotion(ctx context.Context, dr, key string, rec p
 
 // facts gathers what Decide looks at.
 func (ctl *Controller) facts(ctx context.Context, rec primary.Record, request *failover.Request) failover.Facts {
-	c := ctl.c
+	c := ctl.config()
 	f := failover.Facts{
 		Now: time.Now(), Mode: c.Failover.Mode, Primary: rec,
 		Health: map[string]health.Snapshot{},

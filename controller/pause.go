@@ -62,7 +62,7 @@ func ReadPause(ctx context.Context, c *config.Config, clients map[string]*client
 
 // paused says whether automatic failover is paused. A flag that cannot be read counts as set.
 func (ctl *Controller) paused(ctx context.Context) bool {
-	p, ok := ReadPause(ctx, ctl.c, ctl.reachable())
+	p, ok := ReadPause(ctx, ctl.config(), ctl.reachable())
 	return !ok || p.Paused
 }
 
@@ -80,7 +80,7 @@ func (ctl *Controller) reachable() map[string]*clientv3.Client {
 
 // SetPaused sets or clears the pause flag (see WritePause).
 func (ctl *Controller) SetPaused(ctx context.Context, on bool, by string) error {
-	err := WritePause(ctx, ctl.c, ctl.cfg.Clients, on, by)
+	err := WritePause(ctx, ctl.config(), ctl.cfg.Clients, on, by)
 	if err == nil {
 		ctl.log.Info("pause flag changed", "paused", on, "by", by)
 	}

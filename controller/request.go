@@ -54,7 +54,7 @@ func putEverywhere(ctx context.Context, c *config.Config, clients map[string]*cl
 // takeRequest returns the newest pending request in either etcd and deletes it wherever it is, so that
 // it is acted on once.
 func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
-	key := RequestKey(ctl.c.KeyRoot())
+	key := RequestKey(ctl.config().KeyRoot())
 	var mu sync.Mutex
 	var newest *failover.Request
 	var wg sync.WaitGroup
@@ -62,7 +62,7 @@ func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, ctl.c.Health.Timeout)
+			rctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
 			defer cancel()
 			resp, err := cli.Get(rctx, key)
 			if err != nil || len(resp.Kvs) == 0 {
@@ -91,7 +91,7 @@ func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
 func (ctl *Controller) answerRequest(ctx context.Context, r failover.Request, d failover.Decision) {
 	val, err := json.Marshal(RequestResult{Request: r, Decision: d})
 	if err == nil {
-		err = putEverywhere(ctx, ctl.c, ctl.cfg.Clients, RequestResultKey(ctl.c.KeyRoot()), string(val))
+		err = putEverywhere(ctx, ctl.config(), ctl.cfg.Clients, RequestResultKey(ctl.config().KeyRoot()), string(val))
 	}
 	if err != nil {
 		ctl.log.Warn("cannot record the answer to a request", "err", err)

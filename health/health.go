@@ -98,7 +98,7 @@ func New(cfg Config) (*Prober, error) {
 // Run probes every Interval until ctx is done, then returns ctx.Err(). A probe never takes longer than
 // Timeout, so a hung endpoint counts as a failure instead of blocking the loop.
 func (p *Prober) Run(ctx context.Context) error {
-	t := time.NewTicker(p.cfg.Interval)
+	t := time.NewTicker(p.timing().Interval)
 	defer t.Stop()
 	for {
 		start := time.Now()
@@ -107,12 +107,26 @@ func (p *Prober) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		p.record(start, time.Since(start), rev, err)
+		t.Reset(p.timing().Interval)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		}
 	}
+}
+
+// SetTiming changes the probe interval, timeout and thresholds of a running prober (config reload).
+func (p *Prober) SetTiming(interval, timeout time.Duration, failures, successes int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cfg.Interval, p.cfg.Timeout, p.cfg.FailureThreshold, p.cfg.SuccessThreshold = interval, timeout, failures, successes
+}
+
+func (p *Prober) timing() Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg
 }
 
 // Snapshot returns the prober's current view.
@@ -123,7 +137,8 @@ func (p *Prober) Snapshot() Snapshot {
 }
 
 func (p *Prober) probe(ctx context.Context) (int64, error) {
-	return Probe(ctx, p.cfg.Client, p.cfg.Endpoints, p.cfg.Key, p.cfg.Timeout)
+	c := p.timing()
+	return Probe(ctx, c.Client, c.Endpoints, c.Key, c.Timeout)
 }
 
 // Probe checks one DC's etcd once, within timeout: the Status of an endpoint (it has a leader and no

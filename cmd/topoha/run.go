@@ -86,7 +86,13 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 						log.Error("SIGUSR2: pause not toggled", "err", err)
 					}
 				case syscall.SIGHUP:
-					log.Warn("SIGHUP: config reload is not supported yet; restart the controller to apply a new config")
+					next, err := config.Load(cf.config)
+					if err == nil {
+						err = ctl.Reload(next)
+					}
+					if err != nil {
+						log.Error("SIGHUP: config not reloaded; the old one stays in force", "err", err)
+					}
 				}
 			}
 		}
