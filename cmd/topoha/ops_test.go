@@ -206,3 +206,26 @@ func TestSwitchover(t *testing.T) {
 		stopWithSIGTERM(t, p)
 	}
 }
+
+// SIGUSR2 toggles the pause flag; --force-primary fails over at start.
+func TestSIGUSR2AndForcePrimary(t *testing.T) {
+	d := startDCs(t)
+	config := opsConfig(t, d)
+	procs := startControllers(t, d, config)
+	d.leaderID(t, "")
+	procs["ctl-a"].Signal(syscall.SIGUSR2)
+	testenv.Eventually(t, waitLong, func() (bool, string) { return status(t, config).Paused, "SIGUSR2 did not pause" })
+	procs["ctl-b"].Signal(syscall.SIGUSR2)
+	testenv.Eventually(t, waitLong, func() (bool, string) { return !status(t, config).Paused, "a second SIGUSR2 did not resume" })
+
+	extra := testenv.StartProcess(t, testenv.Binary(t), "run", "--config", config, "--dc", "dc2", "--id", "ctl-c", "--force-primary", "dc2")
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		st := status(t, config)
+		return st.Primary.DC == "dc2" && st.LastFailover != nil && st.LastFailover.Decision.Trigger == "flag",
+			fmt.Sprintf("primary %s@%d", st.Primary.DC, st.Primary.Epoch)
+	})
+	procs["ctl-c"] = extra
+	for _, p := range procs {
+		stopWithSIGTERM(t, p)
+	}
+}
