@@ -330,3 +330,22 @@ func validateCommand(field string, argv []string, required bool) error {
 	}
 	return all.ErrorOrNil()
 }
+
+// Unsupported reports the settings of the schema that this version does not carry out yet, each naming
+// its field, so that a controller refuses to start instead of silently ignoring them.
+func (c *Config) Unsupported() error {
+	var all *multierror.Error
+	if len(c.Failover.Witnesses) > 0 {
+		all = multierror.Append(all, fieldErr("failover.witnesses", "witnesses are not supported by this version yet; remove them (automatic failover then needs failover.allow_two_site_auto: true, or use mode: manual)"))
+	}
+	if c.Failover.SelfFence {
+		all = multierror.Append(all, fieldErr("failover.self_fence", "self-fencing is not supported by this version yet; set it to false"))
+	}
+	if c.Mirror.CellInfoRewrite {
+		all = multierror.Append(all, fieldErr("mirror.cell_info_rewrite", "CellInfo rewriting is not supported by this version yet; set it to false"))
+	}
+	if len(c.Failover.Hooks.OnRoleChange) > 0 {
+		all = multierror.Append(all, fieldErr("failover.hooks.on_role_change", "this hook is not supported by this version yet; remove it"))
+	}
+	return formatErrors(all)
+}

@@ -57,6 +57,8 @@ type Status struct {
 	Mirror   *replication.Status        `json:"mirror,omitempty"`
 	Decision failover.Decision          `json:"last_decision"`
 	Failover *failover.Result           `json:"last_failover,omitempty"`
+	// Problem is what keeps the leader from acting, if anything.
+	Problem string `json:"problem,omitempty"`
 }
 
 // New validates cfg and returns a Controller.
@@ -92,10 +94,13 @@ func New(cfg Config) (*Controller, error) {
 	return ctl, nil
 }
 
+// signalRequestTTL is how long a request from a signal or --force-primary waits for a leader to take it.
+const signalRequestTTL = time.Minute
+
 // RequestFailover asks the leader, whichever controller it is, to fail over (SIGUSR1, --force-primary):
 // the request goes through etcd like `topoha failover`'s.
 func (ctl *Controller) RequestFailover(ctx context.Context, r failover.Request) error {
-	if err := WriteRequest(ctx, ctl.config(), ctl.cfg.Clients, r); err != nil {
+	if err := WriteRequest(ctx, ctl.config(), ctl.cfg.Clients, r, signalRequestTTL); err != nil {
 		return fmt.Errorf("failover request to %s not delivered: %w", r.To, err)
 	}
 	ctl.log.Info("failover requested", "to", r.To, "force", r.Force, "trigger", r.Trigger)

@@ -29,9 +29,20 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 	seen := primary.Read(rctx, ctl.cfg.Clients[dr], key)
 	cancel()
 	switch {
+	case seen.Err != nil && seen.ModRevision == 0:
+		// Not read (a timeout under load): give the term up and campaign again rather than idle in it.
+		ctl.log.Warn("leader: cannot read the primary record in the DR etcd; campaigning again", "dc", dr, "err", seen.Err)
+		return
 	case seen.Err != nil:
-		ctl.log.Error("leader: cannot use the primary record in the DR etcd; doing nothing", "dc", dr, "err", seen.Err)
+		ctl.log.Error("leader: the primary record in the DR etcd is not a record; doing nothing until it is fixed", "dc", dr, "err", seen.Err)
+		ctl.update(func(s *Status) { s.Problem = seen.Err.Error() })
+		defer ctl.update(func(s *Status) { s.Problem = "" })
 		<-ctx.Done()
+		return
+	case rec.Epoch > 0 && !ctl.sourceHolds(ctx, rec):
+		// A switchover tells the old primary first: until the new primary's own record carries the
+		// epoch, nothing may be mirrored out of it.
+		ctl.log.Info("leader: waiting for the primary's own record to carry the epoch", "primary", rec.DC, "epoch", rec.Epoch)
 		return
 	case seen.Record != nil && seen.Record.Epoch > rec.Epoch:
 		ctl.log.Info("leader: the DR etcd holds a newer epoch; re-reading", "epoch", seen.Record.Epoch)
@@ -130,6 +141,14 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		}
 		return
 	}
+}
+
+// sourceHolds says whether the primary's own etcd holds rec's epoch (or a newer one).
+func (ctl *Controller) sourceHolds(ctx context.Context, rec primary.Record) bool {
+	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
+	defer cancel()
+	got := primary.Read(ctx, ctl.cfg.Clients[rec.DC], primary.Key(ctl.config().KeyRoot()))
+	return got.Record != nil && got.Record.Epoch >= rec.Epoch
 }
 
 // executor carries out failovers with the configuration in force. NewExecutor cannot fail here: New

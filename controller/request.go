@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -25,21 +26,34 @@ type RequestResult struct {
 	Decision failover.Decision `json:"decision"`
 }
 
-// WriteRequest leaves a failover request for the leader in every etcd that answers.
-func WriteRequest(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, r failover.Request) error {
+// WriteRequest leaves a failover request for the leader in every etcd that answers. The request is bound
+// to a lease of ttl: one that no leader took in that time goes away instead of being carried out hours
+// later.
+func WriteRequest(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, r failover.Request, ttl time.Duration) error {
 	val, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return putEverywhere(ctx, c, clients, RequestKey(c.KeyRoot()), string(val))
+	return putEverywhere(ctx, c, clients, RequestKey(c.KeyRoot()), string(val), max(ttl, time.Second))
 }
 
-// putEverywhere puts key in every etcd that answers; it fails only if none did.
-func putEverywhere(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, key, val string) error {
+// putEverywhere puts key in every etcd that answers, bound to a lease of ttl when ttl is not 0; it fails
+// only if no etcd took it.
+func putEverywhere(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, key, val string, ttl time.Duration) error {
 	var errs []error
 	for _, dc := range c.DCNames() {
 		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		_, err := clients[dc].Put(rctx, key, val)
+		var opts []clientv3.OpOption
+		var err error
+		if ttl > 0 {
+			var lease *clientv3.LeaseGrantResponse
+			if lease, err = clients[dc].Grant(rctx, int64((ttl+time.Second-1)/time.Second)); err == nil {
+				opts = append(opts, clientv3.WithLease(lease.ID))
+			}
+		}
+		if err == nil {
+			_, err = clients[dc].Put(rctx, key, val, opts...)
+		}
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", dc, err))
@@ -91,7 +105,7 @@ func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
 func (ctl *Controller) answerRequest(ctx context.Context, r failover.Request, d failover.Decision) {
 	val, err := json.Marshal(RequestResult{Request: r, Decision: d})
 	if err == nil {
-		err = putEverywhere(ctx, ctl.config(), ctl.cfg.Clients, RequestResultKey(ctl.config().KeyRoot()), string(val))
+		err = putEverywhere(ctx, ctl.config(), ctl.cfg.Clients, RequestResultKey(ctl.config().KeyRoot()), string(val), 0)
 	}
 	if err != nil {
 		ctl.log.Warn("cannot record the answer to a request", "err", err)

@@ -122,35 +122,43 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	var errs *multierror.Error
 	command := cfg.Failover.PromoteCommand
 
+	if seen.Record != nil && seen.Record.Epoch >= d.NewEpoch {
+		// Someone already moved the primary to this epoch or beyond: doing it again would promote twice.
+		return nil, ErrStale
+	}
 	oldSide := make(chan string, 1)
+	undo := func() {}
 	if drain != nil {
 		command = cfg.Failover.SwitchoverCommand
 		// The old side is told before the epoch moves where the fence lives: check the fence first.
 		if err := x.checkFence(ctx, target, fence); err != nil {
 			return nil, err
 		}
-		if told := x.recordOnOldSide(ctx, d.From, key, rec); told != "written" {
+		prev, told := x.recordOnOldSide(ctx, d.From, key, rec)
+		if told != "written" {
 			return nil, fmt.Errorf("switchover to %s: the old primary %s could not be told (%s); nothing was changed", d.To, d.From, told)
 		}
-		oldSide <- "written"
+		undo = func() { x.restoreOldSide(ctx, d.From, key, rec, prev) }
+		oldSide <- told
 		x.log.Info("switchover: the old primary knows; draining the mirror", "from", d.From, "epoch", d.NewEpoch)
 		if err := drain(ctx); err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("switchover: the mirror was not drained, writes the old primary took meanwhile may be missing: %w", err))
 		}
 	}
-	rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
-	ok, err := primary.Write(rctx, target, key, rec, seen, fence...)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("bump the epoch to %d in %s's etcd: %w", d.NewEpoch, d.To, err)
-	}
-	if !ok {
+	if ok, err := x.bump(ctx, target, key, rec, seen, fence); !ok {
+		undo()
+		if err != nil {
+			return nil, fmt.Errorf("bump the epoch to %d in %s's etcd: %w", d.NewEpoch, d.To, err)
+		}
 		return nil, ErrStale
 	}
 	x.log.Info("failover: epoch bumped; the old direction of the mirror is fenced", "to", d.To, "epoch", d.NewEpoch, "trigger", d.Trigger, "reason", d.Reason)
 	if drain == nil {
 		// The old primary's etcd is usually gone: telling it must not delay the promotions.
-		go func() { oldSide <- x.recordOnOldSide(ctx, d.From, key, rec) }()
+		go func() {
+			_, told := x.recordOnOldSide(ctx, d.From, key, rec)
+			oldSide <- told
+		}()
 	}
 
 	locks, err := x.purgeLocks(ctx, target)
@@ -185,23 +193,60 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	return res, errs.ErrorOrNil()
 }
 
+// bump writes rec into the new primary's etcd if the record there is still seen and the fence holds. In
+// the same transaction it deletes the mirror checkpoint there: it dates from when that etcd was the DR
+// side, and a mirror that resumed from it after a later failback would skip what this side wrote as
+// primary. A write whose outcome is unknown (timeout) is read back: committed is committed.
+func (x *Executor) bump(ctx context.Context, target *clientv3.Client, key string, rec primary.Record, seen primary.Observed, fence []clientv3.Cmp) (bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	ok, err := primary.WriteWith(rctx, target, key, rec, seen, fence, []clientv3.Op{clientv3.OpDelete(x.cfg.Config.MirrorCheckpointKey())})
+	cancel()
+	if err != nil && primary.Holds(ctx, target, key, rec, x.cfg.RequestTimeout) {
+		x.log.Warn("failover: the epoch bump timed out but committed", "err", err)
+		return true, nil
+	}
+	return ok, err
+}
+
 // recordOnOldSide also writes the new record into the old primary's etcd when it answers, so that it
-// learns of its demotion at once; when it does not (the usual case) it learns on return.
-func (x *Executor) recordOnOldSide(ctx context.Context, dc, key string, rec primary.Record) string {
-	ctx, cancel := context.WithTimeout(ctx, x.cfg.Config.Health.Timeout)
+// learns of its demotion at once; when it does not (the usual case) it learns on return. It returns
+// what the old side held before, and "written" or why not.
+func (x *Executor) recordOnOldSide(ctx context.Context, dc, key string, rec primary.Record) (primary.Observed, string) {
+	timeout := x.cfg.Config.Health.Timeout
+	cli := x.cfg.Clients[dc]
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	prev := primary.Read(rctx, cli, key)
+	if prev.Err != nil && prev.ModRevision == 0 {
+		return prev, "not written: " + prev.Err.Error()
+	}
+	if prev.Record != nil && prev.Record.Epoch >= rec.Epoch {
+		return prev, fmt.Sprintf("not written: it holds epoch %d", prev.Record.Epoch)
+	}
+	ok, err := primary.Write(rctx, cli, key, rec, prev)
+	if ok || (err != nil && primary.Holds(ctx, cli, key, rec, timeout)) {
+		return prev, "written"
+	}
+	return prev, fmt.Sprintf("not written: %v", err)
+}
+
+// restoreOldSide puts back what the old primary's record held before a switchover told it, when the
+// switchover could not move the epoch on the new side: the two records must not disagree.
+func (x *Executor) restoreOldSide(ctx context.Context, dc, key string, told primary.Record, prev primary.Observed) {
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
 	defer cancel()
 	cli := x.cfg.Clients[dc]
-	seen := primary.Read(ctx, cli, key)
-	if seen.Err != nil && seen.ModRevision == 0 {
-		return "not written: " + seen.Err.Error()
+	now := primary.Read(ctx, cli, key)
+	if now.Record == nil || now.Record.Epoch != told.Epoch || now.Record.DC != told.DC {
+		return
 	}
-	if seen.Record != nil && seen.Record.Epoch >= rec.Epoch {
-		return fmt.Sprintf("not written: it holds epoch %d", seen.Record.Epoch)
+	var err error
+	if prev.Record != nil {
+		_, err = primary.Write(ctx, cli, key, *prev.Record, now)
+	} else {
+		_, err = cli.Txn(ctx).If(primary.Unchanged(key, now)).Then(clientv3.OpDelete(key)).Commit()
 	}
-	if ok, err := primary.Write(ctx, cli, key, rec, seen); err != nil || !ok {
-		return fmt.Sprintf("not written: %v", err)
-	}
-	return "written"
+	x.log.Warn("switchover: the epoch could not move on the new side; the old primary's record was restored", "dc", dc, "err", err)
 }
 
 // checkFence returns ErrStale unless every fence condition holds in cli's etcd now.

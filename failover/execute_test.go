@@ -105,10 +105,17 @@ func TestExecutePromotesEveryShard(t *testing.T) {
 	}
 	put(t, dc2, "/vt/keyspaces/commerce/shards/80-/locks/42", "live", clientv3.WithLease(lease.ID))
 
+	// A checkpoint from when dc2 was the DR side: a mirror into dc2 after a later failback must not
+	// resume from it.
+	put(t, dc2, r.cfg.MirrorCheckpointKey(), `{"revision": 5}`)
+
 	key := primary.Key(r.cfg.KeyRoot())
 	res, err := r.executor(t).Execute(ctxT(t), decision, primary.Read(ctxT(t), dc2, key))
 	if err != nil {
 		t.Fatalf("Execute: %v\n%+v", err, res)
+	}
+	if resp, err := dc2.Get(ctxT(t), r.cfg.MirrorCheckpointKey()); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("the new primary still holds its old mirror checkpoint: %v %v", resp.Kvs, err)
 	}
 	if got := primary.Read(ctxT(t), dc2, key); got.Record == nil || got.Record.DC != "dc2" || got.Record.Epoch != 1 {
 		t.Errorf("primary record in dc2 = %+v", got)
@@ -214,6 +221,10 @@ func TestStaleViewOrLostFenceDoesNothing(t *testing.T) {
 	}
 	if _, err := r.executor(t).Execute(ctxT(t), decision, seen); !errors.Is(err, ErrStale) {
 		t.Errorf("stale view: err = %v, want ErrStale", err)
+	}
+	// A view that already shows the epoch the decision would create: the failover happened.
+	if _, err := r.executor(t).Execute(ctxT(t), decision, primary.Read(ctxT(t), dc2, key)); !errors.Is(err, ErrStale) {
+		t.Errorf("epoch already there: err = %v, want ErrStale", err)
 	}
 	put(t, dc2, "/topoha/t/election/leader", "someone else")
 	lostFence := clientv3.Compare(clientv3.Value("/topoha/t/election/leader"), "=", "me")

@@ -66,6 +66,15 @@ func Resolve(initial string, observed ...Observed) Record {
 	return best
 }
 
+// Holds says whether the record in one etcd is rec, for a write whose outcome is unknown (a timeout
+// that may have committed): it is re-read with its own timeout.
+func Holds(ctx context.Context, cli *clientv3.Client, key string, rec Record, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	got := Read(ctx, cli, key)
+	return got.Record != nil && got.Record.DC == rec.DC && got.Record.Epoch == rec.Epoch && got.Record.ChangedAt.Equal(rec.ChangedAt)
+}
+
 // Unchanged is the condition that the record in one etcd is still what o observed. A writer that adds it
 // to its transaction fails once anyone moved the record there.
 func Unchanged(key string, o Observed) clientv3.Cmp {
@@ -75,12 +84,18 @@ func Unchanged(key string, o Observed) clientv3.Cmp {
 // Write puts rec at key in one etcd if the record there is still what o observed and every fence holds.
 // It reports false, without error, when a condition failed.
 func Write(ctx context.Context, cli *clientv3.Client, key string, rec Record, o Observed, fence ...clientv3.Cmp) (bool, error) {
+	return WriteWith(ctx, cli, key, rec, o, fence, nil)
+}
+
+// WriteWith is Write with more operations in the same transaction.
+func WriteWith(ctx context.Context, cli *clientv3.Client, key string, rec Record, o Observed, fence []clientv3.Cmp, also []clientv3.Op) (bool, error) {
 	val, err := json.Marshal(rec)
 	if err != nil {
 		return false, err
 	}
 	cmps := append([]clientv3.Cmp{Unchanged(key, o)}, fence...)
-	resp, err := cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(val))).Commit()
+	ops := append([]clientv3.Op{clientv3.OpPut(key, string(val))}, also...)
+	resp, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("write primary record %s: %w", key, err)
 	}

@@ -518,3 +518,29 @@ func TestSourceOutageIsDetectedAndResumed(t *testing.T) {
 		t.Errorf("the source outage caused a full sync: %v", s.Resyncs)
 	}
 }
+
+// Two mirrors whose full syncs run at different source revisions: the slower one's parallel
+// transactions must not overwrite the newer values of the faster one (each sync claims the checkpoint
+// before its first change, so the other's transactions fail).
+func TestTwoFullSyncsDoNotDiverge(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		p := newPair(t)
+		fill(t, p.sc, "k/", 3000, "r1")
+		a := p.start(t, func(c *Config) { c.SyncConcurrency = 1; c.PageSize = 10 })
+		for i := 0; i < 3000; i += 100 {
+			var ops []clientv3.Op
+			for j := i; j < i+100; j++ {
+				ops = append(ops, clientv3.OpPut(fmt.Sprintf("%sk/%06d", srcPrefix, j), "r2"))
+			}
+			if _, err := p.sc.Txn(ctxT(t)).Then(ops...).Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b := p.start(t, func(c *Config) { c.PageSize = 1000 })
+		p.waitApplied(t, a)
+		p.waitApplied(t, b)
+		p.waitEqual(t)
+		a.stop(t)
+		b.stop(t)
+	}
+}

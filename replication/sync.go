@@ -49,6 +49,11 @@ func (m *Mirror) syncAt(ctx context.Context, resume *SyncProgress) error {
 	dst := &rangeReader{cli: m.cfg.Dest, next: m.scope.destKey(start), end: clientv3.GetPrefixRangeEnd(m.cfg.DestPrefix),
 		pageSize: int64(m.cfg.PageSize), timeout: m.cfg.RequestTimeout}
 
+	// Claim the checkpoint before the first change: the parallel transactions compare it without moving
+	// it, so another mirror's sync that started before this one is fenced from here on.
+	if err := m.commit(ctx, nil, Checkpoint{Sync: &SyncProgress{Revision: rev, NextKey: []byte(start)}}); err != nil {
+		return fmt.Errorf("full sync at source revision %d: %w", rev, err)
+	}
 	// Changes go out in transactions running in parallel; every syncCheckpointEvery of them, a barrier and
 	// a checkpoint record how far the sync got.
 	w := newParallelWriter(ctx, m, m.cfg.SyncConcurrency)

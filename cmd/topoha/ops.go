@@ -200,7 +200,7 @@ func changePrimary(ctx context.Context, name string, trigger failover.Trigger, a
 		}
 		return failoverDirectly(ctx, stdout, stderr, cfg, clients, st, req)
 	}
-	if err := controller.WriteRequest(ctx, cfg, clients, req); err != nil {
+	if err := controller.WriteRequest(ctx, cfg, clients, req, *wait); err != nil {
 		return fail(stderr, name, err)
 	}
 	fmt.Fprintf(stdout, "asked leader %s (in %s) for a %s to %s; waiting up to %s\n", st.Leader.ID, st.Leader.DC, name, *to, *wait)
@@ -213,7 +213,7 @@ func awaitFailover(ctx context.Context, stdout, stderr io.Writer, cfg *config.Co
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	answered := false
+	answered, epoch := false, int64(0)
 	for {
 		if !answered {
 			if ans := readAnswer(ctx, cfg, clients, req); ans != nil {
@@ -221,11 +221,11 @@ func awaitFailover(ctx context.Context, stdout, stderr io.Writer, cfg *config.Co
 					fmt.Fprintf(stdout, "the leader refused: %s\n", ans.Decision.Reason)
 					return exitDiffer
 				}
-				answered = true
-				fmt.Fprintf(stdout, "the leader is failing over: %s\n", ans.Decision.Reason)
+				answered, epoch = true, ans.Decision.NewEpoch
+				fmt.Fprintf(stdout, "the leader is carrying it out (epoch %d): %s\n", epoch, ans.Decision.Reason)
 			}
-		} else if st := controller.ReadClusterStatus(ctx, cfg, clients); st.LastFailover != nil && st.LastFailover.Decision.To == req.To &&
-			st.LastFailover.StartedAt.After(req.At.Add(-time.Second)) && !st.LastFailover.FinishedAt.IsZero() {
+		} else if st := controller.ReadClusterStatus(ctx, cfg, clients); st.LastFailover != nil && st.LastFailover.Epoch == epoch &&
+			!st.LastFailover.FinishedAt.IsZero() {
 			printResult(stdout, st.LastFailover)
 			if len(st.LastFailover.FailedShards()) > 0 {
 				return exitDiffer
@@ -234,7 +234,10 @@ func awaitFailover(ctx context.Context, stdout, stderr io.Writer, cfg *config.Co
 		}
 		select {
 		case <-ctx.Done():
-			return fail(stderr, "failover", fmt.Errorf("no answer within --wait %s: is a controller running and leading? `topoha status` tells", wait))
+			if answered {
+				return fail(stderr, "failover", fmt.Errorf("the leader took the request but has not finished within --wait %s; `topoha status` shows the outcome", wait))
+			}
+			return fail(stderr, "failover", fmt.Errorf("no answer within --wait %s (the request expires with it): is a controller running and leading? `topoha status` tells", wait))
 		case <-tick.C:
 		}
 	}
@@ -271,7 +274,8 @@ func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config
 	if seen.Err != nil && seen.ModRevision == 0 {
 		return fail(stderr, "failover", fmt.Errorf("cannot read the primary record in %s's etcd: %w", req.To, seen.Err))
 	}
-	res, err := x.Execute(ctx, d, seen)
+	// An interrupt must not leave a failover half done once it has begun.
+	res, err := x.Execute(context.WithoutCancel(ctx), d, seen)
 	if errors.Is(err, failover.ErrStale) {
 		return fail(stderr, "failover", fmt.Errorf("%w; run `topoha status` and try again", err))
 	}

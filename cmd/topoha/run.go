@@ -32,6 +32,9 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return fail(stderr, "run", err)
 	}
 	cfg, err := config.Load(cf.config)
+	if err == nil {
+		err = cfg.Unsupported()
+	}
 	if err != nil {
 		return fail(stderr, "run", err)
 	}
@@ -76,7 +79,12 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 			case sig := <-sigs:
 				switch sig {
 				case syscall.SIGUSR1:
-					to := cfg.OtherDC(ctl.Status().Primary.DC)
+					current := ctl.Status().Primary.DC
+					if current == "" {
+						log.Error("SIGUSR1: the primary is not known yet (no etcd read so far); send it again in a moment")
+						continue
+					}
+					to := cfg.OtherDC(current)
 					log.Info("SIGUSR1: failover requested", "to", to)
 					if err := ctl.RequestFailover(ctx, failover.Request{To: to, Trigger: failover.TriggerSignal, At: time.Now().UTC()}); err != nil {
 						log.Error("SIGUSR1: failover not requested", "err", err)
@@ -87,6 +95,9 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 					}
 				case syscall.SIGHUP:
 					next, err := config.Load(cf.config)
+					if err == nil {
+						err = next.Unsupported()
+					}
 					if err == nil {
 						err = ctl.Reload(next)
 					}
