@@ -229,3 +229,90 @@ func TestSIGUSR2AndForcePrimary(t *testing.T) {
 		stopWithSIGTERM(t, p)
 	}
 }
+
+// The primary DC lost with controllers as processes: exactly one failover, every shard promoted, and when
+// dc1 returns, what is written into its stale copy never reaches the new primary.
+func TestAutomaticFailoverWithProcesses(t *testing.T) {
+	d := startDCs(t)
+	config := opsConfig(t, d)
+	data, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auto := strings.Replace(string(data), "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n", 1)
+	if err := os.WriteFile(config, []byte(auto), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	procs := startControllers(t, d, config)
+	d.leaderID(t, "")
+	mustPut(t, d.c1, prefix+"topo", "v1")
+	d.waitEqual(t)
+
+	d.dc1.Stop()
+	var st controller.ClusterStatus
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		st = status(t, config)
+		return st.LastFailover != nil && st.LastFailover.Epoch == 1, fmt.Sprintf("primary %s@%d", st.Primary.DC, st.Primary.Epoch)
+	})
+	if st.Primary.DC != "dc2" || st.LastFailover.Decision.Trigger != "auto" || len(st.LastFailover.FailedShards()) != 0 {
+		t.Fatalf("after dc1's loss: %+v", st)
+	}
+	d.dc1.Start()
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		st = status(t, config)
+		return st.DCs["dc1"].EtcdHealthy && st.Leader != nil && st.Leader.DC != "", "no leader in dc1's etcd yet"
+	})
+	// A write into the old primary's stale copy (a client still on the old VIP) must never reach dc2.
+	mustPut(t, d.c1, prefix+"stale-write", "x")
+	mustPut(t, d.c2, prefix+"new-primary-write", "y")
+	// The new primary's changes reach dc1; a write made directly into the DR copy is not undone while
+	// streaming (the next full sync or `topoha verify` shows it) and is never copied back.
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		resp, err := d.c1.Get(ctxT(t), prefix+"new-primary-write")
+		return err == nil && len(resp.Kvs) == 1, "the new primary's write has not reached dc1"
+	})
+	if resp, err := d.c2.Get(ctxT(t), prefix+"stale-write"); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("a write into the stale side reached the new primary: %v %v", resp, err)
+	}
+	if st := status(t, config); st.Primary.Epoch != 1 {
+		t.Errorf("more than one failover: epoch %d", st.Primary.Epoch)
+	}
+	for _, p := range procs {
+		stopWithSIGTERM(t, p)
+	}
+}
+
+// The DR DC lost: no failover, the primary unaffected, the loss reported; the mirror catches up when the DR
+// DC returns.
+func TestDRDCLost(t *testing.T) {
+	d := startDCs(t)
+	config := opsConfig(t, d)
+	data, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auto := strings.Replace(string(data), "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n", 1)
+	if err := os.WriteFile(config, []byte(auto), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	procs := startControllers(t, d, config)
+	d.leaderID(t, "")
+	d.dc2.Stop()
+	mustPut(t, d.c1, prefix+"while-dr-away", "x")
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		st := status(t, config)
+		return !st.DCs["dc2"].EtcdHealthy && st.Leader == nil, fmt.Sprintf("dc2 healthy %v, leader %+v", st.DCs["dc2"].EtcdHealthy, st.Leader)
+	})
+	// Well past failover.after with the DR side gone: still dc1, epoch 0.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if st := status(t, config); st.Primary.DC != "dc1" || st.Primary.Epoch != 0 {
+			t.Fatalf("the DR DC's loss moved the primary: %+v", st.Primary)
+		}
+	}
+	d.dc2.Start()
+	d.waitEqual(t)
+	for _, p := range procs {
+		stopWithSIGTERM(t, p)
+	}
+}

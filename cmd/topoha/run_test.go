@@ -141,3 +141,11 @@ func TestRunRefusesUnsupportedSettings(t *testing.T) {
 		t.Errorf("run with witnesses: exit %d, %s", code, errOut)
 	}
 }
+
+func TestRunRefusesAnUnknownDC(t *testing.T) {
+	d := startDCs(t)
+	code, _, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "run", "--config", runConfig(t, d), "--dc", "dc9")
+	if code != 2 || !strings.Contains(errOut, `--dc "dc9"`) || !strings.Contains(errOut, "dc1 dc2") {
+		t.Errorf("run --dc dc9: exit %d, %s", code, errOut)
+	}
+}
