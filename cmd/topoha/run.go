@@ -18,6 +18,10 @@ import (
 )
 
 func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
+	// Caught from the start: their default action would kill a controller that is still starting.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	var cf commonFlags
 	fs := newFlagSet("run", stderr, &cf)
 	dc := fs.String("dc", "", "the DC this controller runs in (required)")
@@ -68,9 +72,6 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 		}
 	}
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	go func() {
 		for {
 			select {

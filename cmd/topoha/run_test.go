@@ -44,6 +44,11 @@ func startControllers(t *testing.T, d *dcs, config string) map[string]*testenv.P
 	for id, dc := range map[string]string{"ctl-a": "dc1", "ctl-b": "dc2"} {
 		procs[id] = testenv.StartProcess(t, testenv.Binary(t), "run", "--config", config, "--dc", dc, "--id", id)
 	}
+	for id, p := range procs {
+		testenv.Eventually(t, waitLong, func() (bool, string) {
+			return strings.Contains(p.Stderr(), "controller starting"), id + " has not started"
+		})
+	}
 	return procs
 }
 
