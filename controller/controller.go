@@ -59,6 +59,8 @@ type Status struct {
 	Failover *failover.Result           `json:"last_failover,omitempty"`
 	// Problem is what keeps the leader from acting, if anything.
 	Problem string `json:"problem,omitempty"`
+	// LoopAt is when the control loop last ran: a liveness signal.
+	LoopAt time.Time `json:"loop_at"`
 }
 
 // New validates cfg and returns a Controller.
@@ -106,6 +108,12 @@ func (ctl *Controller) RequestFailover(ctx context.Context, r failover.Request) 
 	ctl.log.Info("failover requested", "to", r.To, "force", r.Force, "trigger", r.Trigger)
 	return nil
 }
+
+// Clients returns the etcd clients the controller uses, for the status API.
+func (ctl *Controller) Clients() map[string]*clientv3.Client { return ctl.cfg.Clients }
+
+// Config returns the configuration in force.
+func (ctl *Controller) Config() *config.Config { return ctl.config() }
 
 // config returns the configuration in force.
 func (ctl *Controller) config() *config.Config { return ctl.conf.Load() }
@@ -196,7 +204,7 @@ func (ctl *Controller) Run(ctx context.Context) error {
 			known = rec
 		}
 		rec := known
-		ctl.update(func(s *Status) { s.Primary = rec })
+		ctl.update(func(s *Status) { s.Primary, s.LoopAt = rec, time.Now() })
 		dr := ctl.config().OtherDC(rec.DC)
 		if (campaign.dr != dr && !ctl.changing.Load()) || campaign.cancel == nil {
 			// The election lives in the DR DC's etcd, where the leader writes: after a failover it moves.

@@ -32,7 +32,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"run", "--config FILE --dc NAME [--id ID] [--force-primary DC]", "the controller: election, probes, mirror, automatic failover", runRun},
+		{"run", "--config FILE --dc NAME [--id ID] [--force-primary DC] [--listen ADDR]", "the controller: election, probes, mirror, automatic failover", runRun},
 		{"status", "--config FILE [--json]", "primary, leader, pause, etcd health, mirror progress, last failover; reads etcd directly", runStatus},
 		{"failover", "--config FILE --to DC [--force] [--wait 3m]", "ask the leader to fail over now (or, forced with no leader, do it from here)", runFailover},
 		{"switchover", "--config FILE --to DC [--wait 3m]", "planned: drain the mirror, move the epoch, PlannedReparentShard every shard; nothing lost", runSwitchover},

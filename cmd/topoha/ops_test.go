@@ -218,7 +218,7 @@ func TestSIGUSR2AndForcePrimary(t *testing.T) {
 	procs["ctl-b"].Signal(syscall.SIGUSR2)
 	testenv.Eventually(t, waitLong, func() (bool, string) { return !status(t, config).Paused, "a second SIGUSR2 did not resume" })
 
-	extra := testenv.StartProcess(t, testenv.Binary(t), "run", "--config", config, "--dc", "dc2", "--id", "ctl-c", "--force-primary", "dc2")
+	extra := startController(t, config, "dc2", "ctl-c", "--force-primary", "dc2")
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		st := status(t, config)
 		return st.Primary.DC == "dc2" && st.LastFailover != nil && st.LastFailover.Decision.Trigger == "flag",

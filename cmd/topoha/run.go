@@ -15,6 +15,7 @@ import (
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/httpapi"
 )
 
 func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
@@ -28,6 +29,7 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 	host, _ := os.Hostname()
 	id := fs.String("id", fmt.Sprintf("%s-%d", host, os.Getpid()), "this controller's name among controllers")
 	forcePrimary := fs.String("force-primary", "", "fail over to this DC at start, even if its etcd looks unhealthy")
+	listen := fs.String("listen", "", "HTTP address for /healthz, /readyz, /leader, /primary, /status (default: the config's listen)")
 	if err := cf.parse(fs, args); err != nil {
 		return exitCodeFor(err)
 	}
@@ -109,8 +111,23 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 			}
 		}
 	}()
-	log.Info("controller starting", "cluster", cfg.Cluster, "mode", cfg.Failover.Mode)
-	if err := ctl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if *listen == "" {
+		*listen = cfg.Listen
+	}
+	api, err := httpapi.Listen(*listen, ctl, log)
+	if err != nil {
+		return fail(stderr, "run", fmt.Errorf("--listen: %w", err))
+	}
+	apiCtx, stopAPI := context.WithCancel(ctx)
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- api.Serve(apiCtx) }()
+	log.Info("controller starting", "cluster", cfg.Cluster, "mode", cfg.Failover.Mode, "http", api.Addr())
+	err = ctl.Run(ctx)
+	stopAPI()
+	if apiErr := <-apiDone; apiErr != nil && err == nil {
+		err = fmt.Errorf("http: %w", apiErr)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return fail(stderr, "run", err)
 	}
 	log.Info("stopped by signal; leadership resigned")

@@ -5,8 +5,10 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,11 +40,44 @@ failover: {mode: manual}
 	return path
 }
 
+// startController starts one controller process with its HTTP API on a free loopback port.
+func startController(t *testing.T, config, dc, id string, extra ...string) *testenv.Process {
+	args := append([]string{"run", "--config", config, "--dc", dc, "--id", id, "--listen", "127.0.0.1:0"}, extra...)
+	return testenv.StartProcess(t, testenv.Binary(t), args...)
+}
+
+var httpAddr = regexp.MustCompile(`http=(127\.0\.0\.1:\d+)`)
+
+// apiAddr waits for a controller to log its HTTP address.
+func apiAddr(t *testing.T, p *testenv.Process) string {
+	t.Helper()
+	var addr string
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		m := httpAddr.FindStringSubmatch(p.Stderr())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil, "no http address logged"
+	})
+	return addr
+}
+
+// get returns the HTTP status of a controller endpoint.
+func get(t *testing.T, addr, path string) int {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + path)
+	if err != nil {
+		t.Fatalf("GET %s%s: %v", addr, path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // startControllers starts controller ctl-a in dc1 and ctl-b in dc2 with config, keyed by ID.
 func startControllers(t *testing.T, d *dcs, config string) map[string]*testenv.Process {
 	procs := map[string]*testenv.Process{}
 	for id, dc := range map[string]string{"ctl-a": "dc1", "ctl-b": "dc2"} {
-		procs[id] = testenv.StartProcess(t, testenv.Binary(t), "run", "--config", config, "--dc", dc, "--id", id)
+		procs[id] = startController(t, config, dc, id)
 	}
 	for id, p := range procs {
 		testenv.Eventually(t, waitLong, func() (bool, string) {
@@ -152,5 +187,41 @@ func TestRunRefusesAnUnknownDC(t *testing.T) {
 	code, _, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "run", "--config", runConfig(t, d), "--dc", "dc9")
 	if code != 2 || !strings.Contains(errOut, `--dc "dc9"`) || !strings.Contains(errOut, "dc1 dc2") {
 		t.Errorf("run --dc dc9: exit %d, %s", code, errOut)
+	}
+}
+
+// /leader answers 200 on exactly one controller, /primary on the primary DC's only; /healthz and /readyz
+// on both; /status is the same JSON as `topoha status --json`.
+func TestHTTPEndpoints(t *testing.T) {
+	d := startDCs(t)
+	procs := startControllers(t, d, runConfig(t, d))
+	leader := d.leaderID(t, "")
+	addrs := map[string]string{"ctl-a": apiAddr(t, procs["ctl-a"]), "ctl-b": apiAddr(t, procs["ctl-b"])}
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		leaders := 0
+		for _, addr := range addrs {
+			if get(t, addr, "/leader") == 200 {
+				leaders++
+			}
+		}
+		return leaders == 1 && get(t, addrs[leader], "/leader") == 200, fmt.Sprintf("%d controllers answer 200 on /leader", leaders)
+	})
+	for id, addr := range addrs {
+		testenv.Eventually(t, waitLong, func() (bool, string) {
+			return get(t, addr, "/readyz") == 200, id + " not ready"
+		})
+		if code := get(t, addr, "/healthz"); code != 200 {
+			t.Errorf("%s /healthz = %d", id, code)
+		}
+		if code := get(t, addr, "/status"); code != 200 {
+			t.Errorf("%s /status = %d", id, code)
+		}
+	}
+	// ctl-a runs in dc1, the primary.
+	if a, b := get(t, addrs["ctl-a"], "/primary"), get(t, addrs["ctl-b"], "/primary"); a != 200 || b != 503 {
+		t.Errorf("/primary: dc1's controller %d, dc2's %d; want 200 and 503", a, b)
+	}
+	for _, p := range procs {
+		stopWithSIGTERM(t, p)
 	}
 }
