@@ -1,5 +1,5 @@
-// Package httpapi serves a controller's HTTP endpoints: /healthz, /readyz, /leader, /primary and /status,
-// for load balancers (LVS, keepalived, HAProxy) and for people.
+// Package httpapi serves a controller's HTTP endpoints: /healthz, /readyz, /leader, /primary, /status and
+// /metrics, for load balancers (LVS, keepalived, HAProxy), Prometheus and people.
 package httpapi
 
 import (
@@ -11,6 +11,10 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/health"
@@ -37,6 +41,9 @@ func Listen(addr string, ctl *controller.Controller, log *slog.Logger) (*Server,
 	mux.HandleFunc("GET /leader", s.leader)
 	mux.HandleFunc("GET /primary", s.primary)
 	mux.HandleFunc("GET /status", s.status)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(ctl), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
 	return s, nil
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -71,6 +72,21 @@ func get(t *testing.T, addr, path string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// getBody returns the body of a controller endpoint.
+func getBody(t *testing.T, addr, path string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + path)
+	if err != nil {
+		t.Fatalf("GET %s%s: %v", addr, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }
 
 // startControllers starts controller ctl-a in dc1 and ctl-b in dc2 with config, keyed by ID.
@@ -217,6 +233,17 @@ func TestHTTPEndpoints(t *testing.T) {
 			t.Errorf("%s /status = %d", id, code)
 		}
 	}
+	// Metrics: the leader says so and mirrors; both see both etcds up.
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		body := getBody(t, addrs[leader], "/metrics")
+		for _, want := range []string{"topoha_is_leader 1", `topoha_etcd_up{dc="dc1"} 1`, `topoha_etcd_up{dc="dc2"} 1`,
+			"topoha_primary_epoch 0", `topoha_primary_info{dc="dc1"} 1`, "topoha_mirror_applied_revision", "go_goroutines", "process_resident_memory_bytes"} {
+			if !strings.Contains(body, want) {
+				return false, "/metrics lacks " + want
+			}
+		}
+		return true, ""
+	})
 	// ctl-a runs in dc1, the primary.
 	if a, b := get(t, addrs["ctl-a"], "/primary"), get(t, addrs["ctl-b"], "/primary"); a != 200 || b != 503 {
 		t.Errorf("/primary: dc1's controller %d, dc2's %d; want 200 and 503", a, b)
