@@ -24,10 +24,6 @@ func opsConfig(t *testing.T, d *dcs) string {
 	t.Helper()
 	fake := testenv.Build(t, "./internal/fakepromote")
 	path := runConfig(t, d)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	logDir := t.TempDir()
 	d.commandLogs = logDir
 	extra := fmt.Sprintf(`  promote_timeout: 5s
@@ -35,16 +31,28 @@ func opsConfig(t *testing.T, d *dcs) string {
   switchover_command: [%[1]s, -etcd, "{{if eq .DC \"dc1\"}}%[2]s{{else}}%[3]s{{end}}", -log, "%[4]s/switchover.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
   shards: [{keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}]
 `, fake, d.dc1.Endpoint(), d.dc2.Endpoint(), logDir)
-	cfg := strings.Replace(string(data), "failover: {mode: manual}\n", "failover:\n  mode: manual\n"+extra, 1)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	editConfig(t, path, "failover: {mode: manual}\n", "failover:\n  mode: manual\n"+extra)
 	rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustPut(t, d.c1, vitess.ShardKey("/vt", "commerce", "0"), string(rec))
 	return path
+}
+
+// editConfig replaces the first old with new in the config file at path.
+func editConfig(t *testing.T, path, old, new string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), old) {
+		t.Fatalf("%s does not contain %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(data), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func status(t *testing.T, config string) controller.ClusterStatus {
@@ -235,14 +243,7 @@ func TestSIGUSR2AndForcePrimary(t *testing.T) {
 func TestAutomaticFailoverWithProcesses(t *testing.T) {
 	d := startDCs(t)
 	config := opsConfig(t, d)
-	data, err := os.ReadFile(config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auto := strings.Replace(string(data), "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n", 1)
-	if err := os.WriteFile(config, []byte(auto), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	editConfig(t, config, "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n")
 	procs := startControllers(t, d, config)
 	d.leaderID(t, "")
 	mustPut(t, d.c1, prefix+"topo", "v1")
@@ -287,14 +288,7 @@ func TestAutomaticFailoverWithProcesses(t *testing.T) {
 func TestDRDCLost(t *testing.T) {
 	d := startDCs(t)
 	config := opsConfig(t, d)
-	data, err := os.ReadFile(config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auto := strings.Replace(string(data), "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n", 1)
-	if err := os.WriteFile(config, []byte(auto), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	editConfig(t, config, "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n")
 	procs := startControllers(t, d, config)
 	d.leaderID(t, "")
 	d.dc2.Stop()

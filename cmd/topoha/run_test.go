@@ -184,14 +184,7 @@ func TestFrozenLeaderIsFencedWhenThawed(t *testing.T) {
 func TestRunRefusesUnsupportedSettings(t *testing.T) {
 	d := startDCs(t)
 	path := runConfig(t, d)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := strings.Replace(string(data), "failover: {mode: manual}", "failover: {mode: auto, witnesses: [http://witness:9465]}", 1)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	editConfig(t, path, "failover: {mode: manual}", "failover: {mode: auto, witnesses: [http://witness:9465]}")
 	code, _, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "run", "--config", path, "--dc", "dc1")
 	if code != 2 || !strings.Contains(errOut, "failover.witnesses: witnesses are not supported") {
 		t.Errorf("run with witnesses: exit %d, %s", code, errOut)
