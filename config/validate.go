@@ -319,11 +319,7 @@ func validateCommand(field string, argv []string, required bool) error {
 	sample := CommandVars{Keyspace: "ks", Shard: "0", Tablet: "dc-1", IgnoreTablets: "dc-2", Vtctld: "vtctld:15999", DC: "dc", OldDC: "old", Epoch: 1, Timeout: "60s"}
 	var all *multierror.Error
 	for i, arg := range argv {
-		t, err := template.New(field).Option("missingkey=error").Parse(arg)
-		if err == nil {
-			err = t.Execute(&strings.Builder{}, sample)
-		}
-		if err != nil {
+		if _, err := RenderArg(arg, sample); err != nil {
 			all = multierror.Append(all, fieldErr(fmt.Sprintf("%s[%d]", field, i),
 				"bad template %q: %v; the fields are .Keyspace .Shard .Tablet .IgnoreTablets .Vtctld .DC .OldDC .Epoch .Timeout", arg, err))
 		}
@@ -348,4 +344,18 @@ func (c *Config) Unsupported() error {
 		all = multierror.Append(all, fieldErr("failover.hooks.on_role_change", "this hook is not supported by this version yet; remove it"))
 	}
 	return formatErrors(all)
+}
+
+// RenderArg executes one argument of a command vector as a template over vars. An unknown field is an
+// error, never an empty string.
+func RenderArg(arg string, vars CommandVars) (string, error) {
+	t, err := template.New("arg").Option("missingkey=error").Parse(arg)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, vars); err != nil {
+		return "", err
+	}
+	return b.String(), nil
 }

@@ -3,12 +3,9 @@ package controller
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
@@ -96,22 +93,7 @@ func WritePause(ctx context.Context, c *config.Config, clients map[string]*clien
 	if err != nil {
 		return err
 	}
-	var errs *multierror.Error
-	written := 0
-	for _, dc := range c.DCNames() {
-		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		_, err := clients[dc].Put(rctx, PausedKey(c.KeyRoot()), string(val))
-		cancel()
-		if err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("%s: %w", dc, err))
-			continue
-		}
-		written++
-	}
-	if written == 0 {
-		return errors.Join(errors.New("the pause flag was written nowhere"), errs.ErrorOrNil())
-	}
-	return nil
+	return putEverywhere(ctx, c, clients, PausedKey(c.KeyRoot()), string(val), 0)
 }
 
 // TogglePause flips the pause flag (SIGUSR2).

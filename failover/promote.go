@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"strings"
 	"syscall"
-	"text/template"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -108,15 +106,11 @@ func renderCommand(argv []string, vars config.CommandVars) ([]string, error) {
 	}
 	out := make([]string, len(argv))
 	for i, arg := range argv {
-		t, err := template.New("arg").Option("missingkey=error").Parse(arg)
+		v, err := config.RenderArg(arg, vars)
 		if err != nil {
 			return nil, fmt.Errorf("argument %d %q: %w", i, arg, err)
 		}
-		var b strings.Builder
-		if err := t.Execute(&b, vars); err != nil {
-			return nil, fmt.Errorf("argument %d %q: %w", i, arg, err)
-		}
-		out[i] = b.String()
+		out[i] = v
 	}
 	return out, nil
 }

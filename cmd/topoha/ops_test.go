@@ -40,6 +40,14 @@ func opsConfig(t *testing.T, d *dcs) string {
 	return path
 }
 
+// autoConfig is opsConfig in auto mode (two sites allowed) with failover.after 1s.
+func autoConfig(t *testing.T, d *dcs) string {
+	t.Helper()
+	config := opsConfig(t, d)
+	editConfig(t, config, "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n")
+	return config
+}
+
 // editConfig replaces the first old with new in the config file at path.
 func editConfig(t *testing.T, path, old, new string) {
 	t.Helper()
@@ -242,8 +250,7 @@ func TestSIGUSR2AndForcePrimary(t *testing.T) {
 // dc1 returns, what is written into its stale copy never reaches the new primary.
 func TestAutomaticFailoverWithProcesses(t *testing.T) {
 	d := startDCs(t)
-	config := opsConfig(t, d)
-	editConfig(t, config, "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n")
+	config := autoConfig(t, d)
 	procs := startControllers(t, d, config)
 	d.leaderID(t, "")
 	mustPut(t, d.c1, prefix+"topo", "v1")
@@ -287,8 +294,7 @@ func TestAutomaticFailoverWithProcesses(t *testing.T) {
 // DC returns.
 func TestDRDCLost(t *testing.T) {
 	d := startDCs(t)
-	config := opsConfig(t, d)
-	editConfig(t, config, "  mode: manual\n", "  mode: auto\n  allow_two_site_auto: true\n  after: 1s\n")
+	config := autoConfig(t, d)
 	procs := startControllers(t, d, config)
 	d.leaderID(t, "")
 	d.dc2.Stop()
