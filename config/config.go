@@ -21,6 +21,12 @@ type Config struct {
 	Failover       Failover      `yaml:"failover"`
 	Listen         string        `yaml:"listen"`
 	HTTP           HTTP          `yaml:"http"`
+	History        History       `yaml:"history"`
+}
+
+// History bounds the event history kept in each DC's etcd.
+type History struct {
+	MaxEvents int `yaml:"max_events"`
 }
 
 // DC is one datacenter: its etcd cluster (behind a VIP) and how Vitess reaches it.
@@ -116,11 +122,14 @@ type Shard struct {
 // Aliases is a list of tablet aliases; in YAML it may also be written as a single alias.
 type Aliases []string
 
-// Hooks are argument vectors run around a failover.
+// Hooks are argument vectors run around a failover (before_promote, after_failover: on the leader) and when
+// the role of a controller's own DC changes (on_role_change: on every controller). Each is killed at
+// Timeout.
 type Hooks struct {
-	BeforePromote []string `yaml:"before_promote"`
-	AfterFailover []string `yaml:"after_failover"`
-	OnRoleChange  []string `yaml:"on_role_change"`
+	BeforePromote []string      `yaml:"before_promote"`
+	AfterFailover []string      `yaml:"after_failover"`
+	OnRoleChange  []string      `yaml:"on_role_change"`
+	Timeout       time.Duration `yaml:"timeout"`
 }
 
 // HTTP configures the HTTP API on Listen.
@@ -159,6 +168,7 @@ func Default() Config {
 			Cooldown:       15 * time.Minute,
 			FenceAfter:     20 * time.Second,
 			PromoteTimeout: 60 * time.Second,
+			Hooks:          Hooks{Timeout: 30 * time.Second},
 			FenceCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
 				"SetWritable", "{{.Tablet}}", "false"},
 			PromoteCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
@@ -167,7 +177,8 @@ func Default() Config {
 			SwitchoverCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
 				"PlannedReparentShard", "--new-primary", "{{.Tablet}}", "{{.Keyspace}}/{{.Shard}}"},
 		},
-		Listen: "127.0.0.1:9464",
+		Listen:  "127.0.0.1:9464",
+		History: History{MaxEvents: 1000},
 	}
 }
 

@@ -224,7 +224,7 @@ dcs:
 	}
 	if !reflect.DeepEqual(cfg.Election, def.Election) ||
 		!reflect.DeepEqual(cfg.Health, def.Health) || !reflect.DeepEqual(cfg.Failover, def.Failover) ||
-		cfg.Listen != def.Listen {
+		cfg.Listen != def.Listen || cfg.History != def.History || cfg.Failover.Hooks.Timeout != 30*time.Second {
 		t.Errorf("defaults not kept:\n got %+v\nwant %+v", cfg, def)
 	}
 
@@ -476,6 +476,9 @@ func TestValidationRules(t *testing.T) {
 		// listen and http
 		{name: "listen without port", edits: []string{"listen: 127.0.0.1:9464", "listen: 127.0.0.1"}, want: `listen: "127.0.0.1" is not host:port`},
 		{name: "listen as a bare port", edits: []string{"listen: 127.0.0.1:9464", "listen: 9464"}, want: `listen: "9464" is not host:port`},
+		{name: "hooks timeout zero", edits: []string{"on_role_change: []}", "on_role_change: [], timeout: 0s}"}, want: "failover.hooks.timeout: must be positive"},
+		{name: "history too small", edits: []string{"listen: 127.0.0.1:9464", "listen: 127.0.0.1:9464\nhistory: {max_events: 3}"}, want: "history.max_events: 3: keep at least 10"},
+		{name: "history unknown key", edits: []string{"listen: 127.0.0.1:9464", "listen: 127.0.0.1:9464\nhistory: {max: 3}"}, want: "history.max"},
 		{name: "unreadable token_file", edits: []string{"listen: 127.0.0.1:9464", "listen: 127.0.0.1:9464\nhttp: {token_file: " + missing + "}"},
 			want: "http.token_file: cannot read"},
 	}

@@ -98,6 +98,9 @@ func (c *Config) Validate() error {
 	if c.HTTP.TokenFile != "" {
 		add(checkReadable("http.token_file", c.HTTP.TokenFile))
 	}
+	if c.History.MaxEvents < 10 {
+		add(fieldErr("history.max_events", "%d: keep at least 10 events (default 1000); the history is bounded per DC's etcd", c.History.MaxEvents))
+	}
 	return formatErrors(all)
 }
 
@@ -273,6 +276,9 @@ func (c *Config) validateFailover(add func(error)) {
 	add(validateCommand("failover.hooks.before_promote", f.Hooks.BeforePromote, false))
 	add(validateCommand("failover.hooks.after_failover", f.Hooks.AfterFailover, false))
 	add(validateCommand("failover.hooks.on_role_change", f.Hooks.OnRoleChange, false))
+	if f.Hooks.Timeout <= 0 {
+		add(fieldErr("failover.hooks.timeout", "must be positive, e.g. 30s: a hook is killed when it passes"))
+	}
 
 	seen := map[string]int{}
 	for i, s := range f.Shards {
@@ -339,9 +345,6 @@ func (c *Config) Unsupported() error {
 	}
 	if c.Mirror.CellInfoRewrite {
 		all = multierror.Append(all, fieldErr("mirror.cell_info_rewrite", "CellInfo rewriting is not supported by this version yet; set it to false"))
-	}
-	if len(c.Failover.Hooks.OnRoleChange) > 0 {
-		all = multierror.Append(all, fieldErr("failover.hooks.on_role_change", "this hook is not supported by this version yet; remove it"))
 	}
 	return formatErrors(all)
 }

@@ -17,8 +17,10 @@ import (
 
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/election"
+	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/metrics"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
 )
@@ -31,6 +33,9 @@ type Config struct {
 	// Clients has a client of each DC's etcd.
 	Clients map[string]*clientv3.Client
 	Logger  *slog.Logger
+	// Events records what the controller sees and does; without it, that is only logged.
+	Events  *events.Recorder
+	Metrics *metrics.Metrics
 }
 
 // Controller runs the control loop of one process. Create it with New and run it with Run.
@@ -38,6 +43,7 @@ type Controller struct {
 	cfg     Config
 	conf    atomic.Pointer[config.Config] // replaced by Reload
 	log     *slog.Logger
+	ev      *events.Recorder
 	probers map[string]*health.Prober
 	// changing is set while this controller's leader carries out a failover or switchover: its term (and
 	// the mirror a switchover drains) must not be ended by the election moving meanwhile.
@@ -53,6 +59,7 @@ type Status struct {
 	ID       string                     `json:"id"`
 	Primary  primary.Record             `json:"primary"`
 	Leading  bool                       `json:"leading"`
+	Paused   bool                       `json:"paused"`
 	Health   map[string]health.Snapshot `json:"health"`
 	Mirror   *replication.Status        `json:"mirror,omitempty"`
 	Decision failover.Decision          `json:"last_decision"`
@@ -78,14 +85,28 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ctl := &Controller{cfg: cfg, log: cfg.Logger, probers: map[string]*health.Prober{}}
+	if cfg.Events == nil {
+		var err error
+		if cfg.Events, err = events.New(events.Config{Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	ctl := &Controller{cfg: cfg, log: cfg.Logger, ev: cfg.Events, probers: map[string]*health.Prober{}}
 	ctl.conf.Store(c)
 	for _, dc := range c.DCNames() {
 		p, err := health.New(health.Config{
 			DC: dc, Client: cfg.Clients[dc], Endpoints: c.DCs[dc].Etcd.Endpoints, Key: c.KeyRoot() + "health",
 			Interval: c.Health.Interval, Timeout: c.Health.Timeout,
 			FailureThreshold: c.Health.FailureThreshold, SuccessThreshold: c.Health.SuccessThreshold,
-			Logger: cfg.Logger,
+			Logger: cfg.Logger, Metrics: cfg.Metrics,
+			OnChange: func(s health.Snapshot) {
+				level := slog.LevelInfo
+				if s.State == health.Down {
+					level = slog.LevelWarn
+				}
+				ctl.ev.Record(level, events.KindHealth, "etcd health changed", "of_dc", s.DC, "to", s.State,
+					"since", s.Since.UTC().Format(time.RFC3339Nano), "last_error", s.LastError)
+			},
 		})
 		if err != nil {
 			return nil, err
@@ -103,9 +124,11 @@ const signalRequestTTL = time.Minute
 // the request goes through etcd like `topoha failover`'s.
 func (ctl *Controller) RequestFailover(ctx context.Context, r failover.Request) error {
 	if err := WriteRequest(ctx, ctl.config(), ctl.cfg.Clients, r, signalRequestTTL); err != nil {
-		return fmt.Errorf("failover request to %s not delivered: %w", r.To, err)
+		err = fmt.Errorf("failover request to %s not delivered: %w", r.To, err)
+		ctl.ev.Error(events.KindOverride, "failover request not delivered", "to", r.To, "force", r.Force, "trigger", r.Trigger, "err", err)
+		return err
 	}
-	ctl.log.Info("failover requested", "to", r.To, "force", r.Force, "trigger", r.Trigger)
+	ctl.ev.Info(events.KindOverride, "failover requested", "to", r.To, "force", r.Force, "trigger", r.Trigger)
 	return nil
 }
 
@@ -118,9 +141,24 @@ func (ctl *Controller) Config() *config.Config { return ctl.config() }
 // config returns the configuration in force.
 func (ctl *Controller) config() *config.Config { return ctl.conf.Load() }
 
-// Reload puts a new configuration in force (SIGHUP). Health, failover (mode, timings, shards, commands,
-// hooks) change at once; a change anywhere else needs a restart and is refused, keeping the old config.
-func (ctl *Controller) Reload(next *config.Config) error {
+// Reload puts the configuration load returns in force (SIGHUP). Health, failover (mode, timings, shards,
+// commands, hooks) change at once; a change anywhere else needs a restart and is refused, keeping the old
+// config, as is a config that does not load. Either way the outcome is an event and a metric.
+func (ctl *Controller) Reload(load func() (*config.Config, error)) error {
+	next, err := load()
+	if err == nil {
+		err = ctl.reload(next)
+	}
+	ctl.cfg.Metrics.Reloaded(err == nil)
+	if err != nil {
+		ctl.ev.Error(events.KindConfig, "config not reloaded; the old one stays in force", "err", err)
+		return err
+	}
+	ctl.ev.Info(events.KindConfig, "config reloaded", "mode", next.Failover.Mode, "after", next.Failover.After, "shards", len(next.Failover.Shards))
+	return nil
+}
+
+func (ctl *Controller) reload(next *config.Config) error {
 	cur := ctl.config()
 	type fixed struct {
 		Cluster, InitialPrimary string
@@ -141,7 +179,6 @@ func (ctl *Controller) Reload(next *config.Config) error {
 	for _, p := range ctl.probers {
 		p.SetTiming(next.Health.Interval, next.Health.Timeout, next.Health.FailureThreshold, next.Health.SuccessThreshold)
 	}
-	ctl.log.Info("config reloaded", "mode", next.Failover.Mode, "after", next.Failover.After, "shards", len(next.Failover.Shards))
 	return nil
 }
 
@@ -179,6 +216,7 @@ func (ctl *Controller) Run(ctx context.Context) error {
 
 	var campaign struct {
 		dr     string
+		epoch  int64
 		cancel context.CancelFunc
 		done   chan struct{}
 	}
@@ -191,22 +229,43 @@ func (ctl *Controller) Run(ctx context.Context) error {
 	}
 	defer stopCampaign()
 
+	roles := make(chan roleChange, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctl.runRoleHooks(ctx, roles)
+	}()
+	role := ""
+
 	tick := time.NewTicker(ctl.config().Health.Interval)
 	defer tick.Stop()
 	var known primary.Record
 	for {
 		// The highest epoch ever seen holds: an etcd that does not answer, or answers from before a
 		// failover, cannot take this controller back to an older primary.
-		if rec, _ := ctl.readPrimary(ctx); known.DC == "" || rec.Epoch > known.Epoch {
+		rec, obs := ctl.readPrimary(ctx)
+		if known.DC == "" || rec.Epoch > known.Epoch {
 			if known.DC != "" {
-				ctl.log.Info("primary changed", "from", known.DC, "to", rec.DC, "epoch", rec.Epoch, "reason", rec.Reason)
+				ctl.ev.Info(events.KindPrimary, "primary changed", "from", known.DC, "to", rec.DC, "epoch", rec.Epoch, "reason", rec.Reason)
 			}
 			known = rec
 		}
-		rec := known
-		ctl.update(func(s *Status) { s.Primary, s.LoopAt = rec, time.Now() })
+		rec = known
+		// A role is only taken from a record some etcd answered with: a guess from initial_primary while
+		// both are unreachable must not move a VIP.
+		if now := ctl.roleOf(rec); now != role && anyRead(obs) {
+			ctl.ev.Info(events.KindRole, "role of this DC changed", "role", now, "old_role", orNone(role), "primary", rec.DC, "epoch", rec.Epoch)
+			select {
+			case <-roles: // superseded before its hook ran
+			default:
+			}
+			roles <- roleChange{role: now, rec: rec}
+			role = now
+		}
+		paused := ctl.paused(ctx)
+		ctl.update(func(s *Status) { s.Primary, s.Paused, s.LoopAt = rec, paused, time.Now() })
 		dr := ctl.config().OtherDC(rec.DC)
-		if (campaign.dr != dr && !ctl.changing.Load()) || campaign.cancel == nil {
+		if ((campaign.dr != dr || campaign.epoch != rec.Epoch) && !ctl.changing.Load()) || campaign.cancel == nil {
 			// The election lives in the DR DC's etcd, where the leader writes: after a failover it moves.
 			stopCampaign()
 			el, err := election.New(election.Config{
@@ -218,7 +277,7 @@ func (ctl *Controller) Run(ctx context.Context) error {
 				return err
 			}
 			cctx, ccancel := context.WithCancel(ctx)
-			campaign.dr, campaign.cancel, campaign.done = dr, ccancel, make(chan struct{})
+			campaign.dr, campaign.epoch, campaign.cancel, campaign.done = dr, rec.Epoch, ccancel, make(chan struct{})
 			go func() {
 				defer close(campaign.done)
 				_ = el.Run(cctx)
@@ -231,6 +290,15 @@ func (ctl *Controller) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+func anyRead(obs map[string]primary.Observed) bool {
+	for _, o := range obs {
+		if o.Err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // readPrimary reads the primary record from both etcds and resolves it.

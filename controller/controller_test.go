@@ -234,22 +234,20 @@ func TestReloadChangesFailoverSettings(t *testing.T) {
 			fmt.Sprintf("decision %q", s.Decision.Reason)
 	})
 
-	renamed, err := config.Parse([]byte(strings.Replace(strings.Replace(r.yaml, "mode: manual", "mode: auto", 1), "cluster: t", "cluster: other", 1)))
-	if err != nil {
-		t.Fatal(err)
+	parse := func(yaml string) func() (*config.Config, error) {
+		return func() (*config.Config, error) { return config.Parse([]byte(yaml)) }
 	}
-	if err := ctl.Reload(renamed); err == nil || !strings.Contains(err.Error(), "need a restart") {
+	if err := ctl.Reload(parse(strings.Replace(strings.Replace(r.yaml, "mode: manual", "mode: auto", 1), "cluster: t", "cluster: other", 1))); err == nil || !strings.Contains(err.Error(), "need a restart") {
 		t.Fatalf("a reload that renames the cluster: %v", err)
 	}
 	if ctl.config().Failover.Mode != "manual" {
 		t.Fatal("a refused reload changed the mode")
 	}
 
-	auto, err := config.Parse([]byte(strings.Replace(r.yaml, "mode: manual", "mode: auto", 1)))
-	if err != nil {
-		t.Fatal(err)
+	if err := ctl.Reload(parse("cluster: [")); err == nil {
+		t.Fatal("a config that does not parse was reloaded")
 	}
-	if err := ctl.Reload(auto); err != nil {
+	if err := ctl.Reload(parse(strings.Replace(r.yaml, "mode: manual", "mode: auto", 1))); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, wait, func() (bool, string) {

@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/election"
+	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/primary"
@@ -19,10 +20,16 @@ import (
 // epoch seen there, decide every interval, and fail over when the decision says so. It returns when the
 // term ends, the mirror is fenced, or a failover ran (the primary record then moved the election).
 func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary.Record) {
-	ctl.update(func(s *Status) { s.Leading = true })
-	defer ctl.update(func(s *Status) { s.Leading = false; s.Mirror = nil })
 	c := ctl.config()
 	dr := c.OtherDC(rec.DC)
+	ctl.update(func(s *Status) { s.Leading = true })
+	ctl.cfg.Metrics.LeaderChanged()
+	ctl.ev.Info(events.KindLeadership, "became the leader", "election_in", dr, "primary", rec.DC, "epoch", rec.Epoch)
+	defer func() {
+		ctl.update(func(s *Status) { s.Leading = false; s.Mirror = nil })
+		ctl.cfg.Metrics.LeaderChanged()
+		ctl.ev.Info(events.KindLeadership, "no longer the leader")
+	}()
 	key := primary.Key(c.KeyRoot())
 
 	rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
@@ -45,7 +52,13 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		ctl.log.Info("leader: waiting for the primary's own record to carry the epoch", "primary", rec.DC, "epoch", rec.Epoch)
 		return
 	case seen.Record != nil && seen.Record.Epoch > rec.Epoch:
-		ctl.log.Info("leader: the DR etcd holds a newer epoch; re-reading", "epoch", seen.Record.Epoch)
+		// The control loop reads it within an interval and campaigns anew for that epoch; giving the term
+		// up at once would only win it again with the same stale record, in a loop.
+		ctl.log.Info("leader: the DR etcd holds a newer epoch; waiting for the control loop to adopt it", "epoch", seen.Record.Epoch)
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * c.Health.Interval):
+		}
 		return
 	case rec.Epoch > 0 && (seen.Record == nil || seen.Record.Epoch < rec.Epoch):
 		// The DR side is the old primary, back from a loss: tell it it is not primary any more before
@@ -67,7 +80,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 	m, err := replication.New(replication.Config{
 		Source: ctl.cfg.Clients[rec.DC], Dest: ctl.cfg.Clients[dr],
 		Prefix: c.Mirror.SourceKeyPrefix(), DestPrefix: c.Mirror.DestKeyPrefix(), Exclude: c.Mirror.Exclude,
-		CheckpointKey: c.MirrorCheckpointKey(), Fence: fence, Logger: ctl.log,
+		CheckpointKey: c.MirrorCheckpointKey(), Fence: fence, Logger: ctl.log, Metrics: ctl.cfg.Metrics,
 	})
 	if err != nil {
 		ctl.log.Error("leader: cannot start the mirror", "err", err)
@@ -97,7 +110,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		case err := <-mdone:
 			mcancel = nil
 			if errors.Is(err, replication.ErrFenced) {
-				ctl.log.Warn("leader: the mirror was fenced; stepping down", "err", err)
+				ctl.ev.Warn(events.KindLeadership, "the mirror was fenced (leadership or epoch is stale); stepping down", "err", err)
 			}
 			return
 		case <-tick.C:
@@ -110,7 +123,11 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 			ctl.answerRequest(ctx, *request, d)
 		}
 		if d.Reason != last.Reason || d.Action != last.Action {
-			ctl.log.Info("leader: decision", "action", d.Action, "to", d.To, "trigger", d.Trigger, "reason", d.Reason)
+			if d.Action == failover.ActionFailover {
+				ctl.ev.Warn(events.KindFailover, "failover decided", "from", d.From, "to", d.To, "trigger", d.Trigger, "forced", d.Forced, "reason", d.Reason)
+			} else {
+				ctl.log.Info("leader: decision", "action", d.Action, "to", d.To, "trigger", d.Trigger, "reason", d.Reason)
+			}
 			last = d
 		}
 		ctl.update(func(s *Status) { s.Decision = d })
@@ -154,7 +171,8 @@ func (ctl *Controller) sourceHolds(ctx context.Context, rec primary.Record) bool
 // executor carries out failovers with the configuration in force. NewExecutor cannot fail here: New
 // checked the config and the clients it needs.
 func (ctl *Controller) executor() *failover.Executor {
-	x, _ := failover.NewExecutor(failover.ExecutorConfig{Config: ctl.config(), Clients: ctl.cfg.Clients, Logger: ctl.log})
+	x, _ := failover.NewExecutor(failover.ExecutorConfig{Config: ctl.config(), Clients: ctl.cfg.Clients,
+		DC: ctl.cfg.DC, ID: ctl.cfg.ID, Logger: ctl.log, Events: ctl.ev, Metrics: ctl.cfg.Metrics})
 	return x
 }
 
@@ -190,7 +208,7 @@ func (ctl *Controller) recordDemotion(ctx context.Context, dr, key string, rec p
 		err = errors.New("the record or the leadership changed meanwhile")
 	}
 	if err == nil {
-		ctl.log.Info("leader: recorded the current primary in the returning DC's etcd", "dc", dr, "primary", rec.DC, "epoch", rec.Epoch)
+		ctl.ev.Info(events.KindPrimary, "recorded the current primary in the returning DC's etcd; it will be resynced", "returning_dc", dr, "primary", rec.DC, "epoch", rec.Epoch)
 	}
 	return err
 }

@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/health"
 )
 
@@ -78,10 +79,12 @@ func (ctl *Controller) reachable() map[string]*clientv3.Client {
 // SetPaused sets or clears the pause flag (see WritePause).
 func (ctl *Controller) SetPaused(ctx context.Context, on bool, by string) error {
 	err := WritePause(ctx, ctl.config(), ctl.cfg.Clients, on, by)
-	if err == nil {
-		ctl.log.Info("pause flag changed", "paused", on, "by", by)
+	if err != nil {
+		ctl.ev.Error(events.KindOverride, "pause flag not changed", "paused", on, "by", by, "err", err)
+		return err
 	}
-	return err
+	ctl.ev.Info(events.KindOverride, "pause flag changed", "paused", on, "by", by)
+	return nil
 }
 
 // WritePause sets or clears the pause flag in every etcd that answers, one generation above the highest

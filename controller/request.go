@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 )
 
@@ -109,5 +110,10 @@ func (ctl *Controller) answerRequest(ctx context.Context, r failover.Request, d 
 	}
 	if err != nil {
 		ctl.log.Warn("cannot record the answer to a request", "err", err)
+	}
+	if d.Refusal {
+		ctl.ev.Warn(events.KindOverride, "failover request refused", "to", r.To, "force", r.Force, "trigger", r.Trigger, "reason", d.Reason)
+	} else {
+		ctl.ev.Info(events.KindOverride, "failover request taken", "to", r.To, "force", r.Force, "trigger", r.Trigger, "action", d.Action, "reason", d.Reason)
 	}
 }

@@ -24,6 +24,7 @@ const (
 	TriggerSignal Trigger = "signal" // SIGUSR1 to a controller
 	TriggerCLI    Trigger = "cli"    // topoha failover --to DC
 	TriggerFlag   Trigger = "flag"   // topoha run --force-primary DC
+	TriggerHTTP   Trigger = "http"   // POST /failover?to=DC
 	// TriggerSwitchover is a planned switchover (topoha switchover --to DC): both DCs healthy, the mirror
 	// drained before the epoch moves, switchover_command instead of promote_command.
 	TriggerSwitchover Trigger = "switchover"

@@ -14,6 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/events"
+	"github.com/topoha/topoha/metrics"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
 )
@@ -36,13 +38,20 @@ type ExecutorConfig struct {
 	// ConfirmTimeout is how long the Shard record may take to name the new primary after a promote
 	// command returned; ConfirmPoll how often it is read. Defaults 5s and 100ms.
 	ConfirmTimeout, ConfirmPoll time.Duration
-	Logger                      *slog.Logger
+	// DC and ID name the controller carrying out failovers, for hooks and events.
+	DC, ID string
+	Logger *slog.Logger
+	// Events records each step; without it steps are only logged.
+	Events  *events.Recorder
+	Metrics *metrics.Metrics
 }
 
 // Executor carries out failover decisions, each step recorded in its Result.
 type Executor struct {
-	cfg ExecutorConfig
-	log *slog.Logger
+	cfg   ExecutorConfig
+	log   *slog.Logger
+	ev    *events.Recorder
+	hooks Hooks
 }
 
 // NewExecutor returns an Executor for cfg.
@@ -65,12 +74,21 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{cfg: cfg, log: cfg.Logger}, nil
+	if cfg.Events == nil {
+		var err error
+		if cfg.Events, err = events.New(events.Config{Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	hooks := Hooks{Config: cfg.Config, DC: cfg.DC, ID: cfg.ID, Events: cfg.Events, Metrics: cfg.Metrics}
+	return &Executor{cfg: cfg, log: cfg.Logger, ev: cfg.Events, hooks: hooks}, nil
 }
 
 // Result records what a failover did.
 type Result struct {
-	Decision   Decision      `json:"decision"`
+	Decision Decision `json:"decision"`
+	// Outcome is ResultSuccess, ResultPartial or ResultFailed.
+	Outcome    string        `json:"result"`
 	Epoch      int64         `json:"epoch"`
 	StartedAt  time.Time     `json:"started_at"`
 	FinishedAt time.Time     `json:"finished_at"`
@@ -79,6 +97,25 @@ type Result struct {
 	Shards     []ShardResult `json:"shards"`
 	Hooks      []string      `json:"hooks,omitempty"`
 	Errors     []string      `json:"errors,omitempty"`
+}
+
+// Outcomes of a failover: every shard confirmed, some, or none (or before_promote refused).
+const (
+	ResultSuccess = "success"
+	ResultPartial = "partial"
+	ResultFailed  = "failed"
+)
+
+// outcome classifies a finished failover by its promotions.
+func (r *Result) outcome(promoted bool) string {
+	failed := len(r.FailedShards())
+	switch {
+	case !promoted || (failed > 0 && failed == len(r.Shards)):
+		return ResultFailed
+	case failed > 0:
+		return ResultPartial
+	}
+	return ResultSuccess
 }
 
 // FailedShards lists the shards whose promotion was not confirmed.
@@ -124,7 +161,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 
 	if seen.Record != nil && seen.Record.Epoch >= d.NewEpoch {
 		// Someone already moved the primary to this epoch or beyond: doing it again would promote twice.
-		return nil, ErrStale
+		return nil, x.stale()
 	}
 	oldSide := make(chan string, 1)
 	undo := func() {}
@@ -132,6 +169,9 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		command = cfg.Failover.SwitchoverCommand
 		// The old side is told before the epoch moves where the fence lives: check the fence first.
 		if err := x.checkFence(ctx, target, fence); err != nil {
+			if errors.Is(err, ErrStale) {
+				return nil, x.stale()
+			}
 			return nil, err
 		}
 		prev, told := x.recordOnOldSide(ctx, d.From, key, rec)
@@ -140,7 +180,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		}
 		undo = func() { x.restoreOldSide(ctx, d.From, key, rec, prev) }
 		oldSide <- told
-		x.log.Info("switchover: the old primary knows; draining the mirror", "from", d.From, "epoch", d.NewEpoch)
+		x.ev.Info(events.KindFailover, "switchover: the old primary knows; draining the mirror", "from", d.From, "epoch", d.NewEpoch)
 		if err := drain(ctx); err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("switchover: the mirror was not drained, writes the old primary took meanwhile may be missing: %w", err))
 		}
@@ -148,11 +188,13 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	if ok, err := x.bump(ctx, target, key, rec, seen, fence); !ok {
 		undo()
 		if err != nil {
-			return nil, fmt.Errorf("bump the epoch to %d in %s's etcd: %w", d.NewEpoch, d.To, err)
+			err = fmt.Errorf("bump the epoch to %d in %s's etcd: %w", d.NewEpoch, d.To, err)
+			x.ev.Error(events.KindFailover, "failover: the epoch was not bumped; nothing was done", "to", d.To, "err", err)
+			return nil, err
 		}
-		return nil, ErrStale
+		return nil, x.stale()
 	}
-	x.log.Info("failover: epoch bumped; the old direction of the mirror is fenced", "to", d.To, "epoch", d.NewEpoch, "trigger", d.Trigger, "reason", d.Reason)
+	x.ev.Info(events.KindFailover, "failover: epoch bumped; the old direction of the mirror is fenced", "from", d.From, "to", d.To, "epoch", d.NewEpoch, "trigger", d.Trigger, "reason", d.Reason)
 	if drain == nil {
 		// The old primary's etcd is usually gone: telling it must not delay the promotions.
 		go func() {
@@ -166,9 +208,15 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	errs = multierror.Append(errs, err)
 
 	vars := config.CommandVars{DC: d.To, OldDC: d.From, Epoch: d.NewEpoch, Vtctld: cfg.DCs[d.To].Vtctld, Timeout: cfg.Failover.PromoteTimeout.String()}
-	if err := x.hook(ctx, "before_promote", cfg.Failover.Hooks.BeforePromote, vars, res); err != nil {
+	env := map[string]string{
+		"TOPOHA_PRIMARY_DC": d.To, "TOPOHA_OLD_PRIMARY_DC": d.From, "TOPOHA_EPOCH": fmt.Sprint(d.NewEpoch),
+		"TOPOHA_TRIGGER": string(d.Trigger), "TOPOHA_REASON": d.Reason,
+	}
+	promoted := false
+	if err := x.hook(ctx, HookBeforePromote, cfg.Failover.Hooks.BeforePromote, vars, env, res); err != nil {
 		errs = multierror.Append(errs, fmt.Errorf("before_promote hook failed, no shard promoted: %w", err))
 	} else {
+		promoted = true
 		res.Shards = x.promoteAll(ctx, d, command, vars)
 		for _, s := range res.Shards {
 			if !s.Confirmed {
@@ -176,7 +224,10 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 			}
 		}
 	}
-	errs = multierror.Append(errs, x.hook(ctx, "after_failover", cfg.Failover.Hooks.AfterFailover, vars, res))
+	res.Outcome = res.outcome(promoted)
+	env["TOPOHA_RESULT"] = res.Outcome
+	env["TOPOHA_FAILED_SHARDS"] = strings.Join(res.FailedShards(), ",")
+	errs = multierror.Append(errs, x.hook(ctx, HookAfterFailover, cfg.Failover.Hooks.AfterFailover, vars, env, res))
 
 	res.FinishedAt = time.Now().UTC()
 	res.OldSide = <-oldSide
@@ -188,9 +239,23 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	if err := x.saveResult(ctx, target, res); err != nil {
 		errs = multierror.Append(errs, err)
 	}
-	x.log.Info("failover done", "to", d.To, "epoch", d.NewEpoch, "took", res.FinishedAt.Sub(res.StartedAt),
-		"failed_shards", res.FailedShards(), "locks_deleted", len(res.Locks))
+	took := res.FinishedAt.Sub(res.StartedAt)
+	x.cfg.Metrics.FailedOver(string(d.Trigger), res.Outcome, took)
+	level := slog.LevelInfo
+	if res.Outcome != ResultSuccess {
+		level = slog.LevelError
+	}
+	x.ev.Record(level, events.KindFailover, "failover done", "result", res.Outcome, "from", d.From, "to", d.To, "epoch", d.NewEpoch,
+		"trigger", d.Trigger, "took", took.Round(time.Millisecond), "failed_shards", strings.Join(res.FailedShards(), ","),
+		"locks_deleted", len(res.Locks), "old_side_record", res.OldSide)
 	return res, errs.ErrorOrNil()
+}
+
+// stale counts and returns ErrStale.
+func (x *Executor) stale() error {
+	x.cfg.Metrics.FenceRejected("failover")
+	x.ev.Warn(events.KindFailover, "failover refused by etcd: the primary record moved or this controller no longer leads")
+	return ErrStale
 }
 
 // bump writes rec into the new primary's etcd if the record there is still seen and the fence holds. In
@@ -246,7 +311,7 @@ func (x *Executor) restoreOldSide(ctx context.Context, dc, key string, told prim
 	} else {
 		_, err = cli.Txn(ctx).If(primary.Unchanged(key, now)).Then(clientv3.OpDelete(key)).Commit()
 	}
-	x.log.Warn("switchover: the epoch could not move on the new side; the old primary's record was restored", "dc", dc, "err", err)
+	x.ev.Warn(events.KindFailover, "switchover: the epoch could not move on the new side; the old primary's record was restored", "dc", dc, "err", err)
 }
 
 // checkFence returns ErrStale unless every fence condition holds in cli's etcd now.
@@ -291,7 +356,7 @@ func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]stri
 			errs = multierror.Append(errs, fmt.Errorf("delete lock %s: %w", key, err))
 		case tr.Succeeded:
 			deleted = append(deleted, key)
-			x.log.Info("failover: deleted a lock key without a lease", "key", key)
+			x.ev.Info(events.KindFailover, "failover: deleted a lock key without a lease", "key", key)
 		}
 	}
 	return deleted, errs.ErrorOrNil()
@@ -315,38 +380,34 @@ func (x *Executor) promoteAll(ctx context.Context, d Decision, command []string,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = p.Promote(ctx, v)
-			x.log.Info("failover: shard promotion", "shard", v.Keyspace+"/"+v.Shard, "tablet", v.Tablet,
-				"confirmed", results[i].Confirmed, "attempts", results[i].Attempts, "took", results[i].Duration, "error", results[i].Error)
+			r := p.Promote(ctx, v)
+			results[i] = r
+			x.cfg.Metrics.ShardPromoted(r.Keyspace, r.Shard, r.Confirmed, r.Duration)
+			attrs := []any{"shard", v.Keyspace + "/" + v.Shard, "tablet", v.Tablet, "confirmed", r.Confirmed,
+				"attempts", r.Attempts, "took", r.Duration.Round(time.Millisecond), "output", strings.TrimSpace(r.Output)}
+			if r.Confirmed {
+				x.ev.Info(events.KindFailover, "failover: shard promoted", attrs...)
+			} else {
+				x.ev.Error(events.KindFailover, "failover: shard NOT promoted", append(attrs, "err", r.Error)...)
+			}
 		}()
 	}
 	wg.Wait()
 	return results
 }
 
-func (x *Executor) hook(ctx context.Context, name string, argv []string, vars config.CommandVars, res *Result) error {
+// hook runs a failover hook and notes its outcome in res.
+func (x *Executor) hook(ctx context.Context, name string, argv []string, vars config.CommandVars, env map[string]string, res *Result) error {
 	if len(argv) == 0 {
 		return nil
 	}
-	args, err := renderCommand(argv, vars)
-	if err == nil {
-		hctx, cancel := context.WithTimeout(ctx, x.cfg.Config.Failover.PromoteTimeout)
-		var out string
-		out, err = run(hctx, args)
-		cancel()
-		res.Hooks = append(res.Hooks, fmt.Sprintf("%s: %v: %s", name, errOrOK(err), strings.TrimSpace(out)))
-	}
+	err := x.hooks.Run(ctx, name, argv, vars, env)
+	outcome := "ok"
 	if err != nil {
-		return fmt.Errorf("hook %s: %w", name, err)
+		outcome = err.Error()
 	}
-	return nil
-}
-
-func errOrOK(err error) string {
-	if err != nil {
-		return err.Error()
-	}
-	return "ok"
+	res.Hooks = append(res.Hooks, name+": "+outcome)
+	return err
 }
 
 func (x *Executor) saveResult(ctx context.Context, cli *clientv3.Client, res *Result) error {

@@ -1,16 +1,14 @@
 package failover
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/topoha/topoha/command"
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/vitess"
 )
@@ -46,9 +44,6 @@ type Promoter struct {
 	ConfirmTimeout, ConfirmPoll time.Duration
 }
 
-// maxOutput bounds the command output kept in a ShardResult.
-const maxOutput = 4096
-
 // Promote makes vars.Tablet the primary of vars.Keyspace/vars.Shard. The outcome is read from the Shard
 // record, not the exit code: Vitess can exit non-zero after it promoted, and zero without having done it.
 func (p *Promoter) Promote(ctx context.Context, vars config.CommandVars) ShardResult {
@@ -59,7 +54,7 @@ func (p *Promoter) Promote(ctx context.Context, vars config.CommandVars) ShardRe
 		res.Error = err.Error()
 		return res
 	}
-	argv, err := renderCommand(p.Command, vars)
+	argv, err := command.Render(p.Command, vars)
 	if err != nil {
 		res.Error = err.Error()
 		return res
@@ -76,7 +71,7 @@ func (p *Promoter) Promote(ctx context.Context, vars config.CommandVars) ShardRe
 		}
 		res.Attempts++
 		actx, cancel := context.WithTimeout(ctx, p.Timeout)
-		out, runErr := run(actx, argv)
+		out, runErr := command.Run(actx, argv)
 		cancel()
 		res.Output = out
 		// Whatever the exit, the Shard record says what happened.
@@ -98,45 +93,6 @@ func (p *Promoter) Promote(ctx context.Context, vars config.CommandVars) ShardRe
 	}
 	res.Duration = time.Since(start)
 	return res
-}
-
-func renderCommand(argv []string, vars config.CommandVars) ([]string, error) {
-	if len(argv) == 0 {
-		return nil, errors.New("the command is empty")
-	}
-	out := make([]string, len(argv))
-	for i, arg := range argv {
-		v, err := config.RenderArg(arg, vars)
-		if err != nil {
-			return nil, fmt.Errorf("argument %d %q: %w", i, arg, err)
-		}
-		out[i] = v
-	}
-	return out, nil
-}
-
-// run runs argv (no shell) in its own process group, which is killed when ctx ends, and returns its
-// combined output, truncated.
-func run(ctx context.Context, argv []string) (string, error) {
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
-	text := out.String()
-	if len(text) > maxOutput {
-		text = text[len(text)-maxOutput:]
-	}
-	switch {
-	case err == nil:
-		return text, nil
-	case ctx.Err() != nil:
-		return text, fmt.Errorf("%s: killed at its timeout: %w", argv[0], ctx.Err())
-	default:
-		return text, fmt.Errorf("%s: %w", argv[0], err)
-	}
 }
 
 // waitPrimary polls the Shard record at key until it names want or ctx ends.

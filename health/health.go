@@ -12,6 +12,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/metrics"
 )
 
 // Config configures a Prober.
@@ -29,6 +31,7 @@ type Config struct {
 	// OnChange, if set, is called from Run's goroutine after every change of State.
 	OnChange func(Snapshot)
 	Logger   *slog.Logger
+	Metrics  *metrics.Metrics
 }
 
 // State of a DC's etcd.
@@ -207,8 +210,10 @@ func (p *Prober) record(at time.Time, latency time.Duration, rev int64, err erro
 	}
 	snap := *s
 	p.mu.Unlock()
+	p.cfg.Metrics.Probed(p.cfg.DC, latency, err)
 	if snap.State != before {
-		p.log.Info("etcd health changed", "from", before, "to", snap.State, "since", snap.Since, "last_error", snap.LastError)
+		p.cfg.Metrics.HealthChanged(p.cfg.DC, string(snap.State))
+		p.log.Debug("etcd health changed", "from", before, "to", snap.State, "since", snap.Since, "last_error", snap.LastError)
 		if p.cfg.OnChange != nil {
 			p.cfg.OnChange(snap)
 		}

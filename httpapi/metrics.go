@@ -1,21 +1,24 @@
 package httpapi
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/replication"
 )
 
-// collector turns a controller's status into metrics at scrape time, so that no package keeps metric
-// state of its own.
+// collector reads the gauges of current state from the controller's status at scrape time, so that they
+// can never disagree with /status. Counters and histograms of events live in package metrics.
 type collector struct {
 	ctl *controller.Controller
 
-	isLeader, primaryEpoch, primaryInfo             *prometheus.Desc
-	etcdUp, etcdFailures, etcdLatency               *prometheus.Desc
-	mirrorApplied, mirrorSource, mirrorLag          *prometheus.Desc
-	mirrorKeys, mirrorTxns, mirrorResyncs, conflict *prometheus.Desc
+	isLeader, loopAt, primaryEpoch, primaryInfo, paused *prometheus.Desc
+	etcdUp, etcdFailures                                *prometheus.Desc
+	mirrorApplied, mirrorSource                         *prometheus.Desc
+	mirrorLag, mirrorLagSeconds, mirrorSyncing          *prometheus.Desc
 }
 
 func newCollector(ctl *controller.Controller) *collector {
@@ -23,20 +26,19 @@ func newCollector(ctl *controller.Controller) *collector {
 		return prometheus.NewDesc("topoha_"+name, help, labels, nil)
 	}
 	return &collector{
-		ctl:           ctl,
-		isLeader:      d("is_leader", "1 when this controller is the leader."),
-		primaryEpoch:  d("primary_epoch", "The epoch of the primary record this controller follows."),
-		primaryInfo:   d("primary_info", "1 for the DC this controller takes as primary.", "dc"),
-		etcdUp:        d("etcd_up", "1 when the DC's etcd is up, 0 when down, -1 while unknown.", "dc"),
-		etcdFailures:  d("etcd_probe_consecutive_failures", "Failed probes in a row.", "dc"),
-		etcdLatency:   d("etcd_probe_latency_seconds", "Duration of the last probe.", "dc"),
-		mirrorApplied: d("mirror_applied_revision", "Source revision the destination is complete up to (leader only)."),
-		mirrorSource:  d("mirror_source_revision", "Highest source revision seen (leader only)."),
-		mirrorLag:     d("mirror_lag_revisions", "Source revisions not yet known to be applied (leader only)."),
-		mirrorKeys:    d("mirror_keys_applied_total", "Puts and deletes written to the destination by this leader term's mirror."),
-		mirrorTxns:    d("mirror_transactions_total", "Destination transactions committed by this leader term's mirror."),
-		mirrorResyncs: d("mirror_resyncs_total", "Full syncs by reason, in this leader term's mirror.", "reason"),
-		conflict:      d("mirror_checkpoint_conflicts_total", "Writes refused because another writer moved the checkpoint."),
+		ctl:              ctl,
+		isLeader:         d("is_leader", "1 when this controller is the leader."),
+		loopAt:           d("loop_last_run_timestamp_seconds", "Unix time the control loop last ran."),
+		primaryEpoch:     d("primary_epoch", "The epoch of the primary record this controller follows."),
+		primaryInfo:      d("primary_info", "1 for the DC this controller takes as primary.", "dc"),
+		paused:           d("paused", "1 while automatic failover is paused."),
+		etcdUp:           d("etcd_up", "1 when the DC's etcd is up, 0 when down, -1 while unknown.", "dc"),
+		etcdFailures:     d("etcd_probe_consecutive_failures", "Failed probes in a row.", "dc"),
+		mirrorApplied:    d("mirror_applied_revision", "Source revision the destination is complete up to (leader only)."),
+		mirrorSource:     d("mirror_source_revision", "Highest source revision seen (leader only)."),
+		mirrorLag:        d("mirror_lag_revisions", "Source revisions not yet known to be applied (leader only)."),
+		mirrorLagSeconds: d("mirror_lag_seconds", "Seconds since the destination was last known to hold everything the source had (leader only)."),
+		mirrorSyncing:    d("mirror_syncing", "1 while a full sync runs (leader only)."),
 	}
 }
 
@@ -47,30 +49,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
 	gauge(c.isLeader, boolFloat(st.Leading))
+	if !st.LoopAt.IsZero() {
+		gauge(c.loopAt, float64(st.LoopAt.UnixNano())/1e9)
+	}
 	gauge(c.primaryEpoch, float64(st.Primary.Epoch))
 	if st.Primary.DC != "" {
 		gauge(c.primaryInfo, 1, st.Primary.DC)
 	}
+	gauge(c.paused, boolFloat(st.Paused))
 	for dc, h := range st.Health {
 		up := map[health.State]float64{health.Up: 1, health.Down: 0, health.Unknown: -1}[h.State]
 		gauge(c.etcdUp, up, dc)
 		gauge(c.etcdFailures, float64(h.ConsecutiveFailures), dc)
-		gauge(c.etcdLatency, h.LastLatency.Seconds(), dc)
 	}
 	if m := st.Mirror; m != nil {
 		gauge(c.mirrorApplied, float64(m.AppliedRevision))
 		gauge(c.mirrorSource, float64(m.SourceRevision))
 		gauge(c.mirrorLag, float64(m.LagRevisions()))
-		counter(c.mirrorKeys, float64(m.KeysApplied))
-		counter(c.mirrorTxns, float64(m.Transactions))
-		counter(c.conflict, float64(m.Conflicts))
-		for reason, n := range m.Resyncs {
-			counter(c.mirrorResyncs, float64(n), reason)
-		}
+		gauge(c.mirrorLagSeconds, m.LagSeconds(time.Now()))
+		gauge(c.mirrorSyncing, boolFloat(m.Phase == replication.PhaseSyncing))
 	}
 }
 

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/metrics"
 )
 
 // ErrFenced is returned by Run when a write was refused because a fence condition no longer holds (the
@@ -66,7 +68,8 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts after an error. Defaults 100ms and 10s.
 	MinBackoff, MaxBackoff time.Duration
 
-	Logger *slog.Logger
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -159,6 +162,7 @@ func New(cfg Config) (*Mirror, error) {
 		log:   cfg.Logger,
 	}
 	m.status.Phase = PhaseStarting
+	m.status.StartedAt = time.Now()
 	m.status.Resyncs = map[string]uint64{}
 	return m, nil
 }

@@ -27,7 +27,9 @@ type Status struct {
 	// AppliedRevision is the source revision the destination is complete up to (0 during a full sync).
 	AppliedRevision int64
 	// CaughtUpAt is the last time AppliedRevision reached SourceRevision; now minus it is the lag in time.
-	CaughtUpAt    time.Time
+	CaughtUpAt time.Time
+	// StartedAt is when the mirror started: until it first catches up, the lag is at least now minus it.
+	StartedAt     time.Time
 	KeysApplied   uint64  // puts and deletes written to the destination
 	Transactions  uint64  // destination transactions committed
 	KeysPerSecond float64 // over the last rateWindowSpan
@@ -37,6 +39,16 @@ type Status struct {
 	Conflicts   uint64
 	LastError   string
 	LastErrorAt time.Time
+}
+
+// LagSeconds is how long ago the destination was last known to hold everything the source had; before
+// the mirror first caught up, how long it has run.
+func (s Status) LagSeconds(now time.Time) float64 {
+	since := s.CaughtUpAt
+	if since.IsZero() {
+		since = s.StartedAt
+	}
+	return now.Sub(since).Seconds()
 }
 
 // LagRevisions is how many source revisions are not yet known to be applied.

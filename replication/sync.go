@@ -21,6 +21,7 @@ func (m *Mirror) fullSync(ctx context.Context, reason string, resume *SyncProgre
 	for attempt := 0; ; attempt++ {
 		if reason != "" {
 			m.update(func(s *Status) { s.Resyncs[reason]++ })
+			m.cfg.Metrics.MirrorResynced(reason)
 		}
 		err := m.syncAt(ctx, resume)
 		if !isCompacted(err) || attempt == maxCompactedRestarts {

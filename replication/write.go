@@ -58,11 +58,14 @@ func (m *Mirror) txn(ctx context.Context, cpModRev int64, ops []clientv3.Op, che
 		}
 		if current != cpModRev {
 			m.update(func(s *Status) { s.Conflicts++ })
+			m.cfg.Metrics.MirrorConflict()
 			return 0, fmt.Errorf("%w (at destination revision %d, expected %d); is a second mirror running?", errConflict, current, cpModRev)
 		}
+		m.cfg.Metrics.FenceRejected("mirror")
 		return 0, ErrFenced
 	}
 	m.noteCommit(len(ops))
+	m.cfg.Metrics.MirrorCommitted(len(ops))
 	return resp.Header.Revision, nil
 }
 

@@ -32,13 +32,14 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"run", "--config FILE --dc NAME [--id ID] [--force-primary DC] [--listen ADDR]", "the controller: election, probes, mirror, automatic failover", runRun},
+		{"run", "--config FILE --dc NAME [--id ID] [--force-primary DC] [--listen ADDR] [--log-format text|json]", "the controller: election, probes, mirror, automatic failover", runRun},
 		{"status", "--config FILE [--json]", "primary, leader, pause, etcd health, mirror progress, last failover; reads etcd directly", runStatus},
 		{"failover", "--config FILE --to DC [--force] [--wait 3m]", "ask the leader to fail over now (or, forced with no leader, do it from here)", runFailover},
 		{"switchover", "--config FILE --to DC [--wait 3m]", "planned: drain the mirror, move the epoch, PlannedReparentShard every shard; nothing lost", runSwitchover},
 		{"pause", "--config FILE", "no automatic failover until resume (mirroring and manual failover go on)", runPause},
 		{"resume", "--config FILE", "allow automatic failover again", runResume},
 		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},
+		{"history", "--config FILE [--json] [--limit N]", "the event history kept in etcd: leadership, health, failovers, overrides, hooks", runHistory},
 		{"verify", "--config FILE [--json]", "compare the two prefixes key by key: exit 0 equal, 1 different, 2 error", runVerify},
 		{"demo", "", "two DCs on embedded etcd servers: mirror, DC loss, failover, return; narrated, needs nothing but this binary", runDemo},
 		{"version", "", "print the version", runVersion},
@@ -180,10 +181,14 @@ func runDemoPromote(ctx context.Context, args []string, stderr io.Writer) int {
 }
 
 func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
-	version := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		version = bi.Main.Version
-	}
-	fmt.Fprintln(stdout, "topoha", version)
+	fmt.Fprintln(stdout, "topoha", version())
 	return exitOK
+}
+
+// version is the module version the binary was built from.
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/primary"
 )
@@ -63,12 +64,12 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return exitOK
 	}
-	printStatus(stdout, cfg, st)
+	printStatus(stdout, cfg, st, time.Now())
 	return exitOK
 }
 
-// printStatus writes the status for a person at 3 a.m.: the answer first.
-func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus) {
+// printStatus writes the status for a person at 3 a.m.: the answer first. Ages are counted up to now.
+func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, now time.Time) {
 	p := st.Primary
 	since := "never failed over (initial_primary)"
 	if p.Epoch > 0 {
@@ -104,7 +105,7 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus) 
 		fmt.Fprintf(w, "MIRROR   %s -> %s: no checkpoint in %s's etcd (never mirrored, or unreadable)\n", m.Source, m.Destination, m.Destination)
 	default:
 		fmt.Fprintf(w, "MIRROR   %s -> %s: applied source revision %d of %d (%d behind), checkpoint written %s ago\n", m.Source, m.Destination,
-			m.AppliedRevision, m.SourceRevision, m.LagRevisions, time.Since(m.UpdatedAt).Round(time.Second))
+			m.AppliedRevision, m.SourceRevision, m.LagRevisions, now.Sub(m.UpdatedAt).Round(time.Second))
 	}
 	if f := st.LastFailover; f != nil {
 		var shards []string
@@ -115,8 +116,8 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus) 
 			}
 			shards = append(shards, fmt.Sprintf("%s/%s %s", s.Keyspace, s.Shard, state))
 		}
-		fmt.Fprintf(w, "LAST FAILOVER  %s %s -> %s (%s, epoch %d, took %s): %s\n", f.StartedAt.Format(time.RFC3339), f.Decision.From, f.Decision.To,
-			f.Decision.Trigger, f.Epoch, f.FinishedAt.Sub(f.StartedAt).Round(time.Millisecond), strings.Join(shards, "; "))
+		fmt.Fprintf(w, "LAST FAILOVER  %s %s -> %s (%s, epoch %d, took %s) %s: %s\n", f.StartedAt.Format(time.RFC3339), f.Decision.From, f.Decision.To,
+			f.Decision.Trigger, f.Epoch, f.FinishedAt.Sub(f.StartedAt).Round(time.Millisecond), strings.ToUpper(f.Outcome), strings.Join(shards, "; "))
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING  %s\n", warn)
@@ -142,9 +143,15 @@ func setPause(ctx context.Context, name string, on bool, args []string, stdout, 
 		return fail(stderr, name, err)
 	}
 	defer closeAll()
+	rec, flush, err := cliEvents(cfg, clients)
+	if err != nil {
+		return fail(stderr, name, err)
+	}
+	defer flush()
 	if err := controller.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost()); err != nil {
 		return fail(stderr, name, err)
 	}
+	rec.Info(events.KindOverride, "pause flag changed", "paused", on, "by", "cli:"+userAtHost())
 	if on {
 		fmt.Fprintln(stdout, "paused: no automatic failover until `topoha resume`; mirroring and manual failover go on")
 	} else {
@@ -264,7 +271,12 @@ func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config
 	d := failover.Decision{Action: failover.ActionFailover, From: st.Primary.DC, To: req.To, Trigger: failover.TriggerCLI, Forced: true,
 		NewEpoch: st.Primary.Epoch + 1, Reason: "forced from the command line by " + userAtHost() + " with no leader"}
 	fmt.Fprintf(stdout, "no controller leads: failing over to %s from here (epoch %d)\n", req.To, d.NewEpoch)
-	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: cfg, Clients: clients})
+	rec, flush, err := cliEvents(cfg, clients)
+	if err != nil {
+		return fail(stderr, "failover", err)
+	}
+	defer flush()
+	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: cfg, Clients: clients, DC: "-", ID: "cli:" + userAtHost(), Events: rec})
 	if err != nil {
 		return fail(stderr, "failover", err)
 	}

@@ -10,12 +10,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/httpapi"
+	"github.com/topoha/topoha/metrics"
 )
 
 func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
@@ -64,7 +67,30 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 			c.Close()
 		}
 	}()
-	ctl, err := controller.New(controller.Config{Config: cfg, DC: *dc, ID: *id, Clients: clients, Logger: log.With("id", *id, "dc", *dc)})
+	log = log.With("id", *id, "dc", *dc)
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, version())
+	if err != nil {
+		return fail(stderr, "run", err)
+	}
+	m.KnownDCs(cfg.DCNames()...)
+	rec, err := events.New(events.Config{Clients: clients, KeyRoot: cfg.KeyRoot(), Controller: *id, DC: *dc,
+		MaxEvents: cfg.History.MaxEvents, Logger: log, Metrics: m})
+	if err != nil {
+		return fail(stderr, "run", err)
+	}
+	// The history writer outlives the controller so that its last events (stopped, resigned) are kept.
+	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		_ = rec.Run(recCtx)
+	}()
+	defer func() {
+		stopRec()
+		<-recDone
+	}()
+	ctl, err := controller.New(controller.Config{Config: cfg, DC: *dc, ID: *id, Clients: clients, Logger: log, Events: rec, Metrics: m})
 	if err != nil {
 		return fail(stderr, "run", err)
 	}
@@ -97,16 +123,13 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 						log.Error("SIGUSR2: pause not toggled", "err", err)
 					}
 				case syscall.SIGHUP:
-					next, err := config.Load(cf.config)
-					if err == nil {
-						err = next.Unsupported()
-					}
-					if err == nil {
-						err = ctl.Reload(next)
-					}
-					if err != nil {
-						log.Error("SIGHUP: config not reloaded; the old one stays in force", "err", err)
-					}
+					_ = ctl.Reload(func() (*config.Config, error) {
+						next, err := config.Load(cf.config)
+						if err == nil {
+							err = next.Unsupported()
+						}
+						return next, err
+					})
 				}
 			}
 		}
@@ -114,14 +137,15 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if *listen == "" {
 		*listen = cfg.Listen
 	}
-	api, err := httpapi.Listen(*listen, ctl, log)
+	api, err := httpapi.Listen(httpapi.Config{Addr: *listen, Controller: ctl, Registry: reg, TokenFile: cfg.HTTP.TokenFile, Logger: log})
 	if err != nil {
 		return fail(stderr, "run", fmt.Errorf("--listen: %w", err))
 	}
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- api.Serve(apiCtx) }()
-	log.Info("controller starting", "cluster", cfg.Cluster, "mode", cfg.Failover.Mode, "http", api.Addr())
+	rec.Info(events.KindLifecycle, "controller started", "cluster", cfg.Cluster, "mode", cfg.Failover.Mode, "http", api.Addr(),
+		"post_endpoints", cfg.HTTP.TokenFile != "", "version", version())
 	err = ctl.Run(ctx)
 	stopAPI()
 	if apiErr := <-apiDone; apiErr != nil && err == nil {
@@ -130,7 +154,7 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fail(stderr, "run", err)
 	}
-	log.Info("stopped by signal; leadership resigned")
+	rec.Info(events.KindLifecycle, "controller stopped by signal; leadership resigned")
 	return exitOK
 }
 

@@ -97,7 +97,7 @@ func startControllers(t *testing.T, d *dcs, config string) map[string]*testenv.P
 	}
 	for id, p := range procs {
 		testenv.Eventually(t, waitLong, func() (bool, string) {
-			return strings.Contains(p.Stderr(), "controller starting"), id + " has not started"
+			return strings.Contains(p.Stderr(), "controller started"), id + " has not started"
 		})
 	}
 	return procs
@@ -237,6 +237,9 @@ func TestHTTPEndpoints(t *testing.T) {
 		}
 		return true, ""
 	})
+	if code, body := post(t, addrs["ctl-a"], "/pause", "any"); code != http.StatusForbidden || !strings.Contains(body, "http.token_file") {
+		t.Errorf("POST /pause without http.token_file: %d %s, want 403 naming the setting", code, body)
+	}
 	// ctl-a runs in dc1, the primary.
 	if a, b := get(t, addrs["ctl-a"], "/primary"), get(t, addrs["ctl-b"], "/primary"); a != 200 || b != 503 {
 		t.Errorf("/primary: dc1's controller %d, dc2's %d; want 200 and 503", a, b)

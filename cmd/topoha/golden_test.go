@@ -1,0 +1,117 @@
+package main
+
+// Golden-file tests of the text that people and scripts read: `topoha status` and `topoha history`.
+// Run `go test ./cmd/topoha -run Golden -update` to rewrite the files after an intended change, and
+// review the diff.
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/election"
+	"github.com/topoha/topoha/events"
+	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/primary"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the output:\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+var goldenNow = time.Date(2026, 11, 24, 3, 12, 40, 0, time.UTC)
+
+func goldenConfig(t *testing.T) *config.Config {
+	cfg, err := config.Parse([]byte(`cluster: prod
+initial_primary: dc1
+dcs:
+  dc1: {etcd: {endpoints: ["http://10.0.1.10:2379"]}}
+  dc2: {etcd: {endpoints: ["http://10.0.2.10:2379"]}}
+failover: {mode: auto, allow_two_site_auto: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestStatusTextGolden(t *testing.T) {
+	cfg := goldenConfig(t)
+	at := func(d time.Duration) time.Time { return goldenNow.Add(-d) }
+	healthy := &controller.ClusterStatus{
+		Cluster: "prod",
+		Primary: primary.Record{DC: "dc1"},
+		Leader:  &election.Leader{ID: "ctl-b", DC: "dc2", Since: at(2 * time.Hour)},
+		DCs:     map[string]controller.DCStatus{"dc1": {EtcdHealthy: true, Revision: 81234}, "dc2": {EtcdHealthy: true, Revision: 90211}},
+		Mirror: controller.MirrorStatus{Source: "dc1", Destination: "dc2", AppliedRevision: 81231, SourceRevision: 81234,
+			LagRevisions: 3, UpdatedAt: at(2 * time.Second)},
+	}
+	syncing := *healthy
+	syncing.Mirror = controller.MirrorStatus{Source: "dc1", Destination: "dc2", Syncing: true}
+
+	failedOver := &controller.ClusterStatus{
+		Cluster: "prod",
+		Primary: primary.Record{DC: "dc2", Epoch: 4, ChangedAt: at(5 * time.Minute), Reason: "auto: dc1's etcd down for 30s"},
+		Paused:  true,
+		DCs: map[string]controller.DCStatus{"dc1": {Error: "context deadline exceeded"},
+			"dc2": {EtcdHealthy: true, Revision: 90500}},
+		Mirror: controller.MirrorStatus{Source: "dc2", Destination: "dc1"},
+		LastFailover: &failover.Result{
+			Decision: failover.Decision{Action: failover.ActionFailover, From: "dc1", To: "dc2", Trigger: failover.TriggerAuto},
+			Outcome:  failover.ResultPartial, Epoch: 4, StartedAt: at(5 * time.Minute), FinishedAt: at(5*time.Minute - 2345*time.Millisecond),
+			Shards: []failover.ShardResult{
+				{Keyspace: "commerce", Shard: "0", Tablet: "dc2-0000000101", Confirmed: true},
+				{Keyspace: "customer", Shard: "-80", Tablet: "dc2-0000000201", Error: "customer/-80: dc2-0000000201 is not primary after 3 attempt(s): exit status 1"},
+			},
+		},
+		Warnings: []string{"dc1's etcd holds epoch 3 (primary dc1): it is stale until it returns and is told"},
+	}
+	for name, st := range map[string]*controller.ClusterStatus{"healthy": healthy, "syncing": &syncing, "failed-over": failedOver} {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			printStatus(&out, cfg, st, goldenNow)
+			checkGolden(t, "status-"+name+".golden", out.Bytes())
+		})
+	}
+}
+
+func TestHistoryTextGolden(t *testing.T) {
+	at := func(d time.Duration) time.Time { return goldenNow.Add(d) }
+	evs := []events.Event{
+		{Time: at(0), Level: "INFO", Kind: events.KindLifecycle, Controller: "ctl-b", DC: "dc2", Message: "controller started",
+			Attrs: map[string]string{"cluster": "prod", "mode": "auto", "http": "127.0.0.1:9464"}},
+		{Time: at(time.Second), Level: "INFO", Kind: events.KindLeadership, Controller: "ctl-b", DC: "dc2", Message: "became the leader",
+			Attrs: map[string]string{"election_in": "dc2", "primary": "dc1", "epoch": "0"}},
+		{Time: at(95 * time.Second), Level: "WARN", Kind: events.KindHealth, Controller: "ctl-b", DC: "dc2", Message: "etcd health changed",
+			Attrs: map[string]string{"of_dc": "dc1", "to": "down", "last_error": `dial tcp 10.0.1.10:2379: connect: connection refused`}},
+		{Time: at(125 * time.Second), Level: "WARN", Kind: events.KindFailover, Controller: "ctl-b", DC: "dc2", Message: "failover decided",
+			Attrs: map[string]string{"from": "dc1", "to": "dc2", "trigger": "auto", "reason": `dc1's etcd down for 30s`}},
+		{Time: at(127 * time.Second), Level: "INFO", Kind: events.KindHook, Controller: "ctl-b", DC: "dc2", Message: "hook ran",
+			Attrs: map[string]string{"hook": "after_failover", "result": "success", "output": ""}},
+		{Time: at(128 * time.Second), Level: "INFO", Kind: events.KindOverride, Controller: "cli:oncall@bastion", DC: "-", Message: "pause flag changed",
+			Attrs: map[string]string{"paused": "true", "by": "cli:oncall@bastion"}},
+	}
+	var out bytes.Buffer
+	printHistory(&out, evs)
+	checkGolden(t, "history.golden", out.Bytes())
+}

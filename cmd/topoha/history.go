@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/events"
+)
+
+func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cf commonFlags
+	fs := newFlagSet("history", stderr, &cf)
+	asJSON := fs.Bool("json", false, "print a JSON array of events")
+	limit := fs.Int("limit", 100, "print the newest N events (0: all that are kept)")
+	if err := cf.parse(fs, args); err != nil {
+		return exitCodeFor(err)
+	}
+	if *limit < 0 {
+		return fail(stderr, "history", fmt.Errorf("--limit %d: use 0 (all) or a positive number", *limit))
+	}
+	cfg, clients, closeAll, err := openAll(cf.config)
+	if err != nil {
+		return fail(stderr, "history", err)
+	}
+	defer closeAll()
+	evs, err := events.Read(ctx, clients, cfg.KeyRoot(), requestTimeout(cfg), *limit)
+	if err != nil {
+		// What one etcd holds is still worth showing while the other is lost.
+		fmt.Fprintf(stderr, "topoha history: warning: %v\n", err)
+		if len(evs) == 0 {
+			return exitBadConfig
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if evs == nil {
+			evs = []events.Event{}
+		}
+		if err := enc.Encode(evs); err != nil {
+			return fail(stderr, "history", err)
+		}
+		return exitOK
+	}
+	if len(evs) == 0 {
+		fmt.Fprintf(stdout, "no events under %s in either etcd\n", events.HistoryPrefix(cfg.KeyRoot()))
+	}
+	printHistory(stdout, evs)
+	return exitOK
+}
+
+// printHistory writes one line per event: time, level, kind, who, message, then the attributes sorted by
+// name, quoted where they hold spaces.
+func printHistory(w io.Writer, evs []events.Event) {
+	for _, ev := range evs {
+		names := make([]string, 0, len(ev.Attrs))
+		for k := range ev.Attrs {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		var b strings.Builder
+		who := ev.Controller
+		if ev.DC != "" && ev.DC != "-" {
+			who = ev.DC + "/" + who
+		}
+		fmt.Fprintf(&b, "%s  %-5s  %-10s  %s  %s", ev.Time.UTC().Format("2006-01-02T15:04:05.000Z"), ev.Level, ev.Kind, who, ev.Message)
+		for _, k := range names {
+			v := ev.Attrs[k]
+			if v == "" || strings.ContainsAny(v, " \t\n\"=") {
+				v = strconv.Quote(v)
+			}
+			fmt.Fprintf(&b, " %s=%s", k, v)
+		}
+		fmt.Fprintln(w, b.String())
+	}
+}
+
+// requestTimeout bounds one etcd request of a command.
+func requestTimeout(cfg *config.Config) time.Duration { return max(cfg.Health.Timeout, 2*time.Second) }
+
+// cliEvents returns a recorder of this command's actions into the history, and a function that writes
+// what was recorded and stops it.
+func cliEvents(cfg *config.Config, clients map[string]*clientv3.Client) (*events.Recorder, func(), error) {
+	rec, err := events.New(events.Config{Clients: clients, KeyRoot: cfg.KeyRoot(), Controller: "cli:" + userAtHost(),
+		DC: "-", MaxEvents: cfg.History.MaxEvents, Timeout: requestTimeout(cfg)})
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = rec.Run(ctx)
+	}()
+	return rec, func() {
+		cancel()
+		<-done
+	}, nil
+}

@@ -1,0 +1,259 @@
+// Package events records what a controller saw and did — leadership changes, health transitions,
+// failover steps, operator overrides, hook runs, reloads — twice: as a structured log/slog record at once,
+// and as an entry of a bounded history kept in every DC's etcd under /topoha/<cluster>/history/, which
+// `topoha history` reads back. The history is an audit trail, not a control input: nothing decides from it.
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/metrics"
+)
+
+// Kind groups events.
+type Kind string
+
+// Kinds of event.
+const (
+	KindLeadership Kind = "leadership" // this controller became or stopped being the leader
+	KindHealth     Kind = "health"     // a DC's etcd changed state
+	KindPrimary    Kind = "primary"    // the primary record this controller follows changed
+	KindRole       Kind = "role"       // the role of this controller's DC changed
+	KindFailover   Kind = "failover"   // a failover or switchover step
+	KindOverride   Kind = "override"   // an operator's action: failover request, pause, resume, forced primary
+	KindHook       Kind = "hook"       // a hook ran
+	KindConfig     Kind = "config"     // a config reload
+	KindLifecycle  Kind = "lifecycle"  // the controller started or stopped
+)
+
+// Event is one entry of the history.
+type Event struct {
+	// ID is unique per event and sorts by time; it names the event's key in every etcd.
+	ID         string            `json:"id"`
+	Time       time.Time         `json:"time"`
+	Level      string            `json:"level"`
+	Kind       Kind              `json:"kind"`
+	Controller string            `json:"controller"`
+	DC         string            `json:"dc"`
+	Message    string            `json:"message"`
+	Attrs      map[string]string `json:"attrs,omitempty"`
+}
+
+// HistoryPrefix is where the history lives under a cluster's key root.
+func HistoryPrefix(keyRoot string) string { return keyRoot + "history/" }
+
+// Config configures a Recorder.
+type Config struct {
+	// Clients has a client of each DC's etcd; every event is written to each. With none, events are
+	// only logged.
+	Clients map[string]*clientv3.Client
+	// KeyRoot is the cluster's key root (/topoha/<cluster>/).
+	KeyRoot string
+	// Controller and DC name who records.
+	Controller, DC string
+	// MaxEvents bounds the history kept in each etcd; the oldest entries are deleted. Default 1000.
+	MaxEvents int
+	// Timeout bounds each etcd request. Default 2s.
+	Timeout time.Duration
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
+}
+
+// queueLen is how many events may wait for one DC's etcd; more are dropped (and counted), so a lost DC
+// never holds the controller up.
+const queueLen = 256
+
+// Recorder logs events and writes them to the history. Create it with New; Run writes the history.
+type Recorder struct {
+	cfg    Config
+	seq    atomic.Uint64
+	queues map[string]chan Event
+}
+
+// New returns a Recorder for cfg.
+func New(cfg Config) (*Recorder, error) {
+	if len(cfg.Clients) > 0 && cfg.KeyRoot == "" {
+		return nil, errors.New("events: KeyRoot is required with Clients")
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = 1000
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Recorder{cfg: cfg, queues: map[string]chan Event{}}
+	for dc := range cfg.Clients {
+		r.queues[dc] = make(chan Event, queueLen)
+	}
+	return r, nil
+}
+
+// Info records an event at level info; args are slog key-value pairs or Attrs.
+func (r *Recorder) Info(kind Kind, msg string, args ...any) {
+	r.Record(slog.LevelInfo, kind, msg, args...)
+}
+
+// Warn records an event at level warn.
+func (r *Recorder) Warn(kind Kind, msg string, args ...any) {
+	r.Record(slog.LevelWarn, kind, msg, args...)
+}
+
+// Error records an event at level error.
+func (r *Recorder) Error(kind Kind, msg string, args ...any) {
+	r.Record(slog.LevelError, kind, msg, args...)
+}
+
+// Record logs an event and queues it for the history without waiting for etcd.
+func (r *Recorder) Record(level slog.Level, kind Kind, msg string, args ...any) {
+	now := time.Now()
+	r.cfg.Logger.Log(context.Background(), level, msg, append([]any{"event", kind}, args...)...)
+	if len(r.queues) == 0 {
+		return
+	}
+	// The time leads the ID so that keys sort in time order; controller and sequence keep them unique.
+	id := fmt.Sprintf("%020d-%s-%d", now.UnixNano(), r.cfg.Controller, r.seq.Add(1))
+	ev := Event{ID: id, Time: now.UTC(), Level: level.String(), Kind: kind, Controller: r.cfg.Controller, DC: r.cfg.DC, Message: msg}
+	rec := slog.NewRecord(now, level, msg, 0)
+	rec.Add(args...)
+	rec.Attrs(func(a slog.Attr) bool {
+		if ev.Attrs == nil {
+			ev.Attrs = map[string]string{}
+		}
+		ev.Attrs[a.Key] = a.Value.Resolve().String()
+		return true
+	})
+	for _, q := range r.queues {
+		select {
+		case q <- ev:
+		default:
+			r.cfg.Metrics.HistoryDropped()
+		}
+	}
+}
+
+// Run writes queued events to each DC's etcd until ctx ends, then writes what is still queued for up to
+// one Timeout per DC, so that the last events of a stopping controller are kept.
+func (r *Recorder) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for dc, q := range r.queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.write(ctx, dc, q)
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (r *Recorder) write(ctx context.Context, dc string, q chan Event) {
+	cli := r.cfg.Clients[dc]
+	put := func(ctx context.Context, ev Event) {
+		if err := r.put(ctx, cli, ev); err != nil {
+			r.cfg.Metrics.HistoryWriteFailed(dc)
+			r.cfg.Logger.Debug("history event not written", "dc", dc, "err", err)
+		}
+	}
+	for {
+		select {
+		case ev := <-q:
+			put(ctx, ev)
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Timeout)
+			defer cancel()
+			for dctx.Err() == nil {
+				select {
+				case ev := <-q:
+					put(dctx, ev)
+				default:
+					return
+				}
+			}
+			return
+		}
+	}
+}
+
+// put writes ev and trims the history to MaxEvents, oldest first.
+func (r *Recorder) put(ctx context.Context, cli *clientv3.Client, ev Event) error {
+	val, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	prefix := HistoryPrefix(r.cfg.KeyRoot)
+	key := prefix + ev.ID
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	if _, err := cli.Put(wctx, key, string(val)); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	resp, err := cli.Get(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count <= int64(r.cfg.MaxEvents) {
+		return err
+	}
+	old, err := cli.Get(wctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(resp.Count-int64(r.cfg.MaxEvents)))
+	if err != nil || len(old.Kvs) == 0 {
+		return err
+	}
+	last := string(old.Kvs[len(old.Kvs)-1].Key)
+	_, err = cli.Delete(wctx, prefix, clientv3.WithRange(last+"\x00"))
+	return err
+}
+
+// Read returns the history from every DC's etcd that answers, merged, oldest first, at most limit events
+// (the newest; 0 means all). Entries that are not events are skipped and reported in the error, as are
+// etcds that do not answer; events is still what could be read.
+func Read(ctx context.Context, clients map[string]*clientv3.Client, keyRoot string, timeout time.Duration, limit int) ([]Event, error) {
+	prefix := HistoryPrefix(keyRoot)
+	byKey := map[string]Event{}
+	var errs []error
+	for _, dc := range sortedKeys(clients) {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		resp, err := clients[dc].Get(rctx, prefix, clientv3.WithPrefix())
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s's etcd: %w", dc, err))
+			continue
+		}
+		for _, kv := range resp.Kvs {
+			var ev Event
+			if err := json.Unmarshal(kv.Value, &ev); err != nil {
+				errs = append(errs, fmt.Errorf("%s's etcd: %s is not an event: %w", dc, kv.Key, err))
+				continue
+			}
+			byKey[string(kv.Key)] = ev
+		}
+	}
+	keys := sortedKeys(byKey)
+	if limit > 0 && len(keys) > limit {
+		keys = keys[len(keys)-limit:]
+	}
+	out := make([]Event, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, byKey[k])
+	}
+	return out, errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
