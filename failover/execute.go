@@ -226,7 +226,14 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	}
 	res.Outcome = res.outcome(promoted)
 	env["TOPOHA_RESULT"] = res.Outcome
-	env["TOPOHA_FAILED_SHARDS"] = strings.Join(res.FailedShards(), ",")
+	failed := res.FailedShards()
+	if !promoted {
+		failed = failed[:0]
+		for _, s := range cfg.Failover.Shards {
+			failed = append(failed, s.Keyspace+"/"+s.Shard)
+		}
+	}
+	env["TOPOHA_FAILED_SHARDS"] = strings.Join(failed, ",")
 	errs = multierror.Append(errs, x.hook(ctx, HookAfterFailover, cfg.Failover.Hooks.AfterFailover, vars, env, res))
 
 	res.FinishedAt = time.Now().UTC()

@@ -544,3 +544,32 @@ func TestTwoFullSyncsDoNotDiverge(t *testing.T) {
 		b.stop(t)
 	}
 }
+
+// The lag in time is fresh while the source is idle (progress notifications prove the destination is
+// current), and grows while the destination cannot be written.
+func TestLagSecondsIdleAndStalled(t *testing.T) {
+	p := newPair(t)
+	mustPut(t, p.sc, srcPrefix+"a", "1")
+	r := p.start(t)
+	p.waitEqual(t)
+	// Idle for well over the progress interval (50ms): the lag must stay near that interval, not grow
+	// with the idle time as a "time since the last event" would.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if lag := r.Status().LagSeconds(time.Now()); lag > 1 {
+			t.Fatalf("lag %.2fs while the source is idle and the destination current", lag)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.dst.Stop()
+	mustPut(t, p.sc, srcPrefix+"b", "2")
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		lag := r.Status().LagSeconds(time.Now())
+		return lag > 2, fmt.Sprintf("lag %.2fs with the destination down", lag)
+	})
+	p.dst.Start()
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		lag := r.Status().LagSeconds(time.Now())
+		return lag < 1, fmt.Sprintf("lag %.2fs after the destination returned", lag)
+	})
+}

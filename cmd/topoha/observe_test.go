@@ -235,6 +235,16 @@ func TestMetricsHooksAndHistoryThroughAFailover(t *testing.T) {
 	if l, f := seen[leader+" topoha_failovers_total"], seen[follower+" topoha_failovers_total"]; !slices.Equal(l, []float64{0, 1}) || !slices.Equal(f, []float64{0}) {
 		t.Errorf("topoha_failovers_total{auto,success}: leader %s went %v, %s %v; want 0 then 1 on the leader only", leader, l, follower, f)
 	}
+	// One term before the failover, one after: a leader that keeps winning terms with a stale record and
+	// giving them up again would show here as churn.
+	changes := 0.0
+	for id := range addrs {
+		v, _ := value(last[id], "topoha_leader_changes_total")
+		changes += v
+	}
+	if changes < 2 || changes > 4 {
+		t.Errorf("topoha_leader_changes_total summed over controllers = %v, want 2 to 4 (gained, lost, gained, maybe lost)", changes)
+	}
 	if got := seen[leader+" topoha_config_reloads_total"]; len(got) == 0 || got[len(got)-1] != 1 {
 		t.Errorf("the leader's topoha_config_reloads_total{success} went %v after SIGHUP", got)
 	}
