@@ -9,8 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,4 +259,30 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// WriteText writes one line per event, as `topoha history` prints them: time, level, kind, who, message, then the attributes sorted by
+// name, quoted where they hold spaces.
+func WriteText(w io.Writer, evs []Event) {
+	for _, ev := range evs {
+		names := make([]string, 0, len(ev.Attrs))
+		for k := range ev.Attrs {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		var b strings.Builder
+		who := ev.Controller
+		if ev.DC != "" && ev.DC != "-" {
+			who = ev.DC + "/" + who
+		}
+		fmt.Fprintf(&b, "%s  %-5s  %-10s  %s  %s", ev.Time.UTC().Format("2006-01-02T15:04:05.000Z"), ev.Level, ev.Kind, who, ev.Message)
+		for _, k := range names {
+			v := ev.Attrs[k]
+			if v == "" || strings.ContainsAny(v, " \t\n\"=") {
+				v = strconv.Quote(v)
+			}
+			fmt.Fprintf(&b, " %s=%s", k, v)
+		}
+		fmt.Fprintln(w, b.String())
+	}
 }

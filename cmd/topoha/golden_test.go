@@ -112,6 +112,6 @@ func TestHistoryTextGolden(t *testing.T) {
 			Attrs: map[string]string{"paused": "true", "by": "cli:oncall@bastion"}},
 	}
 	var out bytes.Buffer
-	printHistory(&out, evs)
+	events.WriteText(&out, evs)
 	checkGolden(t, "history.golden", out.Bytes())
 }

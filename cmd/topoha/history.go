@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -54,34 +51,8 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if len(evs) == 0 {
 		fmt.Fprintf(stdout, "no events under %s in either etcd\n", events.HistoryPrefix(cfg.KeyRoot()))
 	}
-	printHistory(stdout, evs)
+	events.WriteText(stdout, evs)
 	return exitOK
-}
-
-// printHistory writes one line per event: time, level, kind, who, message, then the attributes sorted by
-// name, quoted where they hold spaces.
-func printHistory(w io.Writer, evs []events.Event) {
-	for _, ev := range evs {
-		names := make([]string, 0, len(ev.Attrs))
-		for k := range ev.Attrs {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		var b strings.Builder
-		who := ev.Controller
-		if ev.DC != "" && ev.DC != "-" {
-			who = ev.DC + "/" + who
-		}
-		fmt.Fprintf(&b, "%s  %-5s  %-10s  %s  %s", ev.Time.UTC().Format("2006-01-02T15:04:05.000Z"), ev.Level, ev.Kind, who, ev.Message)
-		for _, k := range names {
-			v := ev.Attrs[k]
-			if v == "" || strings.ContainsAny(v, " \t\n\"=") {
-				v = strconv.Quote(v)
-			}
-			fmt.Fprintf(&b, " %s=%s", k, v)
-		}
-		fmt.Fprintln(w, b.String())
-	}
 }
 
 // requestTimeout bounds one etcd request of a command.

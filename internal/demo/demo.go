@@ -56,6 +56,7 @@ func Run(ctx context.Context, w io.Writer, promoter []string) error {
 		{"topoha run in both DCs", d.startControllers},
 		{"dc1 is lost: automatic failover to dc2", d.loseDC1},
 		{"dc1 comes back", d.dc1Returns},
+		{"topoha history: what the controllers recorded", d.history},
 	}
 	for i, s := range steps {
 		d.sayf("\n== %d. %s\n", i+1, s.title)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/events"
+	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/primary"
 )
 
@@ -52,18 +54,28 @@ func (d *demo) startControllers(ctx context.Context) error {
 	d.cfg = cfg
 	clients := map[string]*clientv3.Client{"dc1": d.c1, "dc2": d.c2}
 	for _, dc := range []string{"dc1", "dc2"} {
-		ctl, err := controller.New(controller.Config{Config: cfg, DC: dc, ID: "ctl-" + dc, Clients: clients, Logger: slog.New(slog.DiscardHandler)})
+		id := "ctl-" + dc
+		rec, err := events.New(events.Config{Clients: clients, KeyRoot: cfg.KeyRoot(), Controller: id, DC: dc, MaxEvents: cfg.History.MaxEvents})
+		if err != nil {
+			return err
+		}
+		ctl, err := controller.New(controller.Config{Config: cfg, DC: dc, ID: id, Clients: clients, Logger: slog.New(slog.DiscardHandler), Events: rec})
 		if err != nil {
 			return err
 		}
 		cctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
+		rctx, rcancel := context.WithCancel(context.Background())
+		done, recDone := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(done)
 			_ = ctl.Run(cctx)
 		}()
+		go func() {
+			defer close(recDone)
+			_ = rec.Run(rctx)
+		}()
 		d.controllers = append(d.controllers, ctl)
-		d.stops = append(d.stops, func() { cancel(); <-done })
+		d.stops = append(d.stops, func() { cancel(); <-done; rcancel(); <-recDone })
 	}
 	leader, err := d.waitLeader(ctx)
 	if err != nil {
@@ -105,8 +117,9 @@ func (d *demo) loseDC1(ctx context.Context) error {
 	if leader == nil {
 		return errors.New("no leader")
 	}
-	d.dc1.Stop()
+	// Timed from the moment the stop begins: the server refuses clients long before Stop returns.
 	lost := time.Now()
+	d.dc1.Stop()
 	d.sayf("dc1's etcd is stopped (the DC is lost). failover.after is %s, mode auto; times from here:\n", failoverAfter)
 	elapsed := func() string { return time.Since(lost).Round(100 * time.Millisecond).String() }
 	if _, err := poll(ctx, func() (string, bool) { return "", leader.Status().Health["dc1"].State == "down" }); err != nil {
@@ -162,6 +175,34 @@ func (d *demo) dc1Returns(ctx context.Context) error {
 		leader = st.Leader.ID
 	}
 	d.sayf("topoha status: primary %s (epoch %d), leader %s, mirror %s -> %s\n", st.Primary.DC, st.Primary.Epoch, leader, st.Mirror.Source, st.Mirror.Destination)
+	return nil
+}
+
+// history shows what the controllers recorded of the failover, read back from the etcds as `topoha
+// history` reads it.
+func (d *demo) history(ctx context.Context) error {
+	clients := map[string]*clientv3.Client{"dc1": d.c1, "dc2": d.c2}
+	evs, err := poll(ctx, func() ([]events.Event, bool) {
+		evs, err := events.Read(ctx, clients, d.cfg.KeyRoot(), time.Second, 0)
+		for _, ev := range evs {
+			if err == nil && ev.Message == "failover done" && ev.Attrs["result"] == failover.ResultSuccess {
+				return evs, true
+			}
+		}
+		return evs, false
+	})
+	if err != nil {
+		return fmt.Errorf("no successful failover in the history: %w", err)
+	}
+	var shown []events.Event
+	for _, ev := range evs {
+		if ev.Kind == events.KindFailover || ev.Kind == events.KindRole {
+			shown = append(shown, ev)
+		}
+	}
+	d.sayf("every controller writes its events to both etcds (%d so far); the failover and role changes:\n", len(evs))
+	events.WriteText(d.w, shown)
+	d.sayf("the same events are log records; `topoha history` prints them all, and /metrics counts them\n")
 	return nil
 }
 
