@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/topoha
 
-.PHONY: build test test-race lint bench bench-go demo clean
+.PHONY: build test test-race lint check-deploy bench bench-go demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/topoha
@@ -10,8 +10,8 @@ build:
 demo:
 	$(GO) run ./cmd/topoha demo
 
-# The README's test command; .ci/run runs exactly this.
-test:
+# The README's test command; .ci/run runs exactly this. The deploy package's tests need promtool too.
+test: check-deploy
 	$(GO) vet ./...
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -timeout 15m ./...
@@ -19,6 +19,12 @@ test:
 lint:
 	$(GO) vet ./...
 	gofmt -l . | (! grep .)
+
+# The alert rules and their unit tests; promtool comes from Debian's prometheus package.
+check-deploy:
+	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+	promtool check rules deploy/prometheus/topoha-alerts.yml
+	promtool test rules deploy/prometheus/topoha-alerts.test.yml
 
 # Mirror benchmark against etcdctl make-mirror on the same two etcd servers (installs etcd from Debian).
 bench:

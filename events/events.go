@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -224,7 +226,7 @@ func Read(ctx context.Context, clients map[string]*clientv3.Client, keyRoot stri
 	prefix := HistoryPrefix(keyRoot)
 	byKey := map[string]Event{}
 	var errs []error
-	for _, dc := range sortedKeys(clients) {
+	for _, dc := range slices.Sorted(maps.Keys(clients)) {
 		rctx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := clients[dc].Get(rctx, prefix, clientv3.WithPrefix())
 		cancel()
@@ -241,7 +243,7 @@ func Read(ctx context.Context, clients map[string]*clientv3.Client, keyRoot stri
 			byKey[string(kv.Key)] = ev
 		}
 	}
-	keys := sortedKeys(byKey)
+	keys := slices.Sorted(maps.Keys(byKey))
 	if limit > 0 && len(keys) > limit {
 		keys = keys[len(keys)-limit:]
 	}
@@ -250,15 +252,6 @@ func Read(ctx context.Context, clients map[string]*clientv3.Client, keyRoot stri
 		out = append(out, byKey[k])
 	}
 	return out, errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // WriteText writes one line per event, as `topoha history` prints them: time, level, kind, who, message, then the attributes sorted by
