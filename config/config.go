@@ -6,6 +6,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,10 @@ type DC struct {
 	Etcd        Etcd   `yaml:"etcd"`
 	Vtctld      string `yaml:"vtctld"`
 	TopoAddress string `yaml:"topo_address"`
+	// CellRoots are the roots (CellInfo.root) of the Vitess cells whose local topo lives in this DC's
+	// etcd, below mirror.prefix. The mirror never writes or deletes below them in this DC's etcd, and
+	// copies them out of it when this DC is the primary, so that the DR side holds the lost cells' records.
+	CellRoots []string `yaml:"cell_roots"`
 }
 
 // Etcd holds the connection settings for one DC's etcd cluster.
@@ -204,6 +209,16 @@ func (c *Config) OtherDC(dc string) string {
 
 // SourceKeyPrefix is the raw etcd key prefix the mirror reads: the directory below mirror.prefix.
 func (m Mirror) SourceKeyPrefix() string { return m.Prefix + "/" }
+
+// MirrorExclude is what a mirror into DC to leaves alone: mirror.exclude and to's own cell roots, as
+// source key prefixes.
+func (c *Config) MirrorExclude(to string) []string {
+	out := append([]string(nil), c.Mirror.Exclude...)
+	for _, root := range c.DCs[to].CellRoots {
+		out = append(out, c.Mirror.SourceKeyPrefix()+strings.TrimPrefix(root+"/", c.Mirror.DestKeyPrefix()))
+	}
+	return out
+}
 
 // DestKeyPrefix is the raw etcd key prefix the mirror writes: the directory below mirror.dest_prefix.
 func (m Mirror) DestKeyPrefix() string { return m.DestPrefix + "/" }

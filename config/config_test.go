@@ -476,6 +476,14 @@ func TestValidationRules(t *testing.T) {
 		// listen and http
 		{name: "listen without port", edits: []string{"listen: 127.0.0.1:9464", "listen: 127.0.0.1"}, want: `listen: "127.0.0.1" is not host:port`},
 		{name: "listen as a bare port", edits: []string{"listen: 127.0.0.1:9464", "listen: 9464"}, want: `listen: "9464" is not host:port`},
+		{name: "cell root outside the mirror", edits: []string{"    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cell_roots: [/vitess/dc2]\n"},
+			want: `dcs.dc2.cell_roots[0]: "/vitess/dc2" is not below mirror.dest_prefix`},
+		{name: "cell root is the global root", edits: []string{"global_root: /vt", "global_root: /vt/global", "    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cell_roots: [/vt/global]\n"},
+			want: `dcs.dc2.cell_roots[0]: "/vt/global" contains vitess.global_root`},
+		{name: "cell roots overlap", edits: []string{"    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cell_roots: [/vt/cells-dc2, /vt/cells-dc2/a]\n"},
+			want: `dcs.dc2.cell_roots[1]: "/vt/cells-dc2/a" overlaps cell root "/vt/cells-dc2"`},
+		{name: "cell root with a trailing slash", edits: []string{"    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cell_roots: [/vt/dc2/]\n"},
+			want: `dcs.dc2.cell_roots[0]: "/vt/dc2/": name the directory without a trailing '/'`},
 		{name: "hooks timeout zero", edits: []string{"on_role_change: []}", "on_role_change: [], timeout: 0s}"}, want: "failover.hooks.timeout: must be positive"},
 		{name: "history too small", edits: []string{"listen: 127.0.0.1:9464", "listen: 127.0.0.1:9464\nhistory: {max_events: 3}"}, want: "history.max_events: 3: keep at least 10"},
 		{name: "history unknown key", edits: []string{"listen: 127.0.0.1:9464", "listen: 127.0.0.1:9464\nhistory: {max: 3}"}, want: "history.max"},
@@ -548,6 +556,7 @@ func TestAccepted(t *testing.T) {
 				}
 			},
 		},
+		{name: "cell roots of both DCs", edits: []string{"    topo_address: etcd-dc1:2379\n", "    topo_address: etcd-dc1:2379\n    cell_roots: [/vt/dc1]\n", "    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cell_roots: [/vt/dc2]\n"}},
 		{name: "token_file readable", edits: []string{"listen: 127.0.0.1:9464", "listen: 127.0.0.1:9464\nhttp: {token_file: " + tokenFile + "}"}},
 		{name: "listen on all interfaces", edits: []string{"listen: 127.0.0.1:9464", "listen: ':9464'"}},
 		{

@@ -215,6 +215,26 @@ func (c *Config) validateMirror(add func(error)) {
 	if m.LeasedKeys != LeasedKeysSkip {
 		add(fieldErr("mirror.leased_keys", "%q: the only mode is %q (a leased key copied as a permanent key would never expire)", m.LeasedKeys, LeasedKeysSkip))
 	}
+	var roots []string
+	for _, name := range c.DCNames() {
+		for i, root := range c.DCs[name].CellRoots {
+			field := fmt.Sprintf("dcs.%s.cell_roots[%d]", name, i)
+			switch {
+			case !checkDir(field, root):
+			case !strings.HasPrefix(root+"/", m.DestKeyPrefix()) || root == m.DestPrefix:
+				add(fieldErr(field, "%q is not below mirror.dest_prefix %q: only a cell root inside the mirrored directory needs protecting; remove it", root, m.DestPrefix))
+			case strings.HasPrefix(c.Vitess.GlobalRoot+"/", root+"/") && c.Vitess.GlobalRoot != "":
+				add(fieldErr(field, "%q contains vitess.global_root %q: the global topo must be mirrored; give the cell its own root, e.g. %s/%s", root, c.Vitess.GlobalRoot, m.Prefix, name))
+			default:
+				for _, other := range roots {
+					if strings.HasPrefix(root+"/", other+"/") || strings.HasPrefix(other+"/", root+"/") {
+						add(fieldErr(field, "%q overlaps cell root %q: every cell root belongs to one DC", root, other))
+					}
+				}
+				roots = append(roots, root)
+			}
+		}
+	}
 	if m.CellInfoRewrite {
 		for _, name := range c.DCNames() {
 			if c.DCs[name].TopoAddress == "" {
@@ -342,9 +362,6 @@ func (c *Config) Unsupported() error {
 	}
 	if c.Failover.SelfFence {
 		all = multierror.Append(all, fieldErr("failover.self_fence", "self-fencing is not supported by this version yet; set it to false"))
-	}
-	if c.Mirror.CellInfoRewrite {
-		all = multierror.Append(all, fieldErr("mirror.cell_info_rewrite", "CellInfo rewriting is not supported by this version yet; set it to false"))
 	}
 	return formatErrors(all)
 }

@@ -109,6 +109,12 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 				st.Mirror.LagRevisions = max(0, st.Mirror.SourceRevision-cp.Revision)
 			}
 		}
+		// What a failover to the DR side would run into, found now rather than at 3 a.m.
+		if len(c.Failover.Shards) > 0 {
+			for _, w := range failover.Preflight(ctx, c, clients[dr], st.Primary.DC, dr, c.Health.Timeout) {
+				st.Warnings = append(st.Warnings, "pre-flight for a failover to "+dr+": "+w)
+			}
+		}
 	}
 	for _, dc := range []string{st.Primary.DC, dr} {
 		if !st.DCs[dc].EtcdHealthy {

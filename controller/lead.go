@@ -77,11 +77,9 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 	// Every mirror write compares the term and the DR etcd's primary record: a deposed leader, or one whose
 	// view of the epoch is stale, cannot write.
 	fence := []clientv3.Cmp{term.Fence(), primary.Unchanged(key, seen)}
-	m, err := replication.New(replication.Config{
-		Source: ctl.cfg.Clients[rec.DC], Dest: ctl.cfg.Clients[dr],
-		Prefix: c.Mirror.SourceKeyPrefix(), DestPrefix: c.Mirror.DestKeyPrefix(), Exclude: c.Mirror.Exclude,
-		CheckpointKey: c.MirrorCheckpointKey(), Fence: fence, Logger: ctl.log, Metrics: ctl.cfg.Metrics,
-	})
+	mc := MirrorConfig(c, ctl.cfg.Clients, rec.DC, dr, ctl.log)
+	mc.Fence, mc.Metrics = fence, ctl.cfg.Metrics
+	m, err := replication.New(mc)
 	if err != nil {
 		ctl.log.Error("leader: cannot start the mirror", "err", err)
 		<-ctx.Done()

@@ -96,7 +96,9 @@ type Result struct {
 	Locks      []string      `json:"locks_deleted"`
 	Shards     []ShardResult `json:"shards"`
 	Hooks      []string      `json:"hooks,omitempty"`
-	Errors     []string      `json:"errors,omitempty"`
+	// Warnings are the pre-flight checks' findings (see Preflight), read just before the promotions.
+	Warnings []string `json:"warnings,omitempty"`
+	Errors   []string `json:"errors,omitempty"`
 }
 
 // Outcomes of a failover: every shard confirmed, some, or none (or before_promote refused).
@@ -206,6 +208,10 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	locks, err := x.purgeLocks(ctx, target)
 	res.Locks = locks
 	errs = multierror.Append(errs, err)
+	res.Warnings = Preflight(ctx, cfg, target, d.From, d.To, cfg.Health.Timeout)
+	for _, w := range res.Warnings {
+		x.ev.Warn(events.KindFailover, "failover: pre-flight warning", "warning", w)
+	}
 
 	vars := config.CommandVars{DC: d.To, OldDC: d.From, Epoch: d.NewEpoch, Vtctld: cfg.DCs[d.To].Vtctld, Timeout: cfg.Failover.PromoteTimeout.String()}
 	env := map[string]string{

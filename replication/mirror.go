@@ -40,6 +40,8 @@ type Config struct {
 	Prefix, DestPrefix string
 	// Exclude lists source key prefixes below Prefix that are neither written nor deleted.
 	Exclude []string
+	// Rewrite, if set, changes some values on their way to the destination.
+	Rewrite *Rewrite
 
 	// CheckpointKey is the destination key of the checkpoint. It must be outside DestPrefix.
 	CheckpointKey string
@@ -102,6 +104,20 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Rewrite changes the values of some source keys on their way to the destination, such as the Vitess
+// CellInfo records that must name the destination DC's own etcd. Apply must be deterministic and return
+// value itself for keys it does not change: the full sync and Verify compare the rewritten source value
+// with the destination's. Name identifies the rewrite in the checkpoint's scope, so that a changed
+// rewrite forces a full sync instead of leaving old values behind.
+type Rewrite struct {
+	Name  string
+	Apply func(srcKey string, value []byte) []byte
+}
+
+func (c *Config) scope() scope {
+	return scope{prefix: c.Prefix, destPrefix: c.DestPrefix, exclude: c.Exclude, rewrite: c.Rewrite}
+}
+
 func (c *Config) validate() error {
 	var problems []string
 	if c.Source == nil || c.Dest == nil {
@@ -122,6 +138,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxTxnOps < 2 {
 		problems = append(problems, "MaxTxnOps must be at least 2 (one change and the checkpoint)")
+	}
+	if c.Rewrite != nil && (c.Rewrite.Name == "" || c.Rewrite.Apply == nil) {
+		problems = append(problems, "Rewrite needs a Name and an Apply function")
 	}
 	if c.PageSize < 1 || c.SyncConcurrency < 1 {
 		problems = append(problems, "PageSize and SyncConcurrency must be positive")
@@ -158,7 +177,7 @@ func New(cfg Config) (*Mirror, error) {
 	}
 	m := &Mirror{
 		cfg:   cfg,
-		scope: scope{prefix: cfg.Prefix, destPrefix: cfg.DestPrefix, exclude: cfg.Exclude},
+		scope: cfg.scope(),
 		log:   cfg.Logger,
 	}
 	m.status.Phase = PhaseStarting

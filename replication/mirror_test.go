@@ -573,3 +573,44 @@ func TestLagSecondsIdleAndStalled(t *testing.T) {
 		return lag < 1, fmt.Sprintf("lag %.2fs after the destination returned", lag)
 	})
 }
+
+// A rewrite applies to the full sync and to streamed changes, Verify compares through it, and a changed
+// rewrite forces a full sync rather than leaving values of the old one behind.
+func TestRewrite(t *testing.T) {
+	p := newPair(t)
+	tag := func(name string) func(*Config) {
+		return func(c *Config) {
+			c.Rewrite = &Rewrite{Name: name, Apply: func(key string, v []byte) []byte {
+				if strings.HasSuffix(key, "/CellInfo") {
+					return append([]byte(name+":"), v...)
+				}
+				return v
+			}}
+		}
+	}
+	mustPut(t, p.sc, srcPrefix+"cells/dc1/CellInfo", "etcd-dc1")
+	mustPut(t, p.sc, srcPrefix+"keyspaces/ks/Keyspace", "ks")
+	r := p.start(t, tag("to-dc2"))
+	mustPut(t, p.sc, srcPrefix+"cells/dc2/CellInfo", "etcd-dc2") // streamed
+	want := map[string]string{"cells/dc1/CellInfo": "to-dc2:etcd-dc1", "cells/dc2/CellInfo": "to-dc2:etcd-dc2", "keyspaces/ks/Keyspace": "ks"}
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		got := testenv.Snapshot(t, p.dc, srcPrefix)
+		return testenv.DescribeDiff(want, got) == "", testenv.DescribeDiff(want, got)
+	})
+	if rep, err := Verify(ctxT(t), p.config(tag("to-dc2")), 10); err != nil || !rep.Equal {
+		t.Errorf("Verify through the rewrite: %+v, %v", rep, err)
+	}
+	if rep, err := Verify(ctxT(t), p.config(), 10); err != nil || rep.Equal || rep.DifferenceCount != 2 {
+		t.Errorf("Verify without the rewrite should see the two rewritten values: %+v, %v", rep, err)
+	}
+	r.stop(t)
+
+	r = p.start(t, tag("to-dc3"))
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		got := testenv.Snapshot(t, p.dc, srcPrefix)["cells/dc1/CellInfo"]
+		return got == "to-dc3:etcd-dc1", "dc1's CellInfo is " + got
+	})
+	if n := r.Status().Resyncs[ResyncScopeChanged]; n != 1 {
+		t.Errorf("resyncs for a changed scope: %d, want 1", n)
+	}
+}

@@ -15,6 +15,15 @@ import (
 type scope struct {
 	prefix, destPrefix string
 	exclude            []string
+	rewrite            *Rewrite
+}
+
+// value is what the destination holds for a source key-value.
+func (s scope) value(srcKey string, v []byte) []byte {
+	if s.rewrite == nil {
+		return v
+	}
+	return s.rewrite.Apply(srcKey, v)
 }
 
 // destKey maps a source key (below prefix, or prefix's range end) to its destination key.
@@ -54,7 +63,11 @@ func (s scope) managedDest(kv *mvccpb.KeyValue) bool {
 // fingerprint identifies the scope in a checkpoint: a checkpoint written for another scope cannot be
 // resumed, because keys that were out of scope were never copied.
 func (s scope) fingerprint() string {
-	return fmt.Sprintf("%q->%q exclude=%q", s.prefix, s.destPrefix, s.exclude)
+	f := fmt.Sprintf("%q->%q exclude=%q", s.prefix, s.destPrefix, s.exclude)
+	if s.rewrite != nil {
+		f += fmt.Sprintf(" rewrite=%q", s.rewrite.Name)
+	}
+	return f
 }
 
 // rangeReader pages through a key range of one etcd, so that memory stays bounded by the page size
@@ -146,7 +159,7 @@ func (s scope) diff(ctx context.Context, src, dst *rangeReader, visit func(chang
 		default:
 			src.advance()
 			dst.advance()
-			if bytes.Equal(sk.Value, dk.Value) {
+			if bytes.Equal(s.value(string(sk.Key), sk.Value), dk.Value) {
 				continue
 			}
 			c = change{srcKey: string(sk.Key), src: sk, dst: dk}

@@ -139,8 +139,9 @@ func (b *batch) addRevision(ctx context.Context, rev int64, evs []*clientv3.Even
 		}
 		dk := m.scope.destKey(key)
 		if ev.Type == mvccpb.PUT && ev.Kv.Lease == 0 {
-			ops = append(ops, clientv3.OpPut(dk, string(ev.Kv.Value)))
-			size += len(dk) + len(ev.Kv.Value)
+			v := m.scope.value(key, ev.Kv.Value)
+			ops = append(ops, clientv3.OpPut(dk, string(v)))
+			size += len(dk) + len(v)
 		} else {
 			// A delete, or a key now bound to a lease: a permanent copy of it must not stay.
 			ops = append(ops, clientv3.OpDelete(dk))

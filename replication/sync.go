@@ -102,5 +102,6 @@ func (c change) op(s scope) (clientv3.Op, int) {
 		return clientv3.OpDelete(string(c.dst.Key)), len(c.dst.Key)
 	}
 	key := s.destKey(c.srcKey)
-	return clientv3.OpPut(key, string(c.src.Value)), len(key) + len(c.src.Value)
+	v := s.value(c.srcKey, c.src.Value)
+	return clientv3.OpPut(key, string(v)), len(key) + len(v)
 }

@@ -47,7 +47,7 @@ func Verify(ctx context.Context, cfg Config, maxListed int) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	sc := scope{prefix: cfg.Prefix, destPrefix: cfg.DestPrefix, exclude: cfg.Exclude}
+	sc := cfg.scope()
 	cp, _, destRev, err := readCheckpoint(ctx, cfg.Dest, cfg.CheckpointKey, cfg.RequestTimeout, 0)
 	if err != nil {
 		return nil, err

@@ -61,17 +61,9 @@ func ShardPrimary(shard []byte) (TabletAlias, bool, error) {
 			return nil
 		}
 		found = true
-		alias = TabletAlias{}
-		return eachField(val, func(num protowire.Number, typ protowire.Type, v []byte) error {
-			switch {
-			case num == aliasCell && typ == protowire.BytesType:
-				alias.Cell = string(v)
-			case num == aliasUID && typ == protowire.VarintType:
-				u, _ := protowire.ConsumeVarint(v)
-				alias.UID = uint32(u)
-			}
-			return nil
-		})
+		var err error
+		alias, err = decodeAlias(val)
+		return err
 	})
 	if err != nil {
 		return TabletAlias{}, false, fmt.Errorf("decode Shard record: %w", err)

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
 )
@@ -42,7 +43,7 @@ func runMirror(ctx context.Context, args []string, _, stderr io.Writer) int {
 	defer src.client.Close()
 	defer dst.client.Close()
 	// A failover recorded in the destination while this runs fences it: the direction would be wrong.
-	mc := mirrorConfig(cfg, src.client, dst.client, log)
+	mc := mirrorConfig(cfg, src, dst, log)
 	mc.Fence = []clientv3.Cmp{primary.Unchanged(primary.Key(cfg.KeyRoot()), destRecord)}
 	m, err := replication.New(mc)
 	if err != nil {
@@ -92,7 +93,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	defer src.client.Close()
 	defer dst.client.Close()
-	rep, err := replication.Verify(ctx, mirrorConfig(cfg, src.client, dst.client, nil), *maxDiffs)
+	rep, err := replication.Verify(ctx, mirrorConfig(cfg, src, dst, nil), *maxDiffs)
 	if err != nil {
 		return fail(stderr, "verify", err)
 	}
@@ -225,16 +226,10 @@ func probe(ctx context.Context, cfg *config.Config, dc string, cli *clientv3.Cli
 	return nil
 }
 
-func mirrorConfig(cfg *config.Config, src, dst *clientv3.Client, log *slog.Logger) replication.Config {
-	return replication.Config{
-		Source:        src,
-		Dest:          dst,
-		Prefix:        cfg.Mirror.SourceKeyPrefix(),
-		DestPrefix:    cfg.Mirror.DestKeyPrefix(),
-		Exclude:       cfg.Mirror.Exclude,
-		CheckpointKey: cfg.MirrorCheckpointKey(),
-		Logger:        log,
-	}
+// mirrorConfig is the mirror from src to dst as the config describes it.
+func mirrorConfig(cfg *config.Config, src, dst dcClient, log *slog.Logger) replication.Config {
+	clients := map[string]*clientv3.Client{src.dc: src.client, dst.dc: dst.client}
+	return controller.MirrorConfig(cfg, clients, src.dc, dst.dc, log)
 }
 
 // fail prints err for a person and returns the exit code for errors.
