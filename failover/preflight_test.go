@@ -2,7 +2,6 @@ package failover
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -38,22 +37,12 @@ func shardReplication(aliases ...string) string {
 	return string(b)
 }
 
-func closedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // Preflight finds what would make ERS fail on the promoted side, from the records in that side's etcd.
 func TestPreflight(t *testing.T) {
 	e := testenv.StartEtcd(t, "dc2")
 	cli := e.Client()
 	live := strings.TrimPrefix(e.Endpoint(), "http://")
-	dead := closedAddr(t)
+	dead := testenv.ClosedAddr(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`cluster: t
 initial_primary: dc1
 dcs:

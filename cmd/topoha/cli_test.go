@@ -327,7 +327,7 @@ func TestMirrorSIGTERMWhileConnecting(t *testing.T) {
 			}
 		}
 	})
-	config := writeConfig(t, "[http://"+l.Addr().String()+"]", "[http://"+closedPort(t)+"]", "30s")
+	config := writeConfig(t, "[http://"+l.Addr().String()+"]", "[http://"+testenv.ClosedAddr(t)+"]", "30s")
 
 	p := testenv.StartProcess(t, bin, "mirror", "--config", config)
 	select {
@@ -431,24 +431,12 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-// closedPort returns a loopback address that nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func TestBadInputExits2(t *testing.T) {
 	bin := testenv.Binary(t)
 	dc1 := testenv.StartEtcd(t, "dc1")
 	good := writeConfig(t, "["+dc1.Endpoint()+"]", "[http://127.0.0.1:2479]", "2s")
 	noEndpoints := writeConfig(t, "["+dc1.Endpoint()+"]", "[]", "2s")
-	unreachable := writeConfig(t, "["+dc1.Endpoint()+"]", "[http://"+closedPort(t)+"]", "500ms")
+	unreachable := writeConfig(t, "["+dc1.Endpoint()+"]", "[http://"+testenv.ClosedAddr(t)+"]", "500ms")
 
 	for _, tc := range []struct {
 		name string

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
 	"testing"
 	"time"
@@ -69,4 +70,16 @@ func DescribeDiff(src, dst map[string]string) string {
 		diffs = append(diffs[:5], fmt.Sprintf("... %d in all", len(diffs)))
 	}
 	return fmt.Sprintf("%d keys vs %d keys: %v", len(src), len(dst), diffs)
+}
+
+// ClosedAddr returns a loopback host:port that nothing listens on.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
