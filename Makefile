@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/topoha
 
-.PHONY: build test test-race lint check-deploy bench bench-go demo clean
+.PHONY: build test test-race lint check-deploy e2e-vitess bench bench-go demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/topoha
@@ -13,6 +13,7 @@ demo:
 # The README's test command; .ci/run runs exactly this. The deploy package's tests need promtool too.
 test: check-deploy
 	$(GO) vet ./...
+	$(GO) vet -tags e2evitess ./e2e/
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -timeout 15m ./...
 
@@ -25,6 +26,12 @@ check-deploy:
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
 	promtool check rules deploy/prometheus/topoha-alerts.yml
 	promtool test rules deploy/prometheus/topoha-alerts.test.yml
+
+# topoha against real vtctld, vtctldclient and vtctlclient (e2e/README.md). The Vitess binaries are built
+# once into a cache (minutes cold; build.sh prints the time) and reused.
+e2e-vitess:
+	@bin="$$(bash e2e/vitess/build.sh | tail -n1)" && \
+	TOPOHA_VITESS_BIN="$$bin" $(GO) test -tags e2evitess -count=1 -v -timeout 20m ./e2e/
 
 # Mirror benchmark against etcdctl make-mirror on the same two etcd servers (installs etcd from Debian).
 bench:

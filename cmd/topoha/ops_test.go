@@ -4,7 +4,6 @@ package main
 // resume, SIGUSR1.
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/internal/clitest"
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
@@ -65,15 +65,7 @@ func editConfig(t *testing.T, path, old, new string) {
 
 func status(t *testing.T, config string) controller.ClusterStatus {
 	t.Helper()
-	code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "status", "--config", config, "--json")
-	if code != 0 {
-		t.Fatalf("status exit %d: %s", code, errOut)
-	}
-	var st controller.ClusterStatus
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, out)
-	}
-	return st
+	return clitest.Status(t, config, waitLong)
 }
 
 func TestStatusWithoutControllers(t *testing.T) {
