@@ -67,9 +67,11 @@ func putEverywhere(ctx context.Context, c *config.Config, clients map[string]*cl
 }
 
 // takeRequest returns the newest pending request in either etcd and deletes it wherever it is, so that
-// it is acted on once.
+// it is acted on once. A copy of a request that was already answered (the requester writes one into
+// each etcd, and a leader may take one before the other is written) is dropped.
 func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
 	key := RequestKey(ctl.config().KeyRoot())
+	answeredKey := RequestResultKey(ctl.config().KeyRoot())
 	var mu sync.Mutex
 	var newest *failover.Request
 	var wg sync.WaitGroup
@@ -79,17 +81,23 @@ func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
 			defer cancel()
-			resp, err := cli.Get(rctx, key)
-			if err != nil || len(resp.Kvs) == 0 {
+			resp, err := cli.Txn(rctx).Then(clientv3.OpGet(key), clientv3.OpGet(answeredKey)).Commit()
+			if err != nil || len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
 				return
 			}
-			kv := resp.Kvs[0]
+			kv := resp.Responses[0].GetResponseRange().Kvs[0]
 			// Only the version read is deleted: a newer request written meanwhile stays.
 			_, _ = cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(clientv3.OpDelete(key)).Commit()
 			var r failover.Request
 			if err := json.Unmarshal(kv.Value, &r); err != nil {
 				ctl.log.Warn("ignoring a request that is not one", "dc", dc, "value", string(kv.Value))
 				return
+			}
+			if answered := resp.Responses[1].GetResponseRange().Kvs; len(answered) > 0 {
+				var prev RequestResult
+				if json.Unmarshal(answered[0].Value, &prev) == nil && prev.Request.At.Equal(r.At) {
+					return
+				}
 			}
 			mu.Lock()
 			if newest == nil || r.At.After(newest.At) {

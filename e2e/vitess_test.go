@@ -368,6 +368,7 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("failover to dc2 with vtctlclient: exit %d\n%s%s", code, out, errOut)
 	}
+	t.Logf("failover with vtctlclient:\n%s", out)
 	v.waitPrimaries("dc2", "dc2")
 	if st := status(t, config); st.LastFailover.Decision.Trigger != "cli" || st.LastFailover.Outcome != "success" {
 		t.Errorf("last failover: %+v", st.LastFailover)

@@ -95,7 +95,37 @@ func (p *Promoter) Promote(ctx context.Context, vars config.CommandVars) ShardRe
 	return res
 }
 
-// waitPrimary polls the Shard record at key until it names want or ctx ends.
+// tabletAgrees checks the promoted tablet's own record where the promoted side's Vitess reads it (the cell
+// root its CellInfo names): a promotion whose Tablet record write went elsewhere (through a topo VIP that
+// had not moved yet) leaves a primary that vtctld shows as a replica, and the next attempt writes it
+// again. Without a CellInfo or a Tablet record there is nothing to check.
+func (p *Promoter) tabletAgrees(ctx context.Context, tablet vitess.TabletAlias) (bool, error) {
+	resp, err := p.Topo.Get(ctx, vitess.CellInfoKey(p.GlobalRoot, tablet.Cell))
+	if err != nil {
+		return false, fmt.Errorf("its cell's CellInfo cannot be read: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return true, nil
+	}
+	ci, err := vitess.DecodeCellInfo(resp.Kvs[0].Value)
+	if err != nil {
+		return true, nil // the pre-flight check reports it; the Shard record is the answer
+	}
+	key := vitess.TabletKey(ci.Root, tablet)
+	if resp, err = p.Topo.Get(ctx, key); err != nil {
+		return false, fmt.Errorf("%s cannot be read: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return true, nil
+	}
+	if primary, err := vitess.TabletIsPrimary(resp.Kvs[0].Value); err != nil || !primary {
+		return false, fmt.Errorf("its own record %s does not say PRIMARY (%v)", key, err)
+	}
+	return true, nil
+}
+
+// waitPrimary polls the Shard record at key until it names want, and want's own Tablet record agrees, or
+// ctx ends.
 func (p *Promoter) waitPrimary(ctx context.Context, key string, want vitess.TabletAlias) (bool, error) {
 	var last error
 	for {
@@ -111,7 +141,11 @@ func (p *Promoter) waitPrimary(ctx context.Context, key string, want vitess.Tabl
 			case err != nil:
 				last = fmt.Errorf("%s: %w", key, err)
 			case ok && got == want:
-				return true, nil
+				agrees, err := p.tabletAgrees(ctx, want)
+				if agrees {
+					return true, nil
+				}
+				last = fmt.Errorf("%s names %s as primary, but %s", key, want, err)
 			case ok:
 				last = fmt.Errorf("%s names %s as primary", key, got)
 			default:

@@ -155,3 +155,30 @@ func decodeAlias(b []byte) (TabletAlias, error) {
 	})
 	return a, err
 }
+
+// Tablet fields and types of topodata.proto.
+const (
+	tabletType        = 8 // Tablet.type
+	tabletTypePrimary = 1 // TabletType.PRIMARY
+)
+
+// TabletKey is the key of a tablet's record below its cell's root.
+func TabletKey(cellRoot string, alias TabletAlias) string {
+	return path.Join(cellRoot, "tablets", alias.String(), "Tablet")
+}
+
+// TabletIsPrimary says whether an encoded topodata.Tablet has type PRIMARY.
+func TabletIsPrimary(b []byte) (bool, error) {
+	primary := false
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, val []byte) error {
+		if num == tabletType && typ == protowire.VarintType {
+			v, _ := protowire.ConsumeVarint(val)
+			primary = v == tabletTypePrimary
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("decode Tablet record: %w", err)
+	}
+	return primary, nil
+}

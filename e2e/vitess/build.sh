@@ -60,5 +60,5 @@ for cmd in vtctldclient vtctld vtctlclient; do
 done
 build faketablet ./faketablet "vitess $VITESS_VERSION $gover faketablet $fake_hash"
 
-echo "build wall time: $(($(date +%s) - start))s (built: ${built[*]:-nothing, all up to date})"
+echo "build wall time: $(($(date +%s) - start))s (built: ${built[*]:-nothing, all up to date})" >&2
 echo "$bin"
