@@ -357,9 +357,6 @@ func validateCommand(field string, argv []string, required bool) error {
 // its field, so that a controller refuses to start instead of silently ignoring them.
 func (c *Config) Unsupported() error {
 	var all *multierror.Error
-	if len(c.Failover.Witnesses) > 0 {
-		all = multierror.Append(all, fieldErr("failover.witnesses", "witnesses are not supported by this version yet; remove them (automatic failover then needs failover.allow_two_site_auto: true, or use mode: manual)"))
-	}
 	if c.Failover.SelfFence {
 		all = multierror.Append(all, fieldErr("failover.self_fence", "self-fencing is not supported by this version yet; set it to false"))
 	}

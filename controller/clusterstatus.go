@@ -14,6 +14,7 @@ import (
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
+	"github.com/topoha/topoha/witness"
 )
 
 // ClusterStatus is the state of a topoha cluster as read from the etcds directly: what `topoha status`
@@ -26,7 +27,9 @@ type ClusterStatus struct {
 	DCs          map[string]DCStatus `json:"dcs"`
 	Mirror       MirrorStatus        `json:"mirror"`
 	LastFailover *failover.Result    `json:"last_failover"`
-	Warnings     []string            `json:"warnings,omitempty"`
+	// Witnesses are the configured witnesses' views, asked just now.
+	Witnesses []witness.Answer `json:"witnesses,omitempty"`
+	Warnings  []string         `json:"warnings,omitempty"`
 }
 
 // DCStatus is one DC's etcd as probed just now.
@@ -87,6 +90,9 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 	st.Mirror = MirrorStatus{Source: st.Primary.DC, Destination: dr, SourceRevision: st.DCs[st.Primary.DC].Revision}
 	p, ok := ReadPause(ctx, c, clients)
 	st.Paused = !ok || p.Paused
+	if len(c.Failover.Witnesses) > 0 {
+		st.Witnesses = witness.Ask(ctx, c.Failover.Witnesses, c.Health.Timeout)
+	}
 	if c.Failover.Mode == config.ModeAuto && len(c.Failover.Witnesses) == 0 {
 		st.Warnings = append(st.Warnings, "automatic failover with two sites and no witnesses: a partition between the DCs can make both primary")
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/topoha/topoha/metrics"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
+	"github.com/topoha/topoha/witness"
 )
 
 // Config configures a Controller.
@@ -64,6 +65,8 @@ type Status struct {
 	Mirror   *replication.Status        `json:"mirror,omitempty"`
 	Decision failover.Decision          `json:"last_decision"`
 	Failover *failover.Result           `json:"last_failover,omitempty"`
+	// Witnesses are the witnesses' last answers, asked while the primary's etcd looks down from here.
+	Witnesses []witness.Answer `json:"witnesses,omitempty"`
 	// Problem is what keeps the leader from acting, if anything.
 	Problem string `json:"problem,omitempty"`
 	// LoopAt is when the control loop last ran: a liveness signal.

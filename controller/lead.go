@@ -14,6 +14,7 @@ import (
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
+	"github.com/topoha/topoha/witness"
 )
 
 // lead is one leadership term: mirror the primary's topo into the DR etcd under the term's fence and the
@@ -218,11 +219,8 @@ func (ctl *Controller) facts(ctx context.Context, rec primary.Record, request *f
 		Now: time.Now(), Mode: c.Failover.Mode, Primary: rec,
 		Health: map[string]health.Snapshot{},
 		After:  c.Failover.After, Cooldown: c.Failover.Cooldown,
-		// Witnesses are asked by `topoha witness` support; until then none agree, so a configured
-		// witness list blocks automatic failover instead of being ignored.
-		Witnesses: failover.Witnesses{Configured: len(c.Failover.Witnesses)},
-		Request:   request,
-		Paused:    ctl.paused(ctx),
+		Request: request,
+		Paused:  ctl.paused(ctx),
 	}
 	if rec.Epoch > 0 {
 		f.LastFailover = rec.ChangedAt
@@ -230,5 +228,21 @@ func (ctl *Controller) facts(ctx context.Context, rec primary.Record, request *f
 	for dc, p := range ctl.probers {
 		f.Health[dc] = p.Snapshot()
 	}
+	f.Witnesses = ctl.askWitnesses(ctx, rec.DC, f.Health[rec.DC].State == health.Down)
 	return f
+}
+
+// askWitnesses asks the configured witnesses about the primary DC when its etcd looks down from here,
+// the only time Decide needs them; a witness that does not answer counts as not seeing it down.
+func (ctl *Controller) askWitnesses(ctx context.Context, primaryDC string, primaryDown bool) failover.Witnesses {
+	c := ctl.config()
+	w := failover.Witnesses{Configured: len(c.Failover.Witnesses)}
+	if w.Configured == 0 || !primaryDown {
+		ctl.update(func(s *Status) { s.Witnesses = nil })
+		return w
+	}
+	answers := witness.Ask(ctx, c.Failover.Witnesses, c.Health.Timeout)
+	w.SeeDown = witness.CountSeeingDown(answers, primaryDC)
+	ctl.update(func(s *Status) { s.Witnesses = answers })
+	return w
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/internal/httpserve"
 )
 
 // Config configures a Server.
@@ -88,22 +89,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve serves until ctx is done, then shuts down gracefully: requests under way get 5 seconds to finish.
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.srv.Shutdown(sctx); err != nil {
-			return err
-		}
-		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}
+	return httpserve.Serve(ctx, s.srv, s.ln, 5*time.Second)
 }
 
 // answer writes a JSON body with 200 when ok, 503 otherwise.

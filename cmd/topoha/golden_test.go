@@ -17,7 +17,9 @@ import (
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/witness"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -86,7 +88,14 @@ func TestStatusTextGolden(t *testing.T) {
 		},
 		Warnings: []string{"dc1's etcd holds epoch 3 (primary dc1): it is stale until it returns and is told"},
 	}
-	for name, st := range map[string]*controller.ClusterStatus{"healthy": healthy, "syncing": &syncing, "failed-over": failedOver} {
+	partition := *healthy
+	partition.DCs = map[string]controller.DCStatus{"dc1": {Error: "status of http://10.0.1.10:2379: context deadline exceeded"}, "dc2": {EtcdHealthy: true, Revision: 90211}}
+	partition.Witnesses = []witness.Answer{
+		{URL: "http://10.0.3.7:9465", View: &witness.View{ID: "w1", DCs: map[string]health.Snapshot{"dc1": {State: health.Up}, "dc2": {State: health.Up}}}},
+		{URL: "http://10.0.4.7:9465", View: &witness.View{ID: "w2", DCs: map[string]health.Snapshot{"dc1": {State: health.Down}, "dc2": {State: health.Up}}}},
+		{URL: "http://10.0.5.7:9465", Error: "unreachable: dial tcp 10.0.5.7:9465: i/o timeout"},
+	}
+	for name, st := range map[string]*controller.ClusterStatus{"healthy": healthy, "syncing": &syncing, "failed-over": failedOver, "partition": &partition} {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
 			printStatus(&out, cfg, st, goldenNow)

@@ -39,6 +39,7 @@ func commands() []command {
 		{"pause", "--config FILE", "no automatic failover until resume (mirroring and manual failover go on)", runPause},
 		{"resume", "--config FILE", "allow automatic failover again", runResume},
 		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},
+		{"witness", "--config FILE --listen ADDR [--id ID]", "at a third site: probe every DC's etcd and serve the view that automatic failover needs a majority of", runWitness},
 		{"history", "--config FILE [--json] [--limit N]", "the event history kept in etcd: leadership, health, failovers, overrides, hooks", runHistory},
 		{"verify", "--config FILE [--json]", "compare the two prefixes key by key: exit 0 equal, 1 different, 2 error", runVerify},
 		{"demo", "", "two DCs on embedded etcd servers: mirror, DC loss, failover, return; narrated, needs nothing but this binary", runDemo},

@@ -17,6 +17,7 @@ import (
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/witness"
 )
 
 // openAll loads the config and opens a client of each DC's etcd without requiring that they answer:
@@ -106,6 +107,19 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, 
 	default:
 		fmt.Fprintf(w, "MIRROR   %s -> %s: applied source revision %d of %d (%d behind), checkpoint written %s ago\n", m.Source, m.Destination,
 			m.AppliedRevision, m.SourceRevision, m.LagRevisions, now.Sub(m.UpdatedAt).Round(time.Second))
+	}
+	if len(st.Witnesses) > 0 {
+		var views []string
+		for _, a := range st.Witnesses {
+			switch {
+			case a.Error != "":
+				views = append(views, fmt.Sprintf("%s does not count (%s)", a.URL, a.Error))
+			default:
+				views = append(views, fmt.Sprintf("%s sees %s %s", a.View.ID, p.DC, a.View.DCs[p.DC].State))
+			}
+		}
+		fmt.Fprintf(w, "WITNESSES  %d of %d see %s down (a majority must, for an automatic failover): %s\n",
+			witness.CountSeeingDown(st.Witnesses, p.DC), len(st.Witnesses), p.DC, strings.Join(views, "; "))
 	}
 	if f := st.LastFailover; f != nil {
 		var shards []string

@@ -144,6 +144,9 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- api.Serve(apiCtx) }()
+	if cfg.Failover.Mode == config.ModeAuto && len(cfg.Failover.Witnesses) == 0 {
+		rec.Warn(events.KindLifecycle, "automatic failover with two sites and no witnesses (failover.allow_two_site_auto): a partition between the DCs can make both of them primary")
+	}
 	rec.Info(events.KindLifecycle, "controller started", "cluster", cfg.Cluster, "mode", cfg.Failover.Mode, "http", api.Addr(),
 		"post_endpoints", cfg.HTTP.TokenFile != "", "version", version())
 	err = ctl.Run(ctx)

@@ -184,10 +184,10 @@ func TestFrozenLeaderIsFencedWhenThawed(t *testing.T) {
 func TestRunRefusesUnsupportedSettings(t *testing.T) {
 	d := startDCs(t)
 	path := runConfig(t, d)
-	editConfig(t, path, "failover: {mode: manual}", "failover: {mode: auto, witnesses: [http://witness:9465]}")
+	editConfig(t, path, "failover: {mode: manual}", "failover: {mode: manual, self_fence: true}")
 	code, _, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "run", "--config", path, "--dc", "dc1")
-	if code != 2 || !strings.Contains(errOut, "failover.witnesses: witnesses are not supported") {
-		t.Errorf("run with witnesses: exit %d, %s", code, errOut)
+	if code != 2 || !strings.Contains(errOut, "failover.self_fence: self-fencing is not supported") {
+		t.Errorf("run with self_fence: exit %d, %s", code, errOut)
 	}
 }
 
