@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
@@ -208,7 +209,10 @@ func newClient(cfg *config.Config, dc string) (*clientv3.Client, error) {
 		return nil, err
 	}
 	cli, err := clientv3.New(cc)
-	if err != nil {
+	switch {
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return nil, fmt.Errorf("%s.username/password_file: etcd refused the credentials of user %q: check the user and the password file's content", field, cc.Username)
+	case err != nil:
 		return nil, fmt.Errorf("%s.endpoints: %w", field, err)
 	}
 	return cli, nil
