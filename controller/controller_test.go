@@ -255,3 +255,37 @@ func TestReloadChangesFailoverSettings(t *testing.T) {
 		return got.Record != nil && got.Record.Epoch == 1, "no failover after mode auto was reloaded"
 	})
 }
+
+// A primary record in the DR etcd that is not a record (hand-edited, truncated) stops the leader from
+// acting on it: no mirror writes, no failover even with the primary DC gone; the problem is in its status
+// and in `topoha status`; and once it is fixed by hand, mirroring resumes.
+func TestGarbagePrimaryRecordStopsTheLeader(t *testing.T) {
+	r := newRig(t, "auto", time.Second)
+	key := primary.Key(r.cfg.KeyRoot())
+	r.put(r.c2, key, "{not a record")
+	r.put(r.c1, "/vt/keyspaces/commerce/Keyspace", "ks")
+	ctl, _ := r.start("dc2", "ctl-b")
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Leading && strings.Contains(s.Problem, "primary record"), fmt.Sprintf("leading %v, problem %q", s.Leading, s.Problem)
+	})
+	st := ReadClusterStatus(context.Background(), r.cfg, map[string]*clientv3.Client{"dc1": r.c1, "dc2": r.c2})
+	if !strings.Contains(strings.Join(st.Warnings, "\n"), "primary record") {
+		t.Errorf("status warnings lack the garbage record: %q", st.Warnings)
+	}
+	r.dc1.Stop()
+	testenv.Eventually(t, wait, func() (bool, string) {
+		return ctl.Status().Health["dc1"].DownFor(time.Now()) > 3*r.cfg.Failover.After, "dc1 not down long enough yet"
+	})
+	if got := testenv.Snapshot(t, r.c2, "/vt/"); len(got) != 0 {
+		t.Errorf("the leader mirrored under a garbage primary record: %v", got)
+	}
+	if got, _ := r.c2.Get(context.Background(), key); string(got.Kvs[0].Value) != "{not a record" {
+		t.Errorf("the garbage record was overwritten: %q", got.Kvs[0].Value)
+	}
+	r.dc1.Start()
+	if _, err := r.c2.Delete(context.Background(), key); err != nil { // the operator's fix
+		t.Fatal(err)
+	}
+	r.waitEqual(r.c1, r.c2)
+}

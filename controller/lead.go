@@ -42,10 +42,10 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		ctl.log.Warn("leader: cannot read the primary record in the DR etcd; campaigning again", "dc", dr, "err", seen.Err)
 		return
 	case seen.Err != nil:
-		ctl.log.Error("leader: the primary record in the DR etcd is not a record; doing nothing until it is fixed", "dc", dr, "err", seen.Err)
+		ctl.ev.Error(events.KindLeadership, "the primary record in the DR etcd is not a record; doing nothing until it is fixed", "dc", dr, "err", seen.Err)
 		ctl.update(func(s *Status) { s.Problem = seen.Err.Error() })
 		defer ctl.update(func(s *Status) { s.Problem = "" })
-		<-ctx.Done()
+		ctl.waitRecordFixed(ctx, dr, key)
 		return
 	case rec.Epoch > 0 && !ctl.sourceHolds(ctx, rec):
 		// A switchover tells the old primary first: until the new primary's own record carries the
@@ -156,6 +156,27 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 			ctl.update(func(s *Status) { s.Failover = res })
 		}
 		return
+	}
+}
+
+// waitRecordFixed returns when the primary record in dc's etcd is readable again (fixed by hand, or deleted
+// so that the highest epoch elsewhere holds) or ctx ends; the next term then starts from it.
+func (ctl *Controller) waitRecordFixed(ctx context.Context, dc, key string) {
+	tick := time.NewTicker(ctl.config().Health.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
+		got := primary.Read(rctx, ctl.cfg.Clients[dc], key)
+		cancel()
+		if got.Err == nil {
+			ctl.ev.Info(events.KindLeadership, "the primary record in the DR etcd is readable again; starting over", "dc", dc)
+			return
+		}
 	}
 }
 

@@ -614,3 +614,20 @@ func TestRewrite(t *testing.T) {
 		t.Errorf("resyncs for a changed scope: %d, want 1", n)
 	}
 }
+
+// A checkpoint that is not one (hand-edited, truncated) is never trusted: the mirror says so and does a
+// full sync, which replaces it.
+func TestGarbageCheckpointMeansFullSync(t *testing.T) {
+	p := newPair(t)
+	mustPut(t, p.sc, srcPrefix+"a", "1")
+	mustPut(t, p.dc, srcPrefix+"stale", "x")
+	mustPut(t, p.dc, cpKey, `{"revision": "not a number"`)
+	r := p.start(t)
+	p.waitEqual(t)
+	if n := r.Status().Resyncs[ResyncNoCheckpoint]; n != 1 {
+		t.Errorf("full syncs for no readable checkpoint: %d, want 1 (%v)", n, r.Status().Resyncs)
+	}
+	if cp := checkpointOf(t, p.dc); cp == nil || cp.Revision == 0 {
+		t.Errorf("the garbage checkpoint was not replaced: %+v", cp)
+	}
+}
