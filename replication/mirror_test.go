@@ -631,3 +631,18 @@ func TestGarbageCheckpointMeansFullSync(t *testing.T) {
 		t.Errorf("the garbage checkpoint was not replaced: %+v", cp)
 	}
 }
+
+// Values as large as etcd accepts are copied, in the full sync and streamed, each in a transaction of its
+// own; so are many keys whose values together exceed one transaction.
+func TestLargeValues(t *testing.T) {
+	p := newPair(t)
+	big := strings.Repeat("x", 1400*1024) // etcd's default request limit is 1.5 MiB
+	mustPut(t, p.sc, srcPrefix+"big-1", big)
+	for i := range 8 {
+		mustPut(t, p.sc, fmt.Sprintf("%smedium-%d", srcPrefix, i), strings.Repeat("y", 300*1024))
+	}
+	p.start(t)
+	p.waitEqual(t)
+	mustPut(t, p.sc, srcPrefix+"big-2", big)
+	p.waitEqual(t)
+}
