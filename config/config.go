@@ -78,6 +78,10 @@ const LeasedKeysSkip = "skip"
 // Vitess locates the Vitess topo records that topoha reads.
 type Vitess struct {
 	GlobalRoot string `yaml:"global_root"`
+	// TopoVIP, if set, is the etcd endpoint URL of the global topo VIP that Vitess processes use. Before
+	// promoting, a failover waits until it leads to the new primary's etcd, so that what the promoted and
+	// demoted tablets write lands there and not in the copy.
+	TopoVIP string `yaml:"topo_vip"`
 }
 
 // Election configures the leader election among controllers.

@@ -86,6 +86,11 @@ func (c *Config) Validate() error {
 	} else if c.Vitess.GlobalRoot != c.Mirror.Prefix && !strings.HasPrefix(c.Vitess.GlobalRoot, c.Mirror.SourceKeyPrefix()) {
 		add(fieldErr("vitess.global_root", "%q is not mirror.prefix (%q) or below it: the Shard records would not be mirrored to the DR DC; make mirror.prefix cover the global root", c.Vitess.GlobalRoot, c.Mirror.Prefix))
 	}
+	if v := c.Vitess.TopoVIP; v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(fieldErr("vitess.topo_vip", "%q is not an etcd endpoint URL, e.g. http://topo-vip:2379", v))
+		}
+	}
 	if c.Election.TTL < time.Second || c.Election.TTL%time.Second != 0 {
 		add(fieldErr("election.ttl", "%s: must be a whole number of seconds, at least 1s (etcd leases count in seconds)", c.Election.TTL))
 	}

@@ -218,6 +218,7 @@ dcs:
   dc1: {etcd: {endpoints: [%[1]s], dial_timeout: 1s}, vtctld: %[3]s, topo_address: %[5]q}
   dc2: {etcd: {endpoints: [%[2]s], dial_timeout: 1s}, vtctld: %[4]s, topo_address: %[6]q}
 mirror: {prefix: /vt, cell_info_rewrite: true}
+vitess: {topo_vip: "http://%[9]s"}
 election: {ttl: 2s}
 health: {interval: 200ms, timeout: 500ms, failure_threshold: 3, success_threshold: 2}
 failover:
@@ -232,7 +233,7 @@ failover:
   shards:
 %[8]s
 `, v.etcd["dc1"].Endpoint(), v.etcd["dc2"].Endpoint(), v.vtctld["dc1"], v.vtctld["dc2"],
-		hostPort(v.etcd["dc1"]), hostPort(v.etcd["dc2"]), vtctldclient, strings.Join(shardLines, "\n"))
+		hostPort(v.etcd["dc1"]), hostPort(v.etcd["dc2"]), vtctldclient, strings.Join(shardLines, "\n"), v.topo.addr())
 	path := filepath.Join(dir, "topoha.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		v.t.Fatal(err)

@@ -218,6 +218,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		"TOPOHA_PRIMARY_DC": d.To, "TOPOHA_OLD_PRIMARY_DC": d.From, "TOPOHA_EPOCH": fmt.Sprint(d.NewEpoch),
 		"TOPOHA_TRIGGER": string(d.Trigger), "TOPOHA_REASON": d.Reason,
 	}
+	x.waitTopoVIP(ctx, d.To, target)
 	promoted := false
 	if err := x.hook(ctx, HookBeforePromote, cfg.Failover.Hooks.BeforePromote, vars, env, res); err != nil {
 		errs = multierror.Append(errs, fmt.Errorf("before_promote hook failed, no shard promoted: %w", err))
@@ -262,6 +263,66 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		"trigger", d.Trigger, "took", took.Round(time.Millisecond), "failed_shards", strings.Join(res.FailedShards(), ","),
 		"locks_deleted", len(res.Locks), "old_side_record", res.OldSide)
 	return res, errs.ErrorOrNil()
+}
+
+// waitTopoVIP waits, at most promote_timeout, until a new connection to vitess.topo_vip reaches the etcd
+// cluster of DC to: the tablets a reparent promotes and demotes write their records through that VIP,
+// and what lands in the other DC's etcd is lost to the copy. Not reaching it is a warning, not a stop.
+func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.Client) {
+	cfg := x.cfg.Config
+	if cfg.Vitess.TopoVIP == "" {
+		return
+	}
+	start := time.Now()
+	err := func() error {
+		rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+		resp, err := target.Get(rctx, cfg.KeyRoot()+"vip", clientv3.WithCountOnly())
+		cancel()
+		if err != nil {
+			return fmt.Errorf("read %s's cluster ID: %w", to, err)
+		}
+		want := resp.Header.ClusterId
+		cc, err := cfg.DCs[to].Etcd.ClientConfig("dcs." + to + ".etcd")
+		if err != nil {
+			return err
+		}
+		cc.Endpoints = []string{cfg.Vitess.TopoVIP}
+		wctx, cancel := context.WithTimeout(ctx, cfg.Failover.PromoteTimeout)
+		defer cancel()
+		for {
+			// A fresh connection each time: one opened before the VIP moved may still lead to the old side.
+			if got, err := clusterID(wctx, cc, cfg.Health.Timeout); err == nil && got == want {
+				return nil
+			}
+			select {
+			case <-wctx.Done():
+				return fmt.Errorf("vitess.topo_vip %s does not lead to %s's etcd after %s", cfg.Vitess.TopoVIP, to, cfg.Failover.PromoteTimeout)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	if err != nil {
+		x.ev.Warn(events.KindFailover, "failover: promoting although the topo VIP may not lead to the new primary; tablets may write their new types into the old side", "err", err)
+		return
+	}
+	x.ev.Info(events.KindFailover, "failover: the topo VIP leads to the new primary's etcd", "to", to, "waited", time.Since(start).Round(time.Millisecond))
+}
+
+// clusterID returns the cluster ID of the etcd that a new client of cc reaches.
+func clusterID(ctx context.Context, cc clientv3.Config, timeout time.Duration) (uint64, error) {
+	cc.DialTimeout = timeout
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := cli.Get(ctx, "topoha-vip-probe", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.ClusterId, nil
 }
 
 // stale counts and returns ErrStale.
