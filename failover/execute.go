@@ -218,7 +218,9 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		"TOPOHA_PRIMARY_DC": d.To, "TOPOHA_OLD_PRIMARY_DC": d.From, "TOPOHA_EPOCH": fmt.Sprint(d.NewEpoch),
 		"TOPOHA_TRIGGER": string(d.Trigger), "TOPOHA_REASON": d.Reason,
 	}
-	x.waitTopoVIP(ctx, d.To, target)
+	if err := x.waitTopoVIP(ctx, d.To, target); err != nil {
+		res.Warnings = append(res.Warnings, err.Error())
+	}
 	promoted := false
 	if err := x.hook(ctx, HookBeforePromote, cfg.Failover.Hooks.BeforePromote, vars, env, res); err != nil {
 		errs = multierror.Append(errs, fmt.Errorf("before_promote hook failed, no shard promoted: %w", err))
@@ -267,11 +269,12 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 
 // waitTopoVIP waits, at most promote_timeout, until a new connection to vitess.topo_vip reaches the etcd
 // cluster of DC to: the tablets a reparent promotes and demotes write their records through that VIP,
-// and what lands in the other DC's etcd is lost to the copy. Not reaching it is a warning, not a stop.
-func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.Client) {
+// and what lands in the other DC's etcd is lost to the copy. Not reaching it is a warning (returned), not
+// a stop.
+func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.Client) error {
 	cfg := x.cfg.Config
 	if cfg.Vitess.TopoVIP == "" {
-		return
+		return nil
 	}
 	start := time.Now()
 	err := func() error {
@@ -302,10 +305,12 @@ func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.
 		}
 	}()
 	if err != nil {
-		x.ev.Warn(events.KindFailover, "failover: promoting although the topo VIP may not lead to the new primary; tablets may write their new types into the old side", "err", err)
-		return
+		err = fmt.Errorf("promoted although the topo VIP may not lead to the new primary; tablets may have written their new types into the other DC's etcd: %w", err)
+		x.ev.Warn(events.KindFailover, "failover: "+err.Error())
+		return err
 	}
 	x.ev.Info(events.KindFailover, "failover: the topo VIP leads to the new primary's etcd", "to", to, "waited", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // clusterID returns the cluster ID of the etcd that a new client of cc reaches.

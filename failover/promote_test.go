@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
 )
 
@@ -38,5 +39,35 @@ func TestPromotionNeedsTheTabletRecord(t *testing.T) {
 				t.Errorf("80-, whose tablet record says PRIMARY: %+v", s)
 			}
 		}
+	}
+}
+
+// With vitess.topo_vip, promotions wait until the VIP leads to the new primary's etcd; a VIP that keeps
+// leading elsewhere delays them by promote_timeout at most and is a warning of the result.
+func TestPromotionsWaitForTheTopoVIP(t *testing.T) {
+	for name, toNewPrimary := range map[string]bool{"VIP on the new primary": true, "VIP stuck on the old primary": false} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, "ok", 2*time.Second)
+			upstream := r.cfg.DCs["dc1"].Etcd.Endpoints[0]
+			if toNewPrimary {
+				upstream = r.cfg.DCs["dc2"].Etcd.Endpoints[0]
+			}
+			vip := testenv.StartLink(t, "topo-vip", strings.TrimPrefix(upstream, "http://"))
+			cfg := *r.cfg
+			cfg.Vitess.TopoVIP = "http://" + vip.Addr()
+			r.cfg = &cfg
+			start := time.Now()
+			res, err := r.executor(t).Execute(ctxT(t), decision, primary.Read(ctxT(t), r.clients["dc2"], primary.Key(r.cfg.KeyRoot())))
+			if err != nil || res.Outcome != ResultSuccess {
+				t.Fatalf("Execute: %v, outcome %s", err, res.Outcome)
+			}
+			warned := strings.Contains(strings.Join(res.Warnings, "\n"), "topo VIP may not lead to the new primary")
+			if warned == toNewPrimary {
+				t.Errorf("warnings %q", res.Warnings)
+			}
+			if took := time.Since(start); !toNewPrimary && took < 2*time.Second {
+				t.Errorf("took %s: the promotions did not wait for the VIP (promote_timeout 2s)", took)
+			}
+		})
 	}
 }
