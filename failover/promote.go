@@ -129,33 +129,44 @@ func (p *Promoter) tabletAgrees(ctx context.Context, tablet vitess.TabletAlias) 
 func (p *Promoter) waitPrimary(ctx context.Context, key string, want vitess.TabletAlias) (bool, error) {
 	var last error
 	for {
-		resp, err := p.Topo.Get(ctx, key)
-		switch {
-		case err != nil:
-			last = fmt.Errorf("read %s: %w", key, err)
-		case len(resp.Kvs) == 0:
-			last = fmt.Errorf("%s does not exist", key)
-		default:
-			got, ok, err := vitess.ShardPrimary(resp.Kvs[0].Value)
-			switch {
-			case err != nil:
-				last = fmt.Errorf("%s: %w", key, err)
-			case ok && got == want:
-				agrees, err := p.tabletAgrees(ctx, want)
-				if agrees {
-					return true, nil
-				}
-				last = fmt.Errorf("%s names %s as primary, but %s", key, want, err)
-			case ok:
-				last = fmt.Errorf("%s names %s as primary", key, got)
-			default:
-				last = fmt.Errorf("%s has no primary", key)
-			}
+		err := p.checkPrimary(ctx, key, want)
+		if err == nil {
+			return true, nil
 		}
+		if ctx.Err() != nil && last != nil {
+			// The deadline cut this round short: the round before it says what was wrong.
+			return false, last
+		}
+		last = err
 		select {
 		case <-ctx.Done():
 			return false, last
 		case <-time.After(p.ConfirmPoll):
 		}
 	}
+}
+
+// checkPrimary returns nil if the Shard record at key names want and want's own record agrees, or what
+// does not.
+func (p *Promoter) checkPrimary(ctx context.Context, key string, want vitess.TabletAlias) error {
+	resp, err := p.Topo.Get(ctx, key)
+	switch {
+	case err != nil:
+		return fmt.Errorf("read %s: %w", key, err)
+	case len(resp.Kvs) == 0:
+		return fmt.Errorf("%s does not exist", key)
+	}
+	got, ok, err := vitess.ShardPrimary(resp.Kvs[0].Value)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", key, err)
+	case !ok:
+		return fmt.Errorf("%s has no primary", key)
+	case got != want:
+		return fmt.Errorf("%s names %s as primary", key, got)
+	}
+	if agrees, err := p.tabletAgrees(ctx, want); !agrees {
+		return fmt.Errorf("%s names %s as primary, but %s", key, want, err)
+	}
+	return nil
 }
