@@ -113,6 +113,7 @@ type Failover struct {
 	SelfFence         bool          `yaml:"self_fence"`
 	FenceAfter        time.Duration `yaml:"fence_after"`
 	FenceCommand      []string      `yaml:"fence_command"`
+	UnfenceCommand    []string      `yaml:"unfence_command"`
 	PromoteTimeout    time.Duration `yaml:"promote_timeout"`
 	PromoteCommand    []string      `yaml:"promote_command"`
 	SwitchoverCommand []string      `yaml:"switchover_command"`
@@ -147,7 +148,7 @@ type HTTP struct {
 }
 
 // CommandVars are the fields available to the templates of promote_command, switchover_command,
-// fence_command and the hooks.
+// fence_command, unfence_command and the hooks.
 type CommandVars struct {
 	Keyspace      string
 	Shard         string
@@ -180,6 +181,8 @@ func Default() Config {
 			Hooks:          Hooks{Timeout: 30 * time.Second},
 			FenceCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
 				"SetWritable", "{{.Tablet}}", "false"},
+			UnfenceCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
+				"SetWritable", "{{.Tablet}}", "true"},
 			PromoteCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
 				"EmergencyReparentShard", "--new-primary", "{{.Tablet}}", "--ignore-replicas", "{{.IgnoreTablets}}",
 				"{{.Keyspace}}/{{.Shard}}"},

@@ -289,6 +289,9 @@ func (c *Config) validateFailover(add func(error)) {
 		if len(f.FenceCommand) == 0 {
 			add(fieldErr("failover.fence_command", "must be set when failover.self_fence is true"))
 		}
+		if len(f.UnfenceCommand) == 0 {
+			add(fieldErr("failover.unfence_command", "must be set when failover.self_fence is true: it makes the tablets writable again when the fence is lifted"))
+		}
 	}
 	for i, w := range f.Witnesses {
 		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -298,6 +301,7 @@ func (c *Config) validateFailover(add func(error)) {
 	add(validateCommand("failover.promote_command", f.PromoteCommand, true))
 	add(validateCommand("failover.switchover_command", f.SwitchoverCommand, true))
 	add(validateCommand("failover.fence_command", f.FenceCommand, false))
+	add(validateCommand("failover.unfence_command", f.UnfenceCommand, false))
 	add(validateCommand("failover.hooks.before_promote", f.Hooks.BeforePromote, false))
 	add(validateCommand("failover.hooks.after_failover", f.Hooks.AfterFailover, false))
 	add(validateCommand("failover.hooks.on_role_change", f.Hooks.OnRoleChange, false))
@@ -356,16 +360,6 @@ func validateCommand(field string, argv []string, required bool) error {
 		}
 	}
 	return all.ErrorOrNil()
-}
-
-// Unsupported reports the settings of the schema that this version does not carry out yet, each naming
-// its field, so that a controller refuses to start instead of silently ignoring them.
-func (c *Config) Unsupported() error {
-	var all *multierror.Error
-	if c.Failover.SelfFence {
-		all = multierror.Append(all, fieldErr("failover.self_fence", "self-fencing is not supported by this version yet; set it to false"))
-	}
-	return formatErrors(all)
 }
 
 // RenderArg executes one argument of a command vector as a template over vars. An unknown field is an

@@ -11,6 +11,7 @@ import (
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
@@ -27,6 +28,8 @@ type ClusterStatus struct {
 	DCs          map[string]DCStatus `json:"dcs"`
 	Mirror       MirrorStatus        `json:"mirror"`
 	LastFailover *failover.Result    `json:"last_failover"`
+	// Fences are the DCs that fenced themselves (failover.self_fence), by DC, as their own etcds say.
+	Fences map[string]*fence.Record `json:"fences,omitempty"`
 	// Witnesses are the configured witnesses' views, asked just now.
 	Witnesses []witness.Answer `json:"witnesses,omitempty"`
 	Warnings  []string         `json:"warnings,omitempty"`
@@ -64,16 +67,27 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 			rev, err := health.Probe(ctx, clients[dc], c.DCs[dc].Etcd.Endpoints, c.KeyRoot()+"health", c.Health.Timeout)
 			ds := DCStatus{EtcdHealthy: err == nil, Revision: rev}
 			var obs primary.Observed
+			var fenced fence.Observed
 			if err != nil {
 				ds.Error = err.Error()
 			} else {
 				rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
 				obs = primary.Read(rctx, clients[dc], primary.Key(c.KeyRoot()))
+				fenced = fence.Read(rctx, clients[dc], fence.Key(c.KeyRoot()))
 				cancel()
 			}
 			mu.Lock()
 			st.DCs[dc] = ds
 			observed[dc] = obs
+			if fenced.Record != nil {
+				if st.Fences == nil {
+					st.Fences = map[string]*fence.Record{}
+				}
+				st.Fences[dc] = fenced.Record
+			}
+			if fenced.Err != nil {
+				st.Warnings = append(st.Warnings, fenced.Err.Error())
+			}
 			mu.Unlock()
 		}()
 	}

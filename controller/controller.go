@@ -19,6 +19,7 @@ import (
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/metrics"
 	"github.com/topoha/topoha/primary"
@@ -46,6 +47,9 @@ type Controller struct {
 	log     *slog.Logger
 	ev      *events.Recorder
 	probers map[string]*health.Prober
+	fencer  *fence.Fencer
+	// primaryRead is set once an etcd answered with the primary record: before, Status.Primary is a guess.
+	primaryRead atomic.Bool
 	// changing is set while this controller's leader carries out a failover or switchover: its term (and
 	// the mirror a switchover drains) must not be ended by the election moving meanwhile.
 	changing atomic.Bool
@@ -67,6 +71,8 @@ type Status struct {
 	Failover *failover.Result           `json:"last_failover,omitempty"`
 	// Witnesses are the witnesses' last answers, asked while the primary's etcd looks down from here.
 	Witnesses []witness.Answer `json:"witnesses,omitempty"`
+	// Fence is this DC's self-fencing state.
+	Fence fence.Status `json:"fence"`
 	// Problem is what keeps the leader from acting, if anything.
 	Problem string `json:"problem,omitempty"`
 	// LoopAt is when the control loop last ran: a liveness signal.
@@ -117,6 +123,18 @@ func New(cfg Config) (*Controller, error) {
 		ctl.probers[dc] = p
 	}
 	ctl.status = Status{DC: cfg.DC, ID: cfg.ID}
+	var err error
+	ctl.fencer, err = fence.New(fence.Config{Config: ctl.config, DC: cfg.DC, ID: cfg.ID, Clients: cfg.Clients,
+		Primary: func() (primary.Record, bool) {
+			ctl.mu.Lock()
+			defer ctl.mu.Unlock()
+			return ctl.status.Primary, ctl.primaryRead.Load()
+		},
+		Health: func(dc string) health.Snapshot { return ctl.probers[dc].Snapshot() },
+		Logger: cfg.Logger, Events: ctl.ev, Metrics: cfg.Metrics})
+	if err != nil {
+		return nil, err
+	}
 	return ctl, nil
 }
 
@@ -194,6 +212,7 @@ func (ctl *Controller) Status() Status {
 	for dc, p := range ctl.probers {
 		s.Health[dc] = p.Snapshot()
 	}
+	s.Fence = ctl.fencer.Status()
 	return s
 }
 
@@ -232,6 +251,12 @@ func (ctl *Controller) Run(ctx context.Context) error {
 	}
 	defer stopCampaign()
 
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = ctl.fencer.Run(ctx)
+	}()
+
 	roles := make(chan roleChange, 1)
 	wg.Add(1)
 	go func() {
@@ -254,6 +279,9 @@ func (ctl *Controller) Run(ctx context.Context) error {
 			known = rec
 		}
 		rec = known
+		if anyRead(obs) {
+			ctl.primaryRead.Store(true)
+		}
 		// A role is only taken from a record some etcd answered with: a guess from initial_primary while
 		// both are unreachable must not move a VIP.
 		if now := ctl.roleOf(rec); now != role && anyRead(obs) {

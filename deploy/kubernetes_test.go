@@ -286,9 +286,6 @@ func TestKubernetesManifests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ConfigMap topoha-config: topoha refuses config.yaml:\n%v", err)
 	}
-	if err := cfg.Unsupported(); err != nil {
-		t.Errorf("ConfigMap topoha-config: topoha run refuses config.yaml:\n%v", err)
-	}
 
 	if len(m.deployments) != len(cfg.DCs) {
 		t.Errorf("%d Deployments for %d DCs; want one controller per DC", len(m.deployments), len(cfg.DCs))

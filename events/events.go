@@ -39,6 +39,7 @@ const (
 	KindHook       Kind = "hook"       // a hook ran
 	KindConfig     Kind = "config"     // a config reload
 	KindLifecycle  Kind = "lifecycle"  // the controller started or stopped
+	KindFence      Kind = "fence"      // self-fencing: a fence put up, retried, lifted or kept
 )
 
 // Event is one entry of the history.

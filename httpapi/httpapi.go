@@ -135,10 +135,12 @@ func (s *Server) leader(w http.ResponseWriter, _ *http.Request) {
 	answer(w, st.Leading, map[string]any{"id": st.ID, "dc": st.DC, "leading": st.Leading})
 }
 
-// primary answers 200 only when this controller's DC is the primary DC: what a VIP's health check uses.
+// primary answers 200 only when this controller's DC is the primary DC and has not fenced itself: what a
+// VIP's health check uses. A fenced side's primaries are read-only; traffic sent there would fail.
 func (s *Server) primary(w http.ResponseWriter, _ *http.Request) {
 	st := s.ctl.Status()
-	answer(w, st.Primary.DC != "" && st.Primary.DC == st.DC, map[string]any{"dc": st.DC, "primary": st.Primary})
+	answer(w, st.Primary.DC != "" && st.Primary.DC == st.DC && !st.Fence.Fenced(),
+		map[string]any{"dc": st.DC, "primary": st.Primary, "fenced": st.Fence.Fenced()})
 }
 
 // status is the same JSON as `topoha status --json`.

@@ -16,6 +16,7 @@ type collector struct {
 	ctl *controller.Controller
 
 	isLeader, loopAt, primaryEpoch, primaryInfo, paused *prometheus.Desc
+	fenced                                              *prometheus.Desc
 	etcdUp, etcdFailures                                *prometheus.Desc
 	mirrorApplied, mirrorSource                         *prometheus.Desc
 	mirrorLag, mirrorLagSeconds, mirrorSyncing          *prometheus.Desc
@@ -32,6 +33,7 @@ func newCollector(ctl *controller.Controller) *collector {
 		primaryEpoch:     d("primary_epoch", "The epoch of the primary record this controller follows."),
 		primaryInfo:      d("primary_info", "1 for the DC this controller takes as primary.", "dc"),
 		paused:           d("paused", "1 while automatic failover is paused."),
+		fenced:           d("fenced", "1 while this controller's DC has fenced itself (failover.self_fence)."),
 		etcdUp:           d("etcd_up", "1 when the DC's etcd is up, 0 when down, -1 while unknown.", "dc"),
 		etcdFailures:     d("etcd_probe_consecutive_failures", "Failed probes in a row.", "dc"),
 		mirrorApplied:    d("mirror_applied_revision", "Source revision the destination is complete up to (leader only)."),
@@ -58,6 +60,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.primaryInfo, 1, st.Primary.DC)
 	}
 	gauge(c.paused, boolFloat(st.Paused))
+	gauge(c.fenced, boolFloat(st.Fence.Fenced()))
 	for dc, h := range st.Health {
 		up := map[health.State]float64{health.Up: 1, health.Down: 0, health.Unknown: -1}[h.State]
 		gauge(c.etcdUp, up, dc)

@@ -34,6 +34,7 @@ type Metrics struct {
 	lastReloadSuccessful prometheus.Gauge
 	historyWriteFailures *prometheus.CounterVec
 	historyDropped       prometheus.Counter
+	fenceCommands        *prometheus.CounterVec
 }
 
 // New creates the metrics, and topoha_build_info for version, and registers them with reg.
@@ -64,6 +65,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		lastReloadSuccessful: f.gauge("config_last_reload_successful", "0 after a refused reload until the next good one."),
 		historyWriteFailures: f.counterVec("history_write_failures_total", "History events that could not be written to a DC's etcd.", "dc"),
 		historyDropped:       f.counter("history_events_dropped_total", "Events not written to etcd because the queue was full."),
+		fenceCommands:        f.counterVec("fence_commands_total", "Self-fencing commands run: fence_command per tablet, unfence_command per lift.", "action", "result"),
 	}
 	if f.err != nil {
 		return nil, f.err
@@ -86,6 +88,9 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	}
 	for _, result := range []string{"success", "failure"} {
 		m.configReloads.WithLabelValues(result)
+		for _, action := range []string{"fence", "unfence"} {
+			m.fenceCommands.WithLabelValues(action, result)
+		}
 	}
 	return m, nil
 }
@@ -226,11 +231,11 @@ func (m *Metrics) Reloaded(ok bool) {
 	if m == nil {
 		return
 	}
-	result, v := "failure", 0.0
+	v := 0.0
 	if ok {
-		result, v = "success", 1
+		v = 1
 	}
-	m.configReloads.WithLabelValues(result).Inc()
+	m.configReloads.WithLabelValues(outcome(ok)).Inc()
 	m.lastReloadSuccessful.Set(v)
 }
 
@@ -246,4 +251,19 @@ func (m *Metrics) HistoryDropped() {
 	if m != nil {
 		m.historyDropped.Inc()
 	}
+}
+
+// FenceCommandsRan counts a self-fencing command: action is fence or unfence.
+func (m *Metrics) FenceCommandsRan(action string, ok bool) {
+	if m == nil {
+		return
+	}
+	m.fenceCommands.WithLabelValues(action, outcome(ok)).Inc()
+}
+
+func outcome(ok bool) string {
+	if ok {
+		return "success"
+	}
+	return "failure"
 }

@@ -38,6 +38,7 @@ func commands() []command {
 		{"switchover", "--config FILE --to DC [--wait 3m]", "planned: drain the mirror, move the epoch, PlannedReparentShard every shard; nothing lost", runSwitchover},
 		{"pause", "--config FILE", "no automatic failover until resume (mirroring and manual failover go on)", runPause},
 		{"resume", "--config FILE", "allow automatic failover again", runResume},
+		{"unfence", "--config FILE --dc DC [--force] [--clear]", "lift a DC's self-fence by hand (unfence_command), or --clear its record after reparenting", runUnfence},
 		{"mirror", "--config FILE", "mirror the topo prefix from the primary DC's etcd to the DR DC's etcd (no election, no failover)", runMirror},
 		{"witness", "--config FILE --listen ADDR [--id ID]", "at a third site: probe every DC's etcd and serve the view that automatic failover needs a majority of", runWitness},
 		{"history", "--config FILE [--json] [--limit N]", "the event history kept in etcd: leadership, health, failovers, overrides, hooks", runHistory},

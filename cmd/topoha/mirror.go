@@ -155,9 +155,6 @@ type dcClient struct {
 func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dcClient, primary.Observed, error) {
 	var none primary.Observed
 	cfg, err := config.Load(path)
-	if err == nil && cfg.Mirror.CellInfoRewrite {
-		err = cfg.Unsupported()
-	}
 	if err != nil {
 		return nil, dcClient{}, dcClient{}, none, err
 	}

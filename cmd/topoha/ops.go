@@ -16,6 +16,7 @@ import (
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/witness"
 )
@@ -121,6 +122,11 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, 
 		fmt.Fprintf(w, "WITNESSES  %d of %d see %s down (a majority must, for an automatic failover): %s\n",
 			witness.CountSeeingDown(st.Witnesses, p.DC), len(st.Witnesses), p.DC, strings.Join(views, "; "))
 	}
+	for _, dc := range cfg.DCNames() {
+		if r := st.Fences[dc]; r != nil {
+			fmt.Fprintf(w, "FENCE    %s\n", describeFence(r, p))
+		}
+	}
 	if f := st.LastFailover; f != nil {
 		var shards []string
 		for _, s := range f.Shards {
@@ -135,6 +141,22 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, 
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING  %s\n", warn)
+	}
+}
+
+// describeFence says what a DC's fence record means for the operator, given the primary record that holds.
+func describeFence(r *fence.Record, p primary.Record) string {
+	head := fmt.Sprintf("%s %s by %s at %s (epoch %d): %s", r.DC, strings.ToUpper(r.State), r.By, r.At.Format(time.RFC3339), r.Epoch, r.Reason)
+	switch {
+	case r.State == fence.StateLifted:
+		return fmt.Sprintf("%s; lifted by %s at %s: self-fencing is off until the controllers read the other DC's etcd again",
+			head, r.LiftedBy, r.LiftedAt.Format(time.RFC3339))
+	case p.DC == r.DC && p.Epoch == r.Epoch:
+		return fmt.Sprintf("%s; %d of %d tablets read-only; lifted when the link returns, or by `topoha unfence --dc %s`",
+			head, r.FencedCount(), len(r.Tablets), r.DC)
+	default:
+		return fmt.Sprintf("%s; %s is primary now (epoch %d): %s's tablets are the old side; reparent them, then `topoha unfence --dc %s --clear`",
+			head, p.DC, p.Epoch, r.DC, r.DC)
 	}
 }
 

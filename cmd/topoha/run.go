@@ -41,9 +41,6 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return fail(stderr, "run", err)
 	}
 	cfg, err := config.Load(cf.config)
-	if err == nil {
-		err = cfg.Unsupported()
-	}
 	if err != nil {
 		return fail(stderr, "run", err)
 	}
@@ -123,13 +120,7 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 						log.Error("SIGUSR2: pause not toggled", "err", err)
 					}
 				case syscall.SIGHUP:
-					_ = ctl.Reload(func() (*config.Config, error) {
-						next, err := config.Load(cf.config)
-						if err == nil {
-							err = next.Unsupported()
-						}
-						return next, err
-					})
+					_ = ctl.Reload(func() (*config.Config, error) { return config.Load(cf.config) })
 				}
 			}
 		}

@@ -179,18 +179,6 @@ func TestFrozenLeaderIsFencedWhenThawed(t *testing.T) {
 	}
 }
 
-// Settings of the schema that this version does not carry out stop the controller at start (exit 2,
-// naming the field) instead of being silently ignored.
-func TestRunRefusesUnsupportedSettings(t *testing.T) {
-	d := startDCs(t)
-	path := runConfig(t, d)
-	editConfig(t, path, "failover: {mode: manual}", "failover: {mode: manual, self_fence: true}")
-	code, _, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "run", "--config", path, "--dc", "dc1")
-	if code != 2 || !strings.Contains(errOut, "failover.self_fence: self-fencing is not supported") {
-		t.Errorf("run with self_fence: exit %d, %s", code, errOut)
-	}
-}
-
 func TestRunRefusesAnUnknownDC(t *testing.T) {
 	d := startDCs(t)
 	code, _, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "run", "--config", runConfig(t, d), "--dc", "dc9")
