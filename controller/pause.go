@@ -41,10 +41,7 @@ func ReadPause(ctx context.Context, c *config.Config, clients map[string]*client
 			}
 			var got Pause
 			if len(resp.Kvs) > 0 {
-				if json.Unmarshal(resp.Kvs[0].Value, &got) != nil {
-					// Unreadable counts as paused: when in doubt, no automatic failover.
-					got = Pause{Paused: true, Generation: -1, By: "unreadable flag in " + dc}
-				}
+				got = decodePause(dc, resp.Kvs[0].Value)
 			}
 			mu.Lock()
 			if !ok || got.Generation > p.Generation || (got.Generation == p.Generation && got.Paused) {
@@ -56,6 +53,16 @@ func ReadPause(ctx context.Context, c *config.Config, clients map[string]*client
 	}
 	wg.Wait()
 	return p, ok
+}
+
+// decodePause decodes the flag read from dc's etcd. Anything but a flag that topoha wrote (generation 1
+// or more) counts as paused: when in doubt, no automatic failover. `null` or `{}` are not a flag.
+func decodePause(dc string, b []byte) Pause {
+	var p Pause
+	if json.Unmarshal(b, &p) != nil || p.Generation < 1 {
+		return Pause{Paused: true, Generation: -1, By: "unreadable flag in " + dc}
+	}
+	return p
 }
 
 // paused says whether automatic failover is paused. A flag that cannot be read counts as set.
