@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -236,9 +237,9 @@ func Read(ctx context.Context, clients map[string]*clientv3.Client, keyRoot stri
 			continue
 		}
 		for _, kv := range resp.Kvs {
-			var ev Event
-			if err := json.Unmarshal(kv.Value, &ev); err != nil {
-				errs = append(errs, fmt.Errorf("%s's etcd: %s is not an event: %w", dc, kv.Key, err))
+			ev, err := decode(prefix, kv.Key, kv.Value)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s's etcd: %w", dc, err))
 				continue
 			}
 			byKey[string(kv.Key)] = ev
@@ -269,14 +270,25 @@ func WriteText(w io.Writer, evs []Event) {
 		if ev.DC != "" && ev.DC != "-" {
 			who = ev.DC + "/" + who
 		}
-		fmt.Fprintf(&b, "%s  %-5s  %-10s  %s  %s", ev.Time.UTC().Format("2006-01-02T15:04:05.000Z"), ev.Level, ev.Kind, who, ev.Message)
+		fmt.Fprintf(&b, "%s  %-5s  %-10s  %s  %s", ev.Time.UTC().Format("2006-01-02T15:04:05.000Z"), oneLine(ev.Level), oneLine(string(ev.Kind)), oneLine(who), oneLine(ev.Message))
 		for _, k := range names {
 			v := ev.Attrs[k]
-			if v == "" || strings.ContainsAny(v, " \t\n\"=") {
+			if v == "" || strings.ContainsAny(v, " \t\n\"=") || hasControl(v) {
 				v = strconv.Quote(v)
 			}
-			fmt.Fprintf(&b, " %s=%s", k, v)
+			fmt.Fprintf(&b, " %s=%s", oneLine(k), v)
 		}
 		fmt.Fprintln(w, b.String())
 	}
 }
+
+// oneLine quotes s if it holds a control character: the history is read from etcd, where anyone may have
+// written, and a newline or carriage return in a field must not print as a line of its own.
+func oneLine(s string) string {
+	if hasControl(s) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+func hasControl(s string) bool { return strings.ContainsFunc(s, unicode.IsControl) }

@@ -46,12 +46,21 @@ func Read(ctx context.Context, cli *clientv3.Client, key string) Observed {
 		return Observed{}
 	}
 	kv := resp.Kvs[0]
-	var r Record
-	if err := json.Unmarshal(kv.Value, &r); err != nil || r.DC == "" || r.Epoch < 0 {
-		return Observed{ModRevision: kv.ModRevision,
-			Err: fmt.Errorf("primary record %s holds %q, not a record with a dc and an epoch; fix or delete it by hand", key, truncate(kv.Value))}
+	r, err := decode(key, kv.Value)
+	if err != nil {
+		return Observed{ModRevision: kv.ModRevision, Err: err}
 	}
-	return Observed{Record: &r, ModRevision: kv.ModRevision}
+	return Observed{Record: r, ModRevision: kv.ModRevision}
+}
+
+// decode reads the value stored at key as a record: anything but a JSON record with a dc and an epoch of
+// at least 0 is an error, so that garbage never reads as a record.
+func decode(key string, value []byte) (*Record, error) {
+	var r Record
+	if err := json.Unmarshal(value, &r); err != nil || r.DC == "" || r.Epoch < 0 {
+		return nil, fmt.Errorf("primary record %s holds %q, not a record with a dc and an epoch; fix or delete it by hand", key, truncate(value))
+	}
+	return &r, nil
 }
 
 // Resolve returns the record that holds: the readable one with the highest epoch, or the initial

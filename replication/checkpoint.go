@@ -59,12 +59,35 @@ func readCheckpoint(ctx context.Context, dest *clientv3.Client, key string, time
 		return nil, 0, resp.Header.Revision, nil
 	}
 	kv := resp.Kvs[0]
-	var cp Checkpoint
-	if err := json.Unmarshal(kv.Value, &cp); err != nil {
+	cp, err := decodeCheckpoint(key, kv.Value)
+	if err != nil {
 		// A checkpoint that cannot be read is treated as none: the full sync that follows is always safe.
-		return nil, kv.ModRevision, resp.Header.Revision, fmt.Errorf("%w: %s holds %q: %v", errBadCheckpoint, key, truncate(kv.Value, 80), err)
+		return nil, kv.ModRevision, resp.Header.Revision, err
 	}
-	return &cp, kv.ModRevision, resp.Header.Revision, nil
+	return cp, kv.ModRevision, resp.Header.Revision, nil
+}
+
+// decodeCheckpoint reads the value stored at key as a checkpoint. Only what commit writes is one: the
+// source cluster and scope, and either a revision every change up to which is applied or an unfinished
+// full sync at a source revision. Anything else, such as JSON null or a revision of 0 without a sync, is
+// errBadCheckpoint: resuming from it would stream from the source's current revision and skip what the
+// destination lacks.
+func decodeCheckpoint(key string, value []byte) (*Checkpoint, error) {
+	var cp Checkpoint
+	err := json.Unmarshal(value, &cp)
+	switch {
+	case err != nil:
+	case cp.ClusterID == "" || cp.Scope == "":
+		err = errors.New("no source cluster_id or scope")
+	case cp.Sync == nil && cp.Revision <= 0:
+		err = fmt.Errorf("revision %d without a full sync under way", cp.Revision)
+	case cp.Sync != nil && (cp.Sync.Revision <= 0 || cp.Revision != 0):
+		err = fmt.Errorf("a full sync at revision %d with applied revision %d", cp.Sync.Revision, cp.Revision)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s holds %q: %s", errBadCheckpoint, key, truncate(value, 80), truncate([]byte(err.Error()), 200))
+	}
+	return &cp, nil
 }
 
 var errBadCheckpoint = errors.New("unreadable checkpoint")

@@ -206,6 +206,13 @@ func (m *Mirror) Run(ctx context.Context) error {
 		if m.applied > appliedBefore {
 			backoff = m.cfg.MinBackoff
 		}
+		// A destination that takes smaller requests than MaxTxnBytes refuses transactions of changes that
+		// each fit: write smaller ones from now on instead of failing on the same one forever.
+		var tl *tooLargeError
+		if errors.As(err, &tl) && tl.changes > 1 && tl.bytes/2 < m.cfg.MaxTxnBytes {
+			m.cfg.MaxTxnBytes = max(tl.bytes/2, 1)
+			m.log.Warn("the destination refused a transaction as too large; writing smaller ones", "max_txn_bytes", m.cfg.MaxTxnBytes)
+		}
 		m.recordError(err)
 		m.setPhase(PhaseRetrying)
 		m.log.Warn("mirror error; retrying from the checkpoint", "err", err, "retry_in", backoff)

@@ -632,6 +632,29 @@ func TestGarbageCheckpointMeansFullSync(t *testing.T) {
 	}
 }
 
+// A checkpoint that parses but names no revision to resume from, such as one an operator "reset" to
+// revision 0 by hand, must mean a full sync: streaming from it would start at the source's current
+// revision and never copy what the destination lacks.
+func TestCheckpointWithoutARevisionMeansFullSync(t *testing.T) {
+	p := newPair(t)
+	fill(t, p.sc, "k/", 10, "v1")
+	r := p.start(t)
+	p.waitEqual(t)
+	r.stop(t)
+
+	cp := checkpointOf(t, p.dc)
+	cp.Revision = 0
+	writeCheckpoint(t, p.dc, cp)
+	mustDelete(t, p.dc, srcPrefix+"k/000003")
+	mustPut(t, p.dc, srcPrefix+"stale", "x")
+
+	r2 := p.start(t)
+	p.waitEqual(t)
+	if n := r2.Status().Resyncs[ResyncNoCheckpoint]; n != 1 {
+		t.Errorf("full syncs for no usable checkpoint: %d, want 1 (%v)", n, r2.Status().Resyncs)
+	}
+}
+
 // Values as large as etcd accepts are copied, in the full sync and streamed, each in a transaction of its
 // own; so are many keys whose values together exceed one transaction.
 func TestLargeValues(t *testing.T) {

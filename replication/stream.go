@@ -89,6 +89,7 @@ type batch struct {
 	ops   []clientv3.Op
 	index map[string]int // destination key -> position in ops
 	size  int
+	from  int64 // the first source revision with changes in ops
 	rev   int64 // every source revision up to rev is in ops
 	// skipThrough is the revision the watch started at, already applied.
 	skipThrough int64
@@ -131,6 +132,7 @@ func (b *batch) addRevision(ctx context.Context, rev int64, evs []*clientv3.Even
 	m := b.m
 	ops := make([]clientv3.Op, 0, len(evs))
 	keys := make([]string, 0, len(evs))
+	sizes := make([]int, 0, len(evs))
 	size := 0
 	for _, ev := range evs {
 		key := string(ev.Kv.Key)
@@ -138,16 +140,18 @@ func (b *batch) addRevision(ctx context.Context, rev int64, evs []*clientv3.Even
 			continue
 		}
 		dk := m.scope.destKey(key)
+		n := len(dk)
 		if ev.Type == mvccpb.PUT && ev.Kv.Lease == 0 {
 			v := m.scope.value(key, ev.Kv.Value)
 			ops = append(ops, clientv3.OpPut(dk, string(v)))
-			size += len(dk) + len(v)
+			n += len(v)
 		} else {
 			// A delete, or a key now bound to a lease: a permanent copy of it must not stay.
 			ops = append(ops, clientv3.OpDelete(dk))
-			size += len(dk)
 		}
 		keys = append(keys, dk)
+		sizes = append(sizes, n)
+		size += n
 	}
 	limitOps := m.cfg.MaxTxnOps - 1 // one op is the checkpoint
 	if len(b.ops)+len(ops) > limitOps || b.size+size > m.cfg.MaxTxnBytes {
@@ -155,13 +159,25 @@ func (b *batch) addRevision(ctx context.Context, rev int64, evs []*clientv3.Even
 			return err
 		}
 	}
-	for len(ops) > limitOps {
-		m.log.Warn("a source revision has more changes than one destination transaction holds; applying it in parts",
-			"revision", rev, "changes", len(ops), "max_txn_ops", m.cfg.MaxTxnOps)
-		if err := m.commit(ctx, ops[:limitOps], Checkpoint{Revision: rev - 1}); err != nil {
-			return err
+	for {
+		// The longest run of changes one transaction holds; a single change too large for any goes alone.
+		n, part := 0, 0
+		for n < len(ops) && n < limitOps && (n == 0 || part+sizes[n] <= m.cfg.MaxTxnBytes) {
+			part += sizes[n]
+			n++
 		}
-		ops, keys = ops[limitOps:], keys[limitOps:]
+		if n == len(ops) {
+			break
+		}
+		m.log.Warn("a source revision is larger than one destination transaction; applying it in parts",
+			"revision", rev, "changes", len(ops), "bytes", size, "max_txn_ops", m.cfg.MaxTxnOps, "max_txn_bytes", m.cfg.MaxTxnBytes)
+		if err := m.commit(ctx, ops[:n], Checkpoint{Revision: rev - 1}); err != nil {
+			return fmt.Errorf("apply source revision %d: %w", rev, err)
+		}
+		ops, keys, sizes, size = ops[n:], keys[n:], sizes[n:], size-part
+	}
+	if len(b.ops) == 0 {
+		b.from = rev
 	}
 	for i, op := range ops {
 		if j, seen := b.index[keys[i]]; seen {
@@ -188,7 +204,10 @@ func (b *batch) flush(ctx context.Context) error {
 	rev := max(b.rev, m.applied)
 	if len(b.ops) > 0 {
 		if err := m.commit(ctx, b.ops, Checkpoint{Revision: rev}); err != nil {
-			return err
+			if b.from == rev {
+				return fmt.Errorf("apply source revision %d: %w", rev, err)
+			}
+			return fmt.Errorf("apply source revisions %d to %d: %w", b.from, rev, err)
 		}
 	}
 	m.setApplied(rev)

@@ -6,11 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // errConflict means another writer changed the checkpoint: this mirror's view is stale, so it re-reads the
@@ -49,6 +53,9 @@ func (m *Mirror) txn(ctx context.Context, cpModRev int64, ops []clientv3.Op, che
 	resp, err := m.cfg.Dest.Txn(cctx).If(cmps...).Then(append(slices.Clip(ops), checkpoint...)...).Else(clientv3.OpGet(key)).Commit()
 	cancel()
 	if err != nil {
+		if isTooLarge(err) {
+			return 0, m.tooLarge(ops, err)
+		}
 		return 0, fmt.Errorf("write %d changes to the destination: %w", len(ops), err)
 	}
 	if !resp.Succeeded {
@@ -126,3 +133,59 @@ func (w *parallelWriter) firstErr() error {
 }
 
 func isCompacted(err error) bool { return errors.Is(err, rpctypes.ErrCompacted) }
+
+// isTooLarge says whether the destination refused a request for its size: etcd itself above its
+// --max-request-bytes, gRPC above that plus 512 KiB, or this client above its send limit (2 MiB by
+// default). A refused request never commits, so nothing it holds is counted as applied.
+func isTooLarge(err error) bool {
+	return errors.Is(err, rpctypes.ErrRequestTooLarge) ||
+		(status.Code(err) == codes.ResourceExhausted && strings.Contains(err.Error(), "larger than max"))
+}
+
+// tooLargeError is a destination transaction refused for its size. With one change, that change does not
+// fit in any transaction the destination accepts: it and everything after it wait until the limit is
+// raised or the source key is changed. With more, Run retries in smaller transactions.
+type tooLargeError struct {
+	changes, bytes int    // the refused transaction's changes and their keys' and values' bytes
+	largest        string // the source key of its largest change, shortened for logs
+	largestBytes   int
+	err            error
+}
+
+func (e *tooLargeError) Error() string {
+	switch e.changes {
+	case 0:
+		// Only a full sync's checkpoint, which holds the next source key, gets this large.
+		return fmt.Sprintf("the destination refuses the mirror's checkpoint as too large (%v)", e.err)
+	case 1:
+		return fmt.Sprintf("the destination refuses the change of source key %s (%d bytes of key and value) as too large (%v): "+
+			"the destination's --max-request-bytes must hold it and the mirror's checkpoint, a few hundred bytes more; "+
+			"nothing after it is applied until it does, or until the key is made smaller and the source compacted past this revision",
+			e.largest, e.largestBytes, e.err)
+	}
+	return fmt.Sprintf("the destination refuses %d changes of %d bytes in one transaction as too large (%v); the largest is source key %s (%d bytes); retrying in smaller transactions",
+		e.changes, e.bytes, e.err, e.largest, e.largestBytes)
+}
+
+func (e *tooLargeError) Unwrap() error { return e.err }
+
+func (m *Mirror) tooLarge(ops []clientv3.Op, err error) error {
+	e := &tooLargeError{changes: len(ops), err: err}
+	for _, op := range ops {
+		n := len(op.KeyBytes()) + len(op.ValueBytes())
+		e.bytes += n
+		if n >= e.largestBytes {
+			e.largest, e.largestBytes = shortKey(m.scope.sourceKey(string(op.KeyBytes()))), n
+		}
+	}
+	return e
+}
+
+// shortKey quotes a key for logs and errors, cutting a huge one (etcd takes keys of up to about its
+// --max-request-bytes) to its start and length.
+func shortKey(k string) string {
+	if len(k) > 200 {
+		return fmt.Sprintf("%q... (%d bytes)", k[:200], len(k))
+	}
+	return strconv.Quote(k)
+}
