@@ -334,14 +334,7 @@ func anyRead(obs map[string]primary.Observed) bool {
 
 // readPrimary reads the primary record from both etcds and resolves it.
 func (ctl *Controller) readPrimary(ctx context.Context) (primary.Record, map[string]primary.Observed) {
-	key := primary.Key(ctl.config().KeyRoot())
-	obs := map[string]primary.Observed{}
-	var list []primary.Observed
-	for _, dc := range ctl.config().DCNames() {
-		rctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
-		obs[dc] = primary.Read(rctx, ctl.cfg.Clients[dc], key)
-		cancel()
-		list = append(list, obs[dc])
-	}
-	return primary.Resolve(ctl.config().InitialPrimary, list...), obs
+	c := ctl.config()
+	obs := primary.ReadAll(ctx, ctl.cfg.Clients, primary.Key(c.KeyRoot()), c.Health.Timeout)
+	return primary.ResolveAll(c.InitialPrimary, c.DCNames(), obs), obs
 }

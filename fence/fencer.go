@@ -367,18 +367,13 @@ func (f *Fencer) record(ctx context.Context, c *config.Config, obs Observed) {
 // linkBack reads the primary record from both etcds and returns the one that holds, or nil unless both
 // answered: only then is it known whether the other side promoted.
 func (f *Fencer) linkBack(ctx context.Context, c *config.Config) *primary.Record {
-	key := primary.Key(c.KeyRoot())
-	var list []primary.Observed
-	for _, dc := range c.DCNames() {
-		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		o := primary.Read(rctx, f.cfg.Clients[dc], key)
-		cancel()
+	obs := primary.ReadAll(ctx, f.cfg.Clients, primary.Key(c.KeyRoot()), c.Health.Timeout)
+	for _, o := range obs {
 		if o.Err != nil {
 			return nil
 		}
-		list = append(list, o)
 	}
-	rec := primary.Resolve(c.InitialPrimary, list...)
+	rec := primary.ResolveAll(c.InitialPrimary, c.DCNames(), obs)
 	return &rec
 }
 

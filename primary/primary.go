@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -73,6 +74,38 @@ func Resolve(initial string, observed ...Observed) Record {
 		}
 	}
 	return best
+}
+
+// ReadAll reads the record from every etcd of clients at once, each read within timeout, keyed like
+// clients: a lost DC costs one timeout, not one per DC.
+func ReadAll(ctx context.Context, clients map[string]*clientv3.Client, key string, timeout time.Duration) map[string]Observed {
+	out := make(map[string]Observed, len(clients))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for dc, cli := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, timeout)
+			o := Read(rctx, cli, key)
+			cancel()
+			mu.Lock()
+			out[dc] = o
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// ResolveAll is Resolve over what ReadAll returned, taken in the order of dcs: with two records of the
+// same epoch, the first DC's holds, so that every caller agrees.
+func ResolveAll(initial string, dcs []string, observed map[string]Observed) Record {
+	list := make([]Observed, 0, len(dcs))
+	for _, dc := range dcs {
+		list = append(list, observed[dc])
+	}
+	return Resolve(initial, list...)
 }
 
 // Holds says whether the record in one etcd is rec, for a write whose outcome is unknown (a timeout

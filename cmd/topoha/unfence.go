@@ -69,19 +69,14 @@ func runUnfence(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitOK
 	}
 
-	pkey := primary.Key(cfg.KeyRoot())
-	var list []primary.Observed
+	observed := primary.ReadAll(ctx, clients, primary.Key(cfg.KeyRoot()), cfg.Health.Timeout)
 	for _, name := range cfg.DCNames() {
-		rctx, cancel := context.WithTimeout(ctx, cfg.Health.Timeout)
-		o := primary.Read(rctx, clients[name], pkey)
-		cancel()
-		if o.Err != nil && !(*force && name != *dc) {
+		if err := observed[name].Err; err != nil && !(*force && name != *dc) {
 			return refuse(stdout, "cannot read %s's primary record (%v): if %s became primary meanwhile, lifting the fence makes two writable primaries; "+
-				"if %s is really lost, run again with --force", name, o.Err, name, name)
+				"if %s is really lost, run again with --force", name, err, name, name)
 		}
-		list = append(list, o)
 	}
-	held := primary.Resolve(cfg.InitialPrimary, list...)
+	held := primary.ResolveAll(cfg.InitialPrimary, cfg.DCNames(), observed)
 	if held.DC != r.DC || held.Epoch != r.Epoch {
 		return refuse(stdout, "%s was fenced at epoch %d, but %s is primary now (epoch %d): %s's tablets are the old side. "+
 			"Reparent them as replicas, then `topoha unfence --dc %s --clear` removes the record", r.DC, r.Epoch, held.DC, held.Epoch, r.DC, r.DC)
