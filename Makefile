@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/topoha
 
-.PHONY: build test test-race lint check-deploy e2e-vitess bench bench-go demo clean
+.PHONY: build test test-race lint check-deploy e2e-vitess chaos chaos-short bench bench-go demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/topoha
@@ -14,6 +14,7 @@ demo:
 test: check-deploy
 	$(GO) vet ./...
 	$(GO) vet -tags e2evitess ./e2e/
+	$(GO) vet -tags chaos ./chaos/
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -timeout 15m ./...
 
@@ -32,6 +33,15 @@ check-deploy:
 e2e-vitess:
 	@bin="$$(bash e2e/vitess/build.sh | tail -n1)" && \
 	TOPOHA_VITESS_BIN="$$bin" $(GO) test -tags e2evitess -count=1 -v -timeout 20m ./e2e/
+
+# The fault-injection suite (chaos/doc.go): real etcd servers behind toxiproxy links, topoha processes,
+# every scenario of issue 6 with invariants checked after each; prints a table. chaos-short is the same
+# scenarios with fewer iterations (CI runs it); CHAOS_REPORT=FILE also writes the table to FILE.
+chaos:
+	$(GO) test -tags chaos -count=1 -v -timeout 30m ./chaos/
+
+chaos-short:
+	$(GO) test -tags chaos -count=1 -v -timeout 30m -short ./chaos/
 
 # Mirror benchmark against etcdctl make-mirror on the same two etcd servers (installs etcd from Debian).
 bench:

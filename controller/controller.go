@@ -50,6 +50,9 @@ type Controller struct {
 	fencer  *fence.Fencer
 	// primaryRead is set once an etcd answered with the primary record: before, Status.Primary is a guess.
 	primaryRead atomic.Bool
+	// pauseSeen is the newest pause flag this controller has read from any etcd.
+	pauseMu   sync.Mutex
+	pauseSeen Pause
 	// changing is set while this controller's leader carries out a failover or switchover: its term (and
 	// the mirror a switchover drains) must not be ended by the election moving meanwhile.
 	changing atomic.Bool

@@ -35,12 +35,13 @@ func WriteRequest(ctx context.Context, c *config.Config, clients map[string]*cli
 	if err != nil {
 		return err
 	}
-	return putEverywhere(ctx, c, clients, RequestKey(c.KeyRoot()), string(val), max(ttl, time.Second))
+	_, err = putEverywhere(ctx, c, clients, RequestKey(c.KeyRoot()), string(val), max(ttl, time.Second))
+	return err
 }
 
 // putEverywhere puts key in every etcd that answers, bound to a lease of ttl when ttl is not 0; it fails
-// only if no etcd took it.
-func putEverywhere(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, key, val string, ttl time.Duration) error {
+// only if no etcd took it, and names in missed the DCs that did not.
+func putEverywhere(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, key, val string, ttl time.Duration) (missed []string, err error) {
 	var errs []error
 	for _, dc := range c.DCNames() {
 		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
@@ -58,12 +59,13 @@ func putEverywhere(ctx context.Context, c *config.Config, clients map[string]*cl
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", dc, err))
+			missed = append(missed, dc)
 		}
 	}
 	if len(errs) == len(clients) {
-		return fmt.Errorf("%s was written nowhere: %w", key, errors.Join(errs...))
+		return missed, fmt.Errorf("%s was written nowhere: %w", key, errors.Join(errs...))
 	}
-	return nil
+	return missed, nil
 }
 
 // takeRequest returns the newest pending request in either etcd and deletes it wherever it is, so that
@@ -114,7 +116,7 @@ func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
 func (ctl *Controller) answerRequest(ctx context.Context, r failover.Request, d failover.Decision) {
 	val, err := json.Marshal(RequestResult{Request: r, Decision: d})
 	if err == nil {
-		err = putEverywhere(ctx, ctl.config(), ctl.cfg.Clients, RequestResultKey(ctl.config().KeyRoot()), string(val), 0)
+		_, err = putEverywhere(ctx, ctl.config(), ctl.cfg.Clients, RequestResultKey(ctl.config().KeyRoot()), string(val), 0)
 	}
 	if err != nil {
 		ctl.log.Warn("cannot record the answer to a request", "err", err)

@@ -184,10 +184,15 @@ func setPause(ctx context.Context, name string, on bool, args []string, stdout, 
 		return fail(stderr, name, err)
 	}
 	defer flush()
-	if err := controller.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost()); err != nil {
+	missed, err := controller.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost())
+	if err != nil {
 		return fail(stderr, name, err)
 	}
-	rec.Info(events.KindOverride, "pause flag changed", "paused", on, "by", "cli:"+userAtHost())
+	rec.Info(events.KindOverride, "pause flag changed", "paused", on, "by", "cli:"+userAtHost(), "not_written_to", strings.Join(missed, ","))
+	if len(missed) > 0 {
+		fmt.Fprintf(stderr, "warning: the flag did not reach %s's etcd; running controllers keep it and copy it there when it answers again\n",
+			strings.Join(missed, ", "))
+	}
 	if on {
 		fmt.Fprintln(stdout, "paused: no automatic failover until `topoha resume`; mirroring and manual failover go on")
 	} else {

@@ -1,10 +1,16 @@
 package testenv
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
 	"testing"
+	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/Shopify/toxiproxy/v2/collectors"
+	"github.com/Shopify/toxiproxy/v2/toxics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -35,10 +41,48 @@ func (l *Link) Addr() string { return l.proxy.Listen }
 // Cut closes the link: connections through it are dropped and new ones refused.
 func (l *Link) Cut() { l.proxy.Stop() }
 
-// Heal opens the link again on the same address.
+// Heal undoes Cut, Blackhole and Slow: the toxics are removed (connections that a blackhole swallowed
+// data from are closed) and the link opens again on the same address if it was cut.
 func (l *Link) Heal() {
 	l.t.Helper()
-	if err := l.proxy.Start(); err != nil {
+	l.proxy.Toxics.ResetToxics(context.Background())
+	if err := l.proxy.Start(); err != nil && !errors.Is(err, toxiproxy.ErrProxyAlreadyStarted) {
 		l.t.Fatalf("heal link %s: %v", l.proxy.Name, err)
+	}
+}
+
+// Blackhole makes the link accept connections and never answer: whatever is sent either way is dropped
+// and no connection is closed (toxiproxy's timeout toxic with timeout 0), like a VIP whose backend hangs
+// or a firewall that drops packets. Clients see timeouts, not refusals. Heal ends it.
+func (l *Link) Blackhole() {
+	l.t.Helper()
+	for _, stream := range []string{"upstream", "downstream"} {
+		l.addToxic("blackhole_"+stream, "timeout", stream, &toxics.TimeoutToxic{Timeout: 0})
+	}
+}
+
+// Slow delays the data through the link by latency each way (toxiproxy's latency toxic). Heal ends it.
+func (l *Link) Slow(latency time.Duration) {
+	l.t.Helper()
+	for _, stream := range []string{"upstream", "downstream"} {
+		l.addToxic("slow_"+stream, "latency", stream, &toxics.LatencyToxic{Latency: latency.Milliseconds()})
+	}
+}
+
+// addToxic adds a toxic to the link through toxiproxy's own (JSON) interface.
+func (l *Link) addToxic(name, typ, stream string, attrs toxics.Toxic) {
+	l.t.Helper()
+	body, err := json.Marshal(struct {
+		Name       string       `json:"name"`
+		Type       string       `json:"type"`
+		Stream     string       `json:"stream"`
+		Toxicity   float32      `json:"toxicity"`
+		Attributes toxics.Toxic `json:"attributes"`
+	}{name, typ, stream, 1, attrs})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if _, err := l.proxy.Toxics.AddToxicJson(bytes.NewReader(body)); err != nil {
+		l.t.Fatalf("link %s: add %s toxic %s: %v", l.proxy.Name, typ, name, err)
 	}
 }
