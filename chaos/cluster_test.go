@@ -398,6 +398,17 @@ func (c *cluster) reviveDC(dc string) {
 	}
 }
 
+// writeThenLose has the writer write into dc for d, then loses dc (killDC) and returns when.
+func (c *cluster) writeThenLose(dc string, d time.Duration) time.Time {
+	c.t.Helper()
+	c.w.setTarget(dc)
+	time.Sleep(d)
+	c.row.step("losing " + dc)
+	lost := time.Now()
+	c.killDC(dc)
+	return lost
+}
+
 // partition cuts the links between the DCs; the third site still reaches both.
 func (c *cluster) partition() {
 	c.links["dc1"]["dc2"].Cut()

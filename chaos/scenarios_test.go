@@ -151,11 +151,7 @@ func TestChaos(t *testing.T) {
 	scenario(t, "3 primary DC death", "dc1's etcd stopped and its controller killed; later back",
 		func(t *testing.T, r *row) {
 			c := newCluster(t, r, defaults())
-			c.w.setTarget("dc1")
-			time.Sleep(k.writeFor)
-			r.step("losing dc1")
-			lost := time.Now()
-			c.killDC("dc1")
+			lost := c.writeThenLose("dc1", k.writeFor)
 			rec := c.waitEpoch(1)
 			if rec.DC != "dc2" {
 				t.Fatalf("failed over to %s", rec.DC)
@@ -541,10 +537,7 @@ func TestChaos(t *testing.T) {
 			opts := defaults()
 			opts.promoteDelay = 3 * time.Second
 			c := newCluster(t, r, opts)
-			c.w.setTarget("dc1")
-			time.Sleep(k.writeFor)
-			r.step("losing dc1")
-			c.killDC("dc1")
+			c.writeThenLose("dc1", k.writeFor)
 			testenv.Eventually(t, waitLong, func() (bool, string) {
 				for _, s := range shards {
 					if pids, _ := c.promoteStarts(s); len(pids) == 0 {
@@ -628,10 +621,7 @@ func TestChaos(t *testing.T) {
 			opts := defaults()
 			opts.cooldown = 10 * time.Minute
 			c := newCluster(t, r, opts)
-			c.w.setTarget("dc1")
-			time.Sleep(k.writeFor)
-			r.step("losing dc1")
-			c.killDC("dc1")
+			c.writeThenLose("dc1", k.writeFor)
 			if rec := c.waitEpoch(1); rec.DC != "dc2" {
 				t.Fatalf("failed over to %s", rec.DC)
 			}
