@@ -155,34 +155,33 @@ func (ctl *Controller) reachable() map[string]*clientv3.Client {
 
 // SetPaused sets or clears the pause flag (see WritePause).
 func (ctl *Controller) SetPaused(ctx context.Context, on bool, by string) error {
-	missed, err := WritePause(ctx, ctl.config(), ctl.cfg.Clients, on, by)
-	if err == nil {
-		// Seen at once: the next decision must not wait for a read that a lost DC could make stale.
-		ctl.pauseMu.Lock()
-		if p, ok := ReadPause(ctx, ctl.config(), ctl.reachable()); ok && p.newer(ctl.pauseSeen) {
-			ctl.pauseSeen = p
-		}
-		ctl.pauseMu.Unlock()
-	}
+	written, missed, err := WritePause(ctx, ctl.config(), ctl.cfg.Clients, on, by)
 	if err != nil {
 		ctl.ev.Error(events.KindOverride, "pause flag not changed", "paused", on, "by", by, "err", err)
 		return err
 	}
+	// Seen at once: the next decision must not wait for a read that a lost DC could make stale.
+	ctl.pauseMu.Lock()
+	if written.newer(ctl.pauseSeen) {
+		ctl.pauseSeen = written
+	}
+	ctl.pauseMu.Unlock()
 	ctl.ev.Info(events.KindOverride, "pause flag changed", "paused", on, "by", by, "not_written_to", strings.Join(missed, ","))
 	return nil
 }
 
 // WritePause sets or clears the pause flag in every etcd that answers, one generation above the highest
-// it reads. It fails only if no etcd took it; missed names the DCs that did not (the controllers copy the
-// flag there once they answer).
-func WritePause(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, on bool, by string) (missed []string, err error) {
+// it reads, and returns the flag written. It fails only if no etcd took it; missed names the DCs that did
+// not (the controllers copy the flag there once they answer).
+func WritePause(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, on bool, by string) (written Pause, missed []string, err error) {
 	cur, _ := ReadPause(ctx, c, clients)
 	next := Pause{Paused: on, Generation: max(cur.Generation, 0) + 1, By: by, At: time.Now().UTC()}
 	val, err := json.Marshal(next)
 	if err != nil {
-		return nil, err
+		return Pause{}, nil, err
 	}
-	return putEverywhere(ctx, c, clients, PausedKey(c.KeyRoot()), string(val), 0)
+	missed, err = putEverywhere(ctx, c, clients, PausedKey(c.KeyRoot()), string(val), 0)
+	return next, missed, err
 }
 
 // TogglePause flips the pause flag (SIGUSR2).

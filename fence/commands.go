@@ -17,14 +17,12 @@ import (
 
 // targets picks the tablet to fence in each configured shard: the primary that the DC's own etcd names in
 // the Shard record when it is one of the DC's tablets (a local reparent may have moved it), else the DC's
-// first tablet of the shard.
+// first tablet of the shard. ctx bounds all the reads together.
 func targets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) []Tablet {
 	out := make([]Tablet, 0, len(c.Failover.Shards))
 	for _, s := range c.Failover.Shards {
 		t := Tablet{Keyspace: s.Keyspace, Shard: s.Shard, Tablet: s.Tablets[dc][0]}
-		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		resp, err := cli.Get(rctx, vitess.ShardKey(c.Vitess.GlobalRoot, s.Keyspace, s.Shard))
-		cancel()
+		resp, err := cli.Get(ctx, vitess.ShardKey(c.Vitess.GlobalRoot, s.Keyspace, s.Shard))
 		if err == nil && len(resp.Kvs) > 0 {
 			if alias, ok, err := vitess.ShardPrimary(resp.Kvs[0].Value); err == nil && ok {
 				for _, mine := range s.Tablets[dc] {

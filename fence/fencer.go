@@ -62,8 +62,7 @@ type Fencer struct {
 	// Owned by Run's goroutine.
 	witnessLost time.Time // when the witnesses' majority was first seen unreachable, in the current streak
 	sawFence    time.Time // when a fence record of this DC was last seen
-	armedEpoch  int64     // the epoch at which this DC was seen primary with the DR etcd up; -1 before
-	armed       bool      // armedEpoch is the current epoch
+	armedEpoch  int64     // the current epoch, once this DC was seen primary at it with the DR etcd up; -1 before
 	unrecorded  *Record   // a fence put up while this DC's etcd did not answer
 	retryAt     time.Time // next retry of tablets whose fence command failed
 	retries     int
@@ -173,7 +172,7 @@ func (f *Fencer) whileFenced(ctx context.Context, c *config.Config, obs Observed
 	switch {
 	case held == nil:
 		return // the other DC's record is not readable yet: nothing proves the epoch is still ours
-	case held.DC == f.cfg.DC && held.Epoch == r.Epoch:
+	case r.StillPrimary(*held):
 		// One controller of the DC lifts it: the one that marks the record first. A mark older than one
 		// lift can take belongs to a controller that died meanwhile.
 		if r.LiftedBy != "" && r.LiftedBy != f.cfg.ID && now.Sub(r.LiftedAt) < c.Failover.PromoteTimeout+2*c.Health.Interval {
@@ -231,16 +230,18 @@ func (f *Fencer) retryDue(c *config.Config, r *Record, now time.Time) bool {
 // controller started during a partition does not know that the other side was ever there to promote.
 func (f *Fencer) isolatedSince(ctx context.Context, c *config.Config, rec primary.Record, now time.Time) time.Time {
 	if !c.Failover.SelfFence || rec.DC != f.cfg.DC {
-		f.witnessLost, f.armedEpoch, f.armed = time.Time{}, -1, false
+		f.witnessLost, f.armedEpoch = time.Time{}, -1
 		return time.Time{}
 	}
+	if f.armedEpoch != rec.Epoch {
+		f.armedEpoch = -1
+	}
 	dr := f.cfg.Health(c.OtherDC(f.cfg.DC))
-	if dr.State == health.Up && f.armedEpoch != rec.Epoch {
+	if dr.State == health.Up && f.armedEpoch < 0 {
 		f.armedEpoch = rec.Epoch
 		f.ev.Info(events.KindFence, "self-fencing armed: this DC is primary and the DR etcd is up", "dc", f.cfg.DC, "epoch", rec.Epoch)
 	}
-	f.armed = f.armedEpoch == rec.Epoch
-	if !f.armed {
+	if f.armedEpoch < 0 {
 		return time.Time{}
 	}
 	// The witnesses are asked every interval, not only once the DR etcd looks down: their loss must be
@@ -292,11 +293,12 @@ func (f *Fencer) fence(ctx context.Context, c *config.Config, rec primary.Record
 		reason += " and from a majority of the witnesses"
 	}
 	reason += fmt.Sprintf(" for %s (failover.fence_after %s)", now.Sub(since).Round(time.Millisecond), c.Failover.FenceAfter)
+	// One deadline for every etcd call before the commands: with this DC's etcd down, the fence must not
+	// wait a timeout per shard, and the time left before the other side may promote is short.
+	rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
 	r := &Record{DC: f.cfg.DC, State: StateFenced, Epoch: rec.Epoch, By: f.cfg.ID, At: now.UTC(), Reason: reason,
-		Tablets: targets(ctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)}
-	key := Key(c.KeyRoot())
-	wctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-	rev, err := write(wctx, f.cfg.Clients[f.cfg.DC], key, r, 0)
+		Tablets: targets(rctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)}
+	rev, err := write(rctx, f.cfg.Clients[f.cfg.DC], Key(c.KeyRoot()), r, 0)
 	cancel()
 	switch {
 	case err == nil && rev == 0:
@@ -334,15 +336,14 @@ func (f *Fencer) runFence(ctx context.Context, c *config.Config, o Observed, wha
 	}
 	f.ev.Record(level, events.KindFence, "self-fence commands ran", "dc", r.DC, "run", what,
 		"fenced", fmt.Sprintf("%d of %d", r.FencedCount(), len(r.Tablets)), "failures", strings.Join(failures, "; "))
+	recorded := false
 	if f.unrecorded == nil {
 		wctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
 		_, err := write(wctx, f.cfg.Clients[f.cfg.DC], Key(c.KeyRoot()), &r, o.ModRevision)
 		cancel()
-		if err != nil {
-			f.unrecorded = &r
-		}
+		recorded = err == nil
 	}
-	if f.unrecorded != nil {
+	if !recorded {
 		f.unrecorded = &r
 	}
 	// The status says fenced at once: /primary must stop sending traffic here now, not an interval later.
@@ -390,6 +391,6 @@ func (f *Fencer) removeRecord(ctx context.Context, c *config.Config, obs Observe
 
 func (f *Fencer) setStatus(r *Record, since time.Time, problem string) {
 	f.mu.Lock()
-	f.status = Status{Record: r, Unrecorded: f.unrecorded != nil, IsolatedSince: since, Armed: f.armed, Problem: problem}
+	f.status = Status{Record: r, Unrecorded: f.unrecorded != nil, IsolatedSince: since, Armed: f.armedEpoch >= 0, Problem: problem}
 	f.mu.Unlock()
 }

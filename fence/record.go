@@ -17,6 +17,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/primary"
 )
 
 // States of a fence record.
@@ -65,6 +67,10 @@ func (r *Record) FencedCount() int {
 	}
 	return n
 }
+
+// StillPrimary says whether p, the primary record that holds, still names the fenced DC at the fenced
+// epoch: only then may the fence be lifted with its tablets made writable.
+func (r *Record) StillPrimary(p primary.Record) bool { return p.DC == r.DC && p.Epoch == r.Epoch }
 
 // Key is where a DC's fence record lives in that DC's etcd, for a cluster's key root.
 func Key(keyRoot string) string { return keyRoot + "fence" }

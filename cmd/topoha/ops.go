@@ -151,7 +151,7 @@ func describeFence(r *fence.Record, p primary.Record) string {
 	case r.State == fence.StateLifted:
 		return fmt.Sprintf("%s; lifted by %s at %s: self-fencing is off until the controllers read the other DC's etcd again",
 			head, r.LiftedBy, r.LiftedAt.Format(time.RFC3339))
-	case p.DC == r.DC && p.Epoch == r.Epoch:
+	case r.StillPrimary(p):
 		return fmt.Sprintf("%s; %d of %d tablets read-only; lifted when the link returns, or by `topoha unfence --dc %s`",
 			head, r.FencedCount(), len(r.Tablets), r.DC)
 	default:
@@ -184,7 +184,7 @@ func setPause(ctx context.Context, name string, on bool, args []string, stdout, 
 		return fail(stderr, name, err)
 	}
 	defer flush()
-	missed, err := controller.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost())
+	_, missed, err := controller.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost())
 	if err != nil {
 		return fail(stderr, name, err)
 	}

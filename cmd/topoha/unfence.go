@@ -77,7 +77,7 @@ func runUnfence(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 	}
 	held := primary.ResolveAll(cfg.InitialPrimary, cfg.DCNames(), observed)
-	if held.DC != r.DC || held.Epoch != r.Epoch {
+	if !r.StillPrimary(held) {
 		return refuse(stdout, "%s was fenced at epoch %d, but %s is primary now (epoch %d): %s's tablets are the old side. "+
 			"Reparent them as replicas, then `topoha unfence --dc %s --clear` removes the record", r.DC, r.Epoch, held.DC, held.Epoch, r.DC, r.DC)
 	}
