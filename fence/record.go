@@ -18,6 +18,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/topoha/topoha/internal/etcdrec"
 	"github.com/topoha/topoha/primary"
 )
 
@@ -76,38 +77,24 @@ func (r *Record) StillPrimary(p primary.Record) bool { return p.DC == r.DC && p.
 func Key(keyRoot string) string { return keyRoot + "fence" }
 
 // Observed is what one etcd holds at the fence key.
-type Observed struct {
-	// Record is nil when there is no fence or it could not be read (Err says which).
-	Record *Record
-	// ModRevision is the key's mod revision, 0 when it does not exist.
-	ModRevision int64
-	Err         error
-}
+type Observed = etcdrec.Observed[Record]
 
 // Read reads the fence record at key from one etcd.
 func Read(ctx context.Context, cli *clientv3.Client, key string) Observed {
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return Observed{Err: fmt.Errorf("read fence record %s: %w", key, err)}
-	}
-	if len(resp.Kvs) == 0 {
-		return Observed{}
-	}
-	kv := resp.Kvs[0]
-	r, err := decode(kv.Value)
-	if err != nil {
-		return Observed{ModRevision: kv.ModRevision, Err: fmt.Errorf("fence record %s: %w; fix or delete it by hand", key, err)}
-	}
-	return Observed{Record: r, ModRevision: kv.ModRevision}
+	return etcdrec.Read(ctx, cli, "fence record", key, decode)
 }
 
-func decode(b []byte) (*Record, error) {
+func decode(key string, b []byte) (*Record, error) {
 	var r Record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("not a fence record: %w", err)
+	err := json.Unmarshal(b, &r)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("not a fence record: %w", err)
+	case r.DC == "" || (r.State != StateFenced && r.State != StateLifted) || r.Epoch < 0:
+		err = fmt.Errorf("not a fence record: dc %q, state %q, epoch %d", r.DC, r.State, r.Epoch)
 	}
-	if r.DC == "" || (r.State != StateFenced && r.State != StateLifted) || r.Epoch < 0 {
-		return nil, fmt.Errorf("not a fence record: dc %q, state %q, epoch %d", r.DC, r.State, r.Epoch)
+	if err != nil {
+		return nil, fmt.Errorf("fence record %s: %w; fix or delete it by hand", key, err)
 	}
 	return &r, nil
 }

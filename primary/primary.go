@@ -14,6 +14,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/internal/etcdrec"
 )
 
 // Record says which DC is primary.
@@ -28,30 +30,11 @@ type Record struct {
 func Key(keyRoot string) string { return keyRoot + "primary" }
 
 // Observed is what one etcd holds at the record's key.
-type Observed struct {
-	// Record is nil when the key does not exist or does not hold a record (Err says which).
-	Record *Record
-	// ModRevision is the key's mod revision in that etcd, 0 when it does not exist.
-	ModRevision int64
-	// Err is set when the etcd could not be read or the key holds something else than a record.
-	Err error
-}
+type Observed = etcdrec.Observed[Record]
 
 // Read reads the record at key from one etcd.
 func Read(ctx context.Context, cli *clientv3.Client, key string) Observed {
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return Observed{Err: fmt.Errorf("read primary record %s: %w", key, err)}
-	}
-	if len(resp.Kvs) == 0 {
-		return Observed{}
-	}
-	kv := resp.Kvs[0]
-	r, err := decode(key, kv.Value)
-	if err != nil {
-		return Observed{ModRevision: kv.ModRevision, Err: err}
-	}
-	return Observed{Record: r, ModRevision: kv.ModRevision}
+	return etcdrec.Read(ctx, cli, "primary record", key, decode)
 }
 
 // decode reads the value stored at key as a record: anything but a JSON record with a dc and an epoch of
