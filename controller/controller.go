@@ -98,10 +98,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Events == nil {
-		var err error
-		if cfg.Events, err = events.New(events.Config{Logger: cfg.Logger}); err != nil {
-			return nil, err
-		}
+		cfg.Events = events.LogOnly(cfg.Logger)
 	}
 	ctl := &Controller{cfg: cfg, log: cfg.Logger, ev: cfg.Events, probers: map[string]*health.Prober{}}
 	ctl.conf.Store(c)

@@ -108,6 +108,12 @@ func New(cfg Config) (*Recorder, error) {
 	return r, nil
 }
 
+// LogOnly returns a Recorder that only logs to log, for a part that runs without a history.
+func LogOnly(log *slog.Logger) *Recorder {
+	r, _ := New(Config{Logger: log}) // without Clients, New cannot fail
+	return r
+}
+
 // Info records an event at level info; args are slog key-value pairs or Attrs.
 func (r *Recorder) Info(kind Kind, msg string, args ...any) {
 	r.Record(slog.LevelInfo, kind, msg, args...)

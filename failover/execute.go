@@ -75,10 +75,7 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Events == nil {
-		var err error
-		if cfg.Events, err = events.New(events.Config{Logger: cfg.Logger}); err != nil {
-			return nil, err
-		}
+		cfg.Events = events.LogOnly(cfg.Logger)
 	}
 	hooks := Hooks{Config: cfg.Config, DC: cfg.DC, ID: cfg.ID, Events: cfg.Events, Metrics: cfg.Metrics}
 	return &Executor{cfg: cfg, log: cfg.Logger, ev: cfg.Events, hooks: hooks}, nil

@@ -81,10 +81,7 @@ func New(cfg Config) (*Fencer, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Events == nil {
-		var err error
-		if cfg.Events, err = events.New(events.Config{Logger: cfg.Logger}); err != nil {
-			return nil, err
-		}
+		cfg.Events = events.LogOnly(cfg.Logger)
 	}
 	return &Fencer{cfg: cfg, log: cfg.Logger, ev: cfg.Events, toldStale: -1, armedEpoch: -1}, nil
 }
