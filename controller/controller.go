@@ -56,6 +56,12 @@ type Controller struct {
 	// changing is set while this controller's leader carries out a failover or switchover: its term (and
 	// the mirror a switchover drains) must not be ended by the election moving meanwhile.
 	changing atomic.Bool
+	// learned is a newer primary record a leadership term read or wrote, for the control loop to adopt at
+	// once (woken by relearn) rather than after its next read of both etcds: until it does, the election
+	// stays where the old record put it, and this controller and the others win terms there for nothing.
+	learnedMu sync.Mutex
+	learned   primary.Record
+	relearn   chan struct{}
 
 	mu     sync.Mutex
 	status Status
@@ -100,7 +106,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Events == nil {
 		cfg.Events = events.LogOnly(cfg.Logger)
 	}
-	ctl := &Controller{cfg: cfg, log: cfg.Logger, ev: cfg.Events, probers: map[string]*health.Prober{}}
+	ctl := &Controller{cfg: cfg, log: cfg.Logger, ev: cfg.Events, probers: map[string]*health.Prober{}, relearn: make(chan struct{}, 1)}
 	ctl.conf.Store(c)
 	for _, dc := range c.DCNames() {
 		p, err := health.New(health.Config{
@@ -271,7 +277,14 @@ func (ctl *Controller) Run(ctx context.Context) error {
 	for {
 		// The highest epoch ever seen holds: an etcd that does not answer, or answers from before a
 		// failover, cannot take this controller back to an older primary.
-		rec, obs := ctl.readPrimary(ctx)
+		// A record a term handed over is used as it is: reading both etcds first would wait out the
+		// timeout of the one that is down, while the election stays where it was.
+		rec, read := ctl.takeLearned(), true
+		if rec.DC == "" {
+			var obs map[string]primary.Observed
+			rec, obs = ctl.readPrimary(ctx)
+			read = anyRead(obs)
+		}
 		if known.DC == "" || rec.Epoch > known.Epoch {
 			if known.DC != "" {
 				ctl.ev.Info(events.KindPrimary, "primary changed", "from", known.DC, "to", rec.DC, "epoch", rec.Epoch, "reason", rec.Reason)
@@ -279,12 +292,12 @@ func (ctl *Controller) Run(ctx context.Context) error {
 			known = rec
 		}
 		rec = known
-		if anyRead(obs) {
+		if read {
 			ctl.primaryRead.Store(true)
 		}
 		// A role is only taken from a record some etcd answered with: a guess from initial_primary while
 		// both are unreachable must not move a VIP.
-		if now := ctl.roleOf(rec); now != role && anyRead(obs) {
+		if now := ctl.roleOf(rec); now != role && read {
 			ctl.ev.Info(events.KindRole, "role of this DC changed", "role", now, "old_role", orNone(role), "primary", rec.DC, "epoch", rec.Epoch)
 			select {
 			case <-roles: // superseded before its hook ran
@@ -319,8 +332,30 @@ func (ctl *Controller) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+		case <-ctl.relearn:
 		}
 	}
+}
+
+// learn hands the control loop a primary record newer than the one a term was started with.
+func (ctl *Controller) learn(rec primary.Record) {
+	ctl.learnedMu.Lock()
+	if rec.Epoch > ctl.learned.Epoch || ctl.learned.DC == "" {
+		ctl.learned = rec
+	}
+	ctl.learnedMu.Unlock()
+	select {
+	case ctl.relearn <- struct{}{}:
+	default:
+	}
+}
+
+func (ctl *Controller) takeLearned() primary.Record {
+	ctl.learnedMu.Lock()
+	defer ctl.learnedMu.Unlock()
+	l := ctl.learned
+	ctl.learned = primary.Record{}
+	return l
 }
 
 func anyRead(obs map[string]primary.Observed) bool {

@@ -23,6 +23,33 @@ import (
 func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary.Record) {
 	c := ctl.config()
 	dr := c.OtherDC(rec.DC)
+	key := primary.Key(c.KeyRoot())
+	rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+	seen := primary.Read(rctx, ctl.cfg.Clients[dr], key)
+	cancel()
+	// The terms given up here are not leadership: nothing is done in them, and they are neither counted
+	// nor announced.
+	switch {
+	case ctx.Err() != nil:
+		return
+	case seen.Err != nil && seen.ModRevision == 0:
+		// Not read (a timeout under load): give the term up and campaign again rather than idle in it.
+		ctl.log.Warn("won the election but cannot read the primary record in the DR etcd; campaigning again", "dc", dr, "err", seen.Err)
+		return
+	case seen.Record != nil && seen.Record.Epoch > rec.Epoch:
+		// Won where the election was before a failover this controller has not read yet: hand the record to
+		// the control loop, which moves the campaign and so ends this term. Giving the term up at once
+		// would only win it again on the same stale record until the loop gets round to it.
+		ctl.log.Info("won the election with a stale primary record; adopting the DR etcd's and campaigning where it says",
+			"epoch", rec.Epoch, "newer_epoch", seen.Record.Epoch, "primary", seen.Record.DC)
+		ctl.learn(*seen.Record)
+		select {
+		case <-ctx.Done():
+		case <-time.After(c.Election.TTL):
+		}
+		return
+	}
+
 	ctl.update(func(s *Status) { s.Leading = true })
 	ctl.cfg.Metrics.LeaderChanged()
 	ctl.ev.Info(events.KindLeadership, "became the leader", "election_in", dr, "primary", rec.DC, "epoch", rec.Epoch)
@@ -31,16 +58,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		ctl.cfg.Metrics.LeaderChanged()
 		ctl.ev.Info(events.KindLeadership, "no longer the leader")
 	}()
-	key := primary.Key(c.KeyRoot())
-
-	rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-	seen := primary.Read(rctx, ctl.cfg.Clients[dr], key)
-	cancel()
 	switch {
-	case seen.Err != nil && seen.ModRevision == 0:
-		// Not read (a timeout under load): give the term up and campaign again rather than idle in it.
-		ctl.log.Warn("leader: cannot read the primary record in the DR etcd; campaigning again", "dc", dr, "err", seen.Err)
-		return
 	case seen.Err != nil:
 		ctl.ev.Error(events.KindLeadership, "the primary record in the DR etcd is not a record; doing nothing until it is fixed", "dc", dr, "err", seen.Err)
 		ctl.update(func(s *Status) { s.Problem = seen.Err.Error() })
@@ -51,15 +69,6 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		// A switchover tells the old primary first: until the new primary's own record carries the
 		// epoch, nothing may be mirrored out of it.
 		ctl.log.Info("leader: waiting for the primary's own record to carry the epoch", "primary", rec.DC, "epoch", rec.Epoch)
-		return
-	case seen.Record != nil && seen.Record.Epoch > rec.Epoch:
-		// The control loop reads it within an interval and campaigns anew for that epoch; giving the term
-		// up at once would only win it again with the same stale record, in a loop.
-		ctl.log.Info("leader: the DR etcd holds a newer epoch; waiting for the control loop to adopt it", "epoch", seen.Record.Epoch)
-		select {
-		case <-ctx.Done():
-		case <-time.After(5 * c.Health.Interval):
-		}
 		return
 	case rec.Epoch > 0 && (seen.Record == nil || seen.Record.Epoch < rec.Epoch):
 		// The DR side is the old primary, back from a loss: tell it it is not primary any more before
@@ -155,6 +164,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		if res != nil {
 			ctl.update(func(s *Status) { s.Failover = res })
 		}
+		ctl.learnFrom(xctx, d.To, rec)
 		return
 	}
 }
@@ -186,6 +196,17 @@ func (ctl *Controller) sourceHolds(ctx context.Context, rec primary.Record) bool
 	defer cancel()
 	got := primary.Read(ctx, ctl.cfg.Clients[rec.DC], primary.Key(ctl.config().KeyRoot()))
 	return got.Record != nil && got.Record.Epoch >= rec.Epoch
+}
+
+// learnFrom reads the primary record from dc's etcd and hands it to the control loop if it is newer than
+// rec: after a failover, so that the election moves with the record this term just wrote.
+func (ctl *Controller) learnFrom(ctx context.Context, dc string, rec primary.Record) {
+	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
+	defer cancel()
+	got := primary.Read(ctx, ctl.cfg.Clients[dc], primary.Key(ctl.config().KeyRoot()))
+	if got.Record != nil && got.Record.Epoch > rec.Epoch {
+		ctl.learn(*got.Record)
+	}
 }
 
 // executor carries out failovers with the configuration in force. NewExecutor cannot fail here: New

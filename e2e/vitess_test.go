@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,12 +66,9 @@ func vitessBin(t *testing.T) string {
 }
 
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(testenv.ClosedAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 func hostPort(e *testenv.Etcd) string { return strings.TrimPrefix(e.Endpoint(), "http://") }

@@ -216,6 +216,10 @@ func TestMetricsHooksAndHistoryThroughAFailover(t *testing.T) {
 				return false, id + " does not follow dc2 yet"
 			}
 		}
+		// The hook writes its file before it exits, and topoha counts the run after that.
+		if v, _ := value(last["ctl-a"], "topoha_hook_runs_total", "hook=on_role_change", "result=success"); v < 2 {
+			return false, "ctl-a has not counted on_role_change for role dr"
+		}
 		_, ok := envFiles(t, hookDir)["on_role_change-dc1-dr.env"]
 		return ok, "ctl-a's on_role_change has not run for role dr"
 	})
@@ -295,6 +299,11 @@ func TestMetricsHooksAndHistoryThroughAFailover(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("history lacks %q:\n%s", want, out)
 		}
+	}
+	// After the failover the election is in dc1's etcd, which is down, so nobody leads. A term won in dc2's
+	// with a record from before the failover would be churn, and a leader acting on a stale view.
+	if _, after, ok := strings.Cut(out, "failover done"); ok && strings.Contains(after, "became the leader") {
+		t.Errorf("a controller became the leader after the failover, where the election was before it:\n%s", out)
 	}
 
 	// Every metric family served is in docs/metrics.md, and every documented one was served.

@@ -3,9 +3,15 @@
 package embedetcd
 
 import (
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,33 +28,52 @@ type Server struct {
 	peerURL   url.URL
 	tune      []func(*embed.Config)
 	e         *embed.Etcd
+	started   bool // once it has served, its ports are in clients' configs and must not change
 }
 
 // New prepares a server with its data in dir on two free loopback ports. tune changes its configuration
 // before each start.
 func New(name, dir string, tune ...func(*embed.Config)) (*Server, error) {
-	client, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	peer, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	return &Server{
-		name:      name,
-		dir:       dir,
-		clientURL: url.URL{Scheme: "http", Host: client},
-		peerURL:   url.URL{Scheme: "http", Host: peer},
-		tune:      tune,
-	}, nil
+	s := &Server{name: name, dir: dir, tune: tune}
+	return s, s.pickPorts()
 }
 
-// Start starts the server (again, after Stop) and waits until it serves.
+func (s *Server) pickPorts() error {
+	client, err := FreeAddr()
+	if err != nil {
+		return err
+	}
+	peer, err := FreeAddr()
+	if err != nil {
+		return err
+	}
+	s.clientURL = url.URL{Scheme: "http", Host: client}
+	s.peerURL = url.URL{Scheme: "http", Host: peer}
+	return nil
+}
+
+// Start starts the server (again, after Stop) and waits until it serves. On the first start, a port taken
+// between New and Start is replaced by another.
 func (s *Server) Start() error {
 	if s.e != nil {
 		return nil
 	}
+	for attempt := 1; ; attempt++ {
+		err := s.start()
+		if err == nil || s.started || attempt == 5 || !addrInUse(err) {
+			return err
+		}
+		if err := s.pickPorts(); err != nil {
+			return err
+		}
+	}
+}
+
+func addrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+func (s *Server) start() error {
 	cfg := embed.NewConfig()
 	cfg.Name = s.name
 	cfg.Dir = s.dir
@@ -78,7 +103,7 @@ func (s *Server) Start() error {
 		e.Close()
 		return fmt.Errorf("etcd %s not ready after 30s", s.name)
 	}
-	s.e = e
+	s.e, s.started = e, true
 	return nil
 }
 
@@ -102,11 +127,33 @@ func (s *Server) Client() (*clientv3.Client, error) {
 	})
 }
 
-func freeAddr() (string, error) {
+// FreeAddr returns a loopback host:port that nothing listens on, below the kernel's ephemeral port range:
+// a port from that range, once released, can become the local port of any outgoing connection before the
+// server meant for it binds it.
+func FreeAddr() (string, error) {
+	low := ephemeralLow()
+	if low > 12000 {
+		for range 100 {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(10000+rand.IntN(low-10000)))
+			if l, err := net.Listen("tcp", addr); err == nil {
+				l.Close()
+				return addr, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("find a free loopback port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// ephemeralLow is the lowest port the kernel hands out to outgoing connections.
+func ephemeralLow() int {
+	low := 32768 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &low)
+	}
+	return low
 }

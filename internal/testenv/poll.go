@@ -3,12 +3,13 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"net"
 	"sort"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/internal/embedetcd"
 )
 
 // Eventually polls cond until it returns true or timeout passes; then the test fails with cond's last
@@ -72,14 +73,13 @@ func DescribeDiff(src, dst map[string]string) string {
 	return fmt.Sprintf("%d keys vs %d keys: %v", len(src), len(dst), diffs)
 }
 
-// ClosedAddr returns a loopback host:port that nothing listens on.
+// ClosedAddr returns a loopback host:port that nothing listens on, for a server to bind or a client to
+// find refused.
 func ClosedAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := embedetcd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	return addr
 }
