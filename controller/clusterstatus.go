@@ -68,10 +68,15 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 			ds := DCStatus{EtcdHealthy: err == nil, Revision: rev}
 			var obs primary.Observed
 			var fenced fence.Observed
+			var last *failover.Result
 			if err != nil {
 				ds.Error = err.Error()
 			} else {
 				rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+				// The result before the record: a failover bumps the record before it saves its result,
+				// so the record read next is at least as new as the result, and status never shows a
+				// failover to an epoch beyond the primary it names.
+				last = readLastFailover(rctx, clients[dc], c.KeyRoot())
 				obs = primary.Read(rctx, clients[dc], primary.Key(c.KeyRoot()))
 				fenced = fence.Read(rctx, clients[dc], fence.Key(c.KeyRoot()))
 				cancel()
@@ -79,6 +84,9 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 			mu.Lock()
 			st.DCs[dc] = ds
 			observed[dc] = obs
+			if last != nil && (st.LastFailover == nil || last.Epoch > st.LastFailover.Epoch) {
+				st.LastFailover = last
+			}
 			if fenced.Record != nil {
 				if st.Fences == nil {
 					st.Fences = map[string]*fence.Record{}
@@ -136,20 +144,18 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 			}
 		}
 	}
-	for _, dc := range []string{st.Primary.DC, dr} {
-		if !st.DCs[dc].EtcdHealthy {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		resp, err := clients[dc].Get(rctx, failover.LastFailoverKey(c.KeyRoot()))
-		cancel()
-		if err != nil || len(resp.Kvs) == 0 {
-			continue
-		}
-		var res failover.Result
-		if json.Unmarshal(resp.Kvs[0].Value, &res) == nil && (st.LastFailover == nil || res.Epoch > st.LastFailover.Epoch) {
-			st.LastFailover = &res
-		}
-	}
 	return st
+}
+
+// readLastFailover reads the result a failover saved in an etcd; nil if there is none or it cannot be read.
+func readLastFailover(ctx context.Context, cli *clientv3.Client, keyRoot string) *failover.Result {
+	resp, err := cli.Get(ctx, failover.LastFailoverKey(keyRoot))
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil
+	}
+	var res failover.Result
+	if json.Unmarshal(resp.Kvs[0].Value, &res) != nil {
+		return nil
+	}
+	return &res
 }
