@@ -503,15 +503,7 @@ func (c *cluster) waitLeader(not string) string {
 func (c *cluster) lastFailover(dc string) *failover.Result {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	resp, err := c.direct[dc].Get(ctx, failover.LastFailoverKey(keyRoot))
-	if err != nil || len(resp.Kvs) == 0 {
-		return nil
-	}
-	var res failover.Result
-	if json.Unmarshal(resp.Kvs[0].Value, &res) != nil {
-		return nil
-	}
-	return &res
+	return failover.ReadResult(ctx, c.direct[dc], keyRoot)
 }
 
 // waitResult waits until the failover to epoch has stored its result in dc's etcd.

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"time"
 
@@ -76,7 +75,7 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 				// The result before the record: a failover bumps the record before it saves its result,
 				// so the record read next is at least as new as the result, and status never shows a
 				// failover to an epoch beyond the primary it names.
-				last = readLastFailover(rctx, clients[dc], c.KeyRoot())
+				last = failover.ReadResult(rctx, clients[dc], c.KeyRoot())
 				obs = primary.Read(rctx, clients[dc], primary.Key(c.KeyRoot()))
 				fenced = fence.Read(rctx, clients[dc], fence.Key(c.KeyRoot()))
 				cancel()
@@ -145,17 +144,4 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 		}
 	}
 	return st
-}
-
-// readLastFailover reads the result a failover saved in an etcd; nil if there is none or it cannot be read.
-func readLastFailover(ctx context.Context, cli *clientv3.Client, keyRoot string) *failover.Result {
-	resp, err := cli.Get(ctx, failover.LastFailoverKey(keyRoot))
-	if err != nil || len(resp.Kvs) == 0 {
-		return nil
-	}
-	var res failover.Result
-	if json.Unmarshal(resp.Kvs[0].Value, &res) != nil {
-		return nil
-	}
-	return &res
 }

@@ -178,6 +178,38 @@ func TestAutomaticFailoverAndReturn(t *testing.T) {
 	}
 }
 
+// The second failover, decided by a leader elected while the primary's etcd is already down: dc1 lost
+// (failover to dc2), dc1 back and resynced, then dc2 lost with its controller. The controller in dc1 wins
+// the election there with dc2's etcd gone: it cannot mirror out of dc2, but it must still fail over.
+func TestFailoverBackByALeaderElectedWithThePrimaryDown(t *testing.T) {
+	r := newRig(t, "auto", time.Second)
+	r.cfg.Failover.Cooldown = time.Second
+	ctlB, stopB := r.start("dc2", "ctl-dc2")
+	testenv.Eventually(t, wait, func() (bool, string) { return ctlB.Status().Leading, "ctl-dc2 not leading" })
+	r.dc1.Stop()
+	testenv.Eventually(t, wait, func() (bool, string) {
+		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
+		return got.Record != nil && got.Record.DC == "dc2" && got.Record.Epoch == 1, fmt.Sprintf("dc2 record %+v", got)
+	})
+	r.put(r.c2, "/vt/after-first-failover", "written in dc2")
+	r.dc1.Start()
+	r.waitEqual(r.c2, r.c1)
+
+	stopB()
+	r.dc2.Stop()
+	ctlA, _ := r.start("dc1", "ctl-dc1")
+	testenv.Eventually(t, wait, func() (bool, string) {
+		got := primary.Read(context.Background(), r.c1, primary.Key(r.cfg.KeyRoot()))
+		s := ctlA.Status()
+		return got.Record != nil && got.Record.DC == "dc1" && got.Record.Epoch == 2,
+			fmt.Sprintf("dc1 record %+v; ctl-dc1 leading %v, problem %q, decision %q", got.Record, s.Leading, s.Problem, s.Decision.Reason)
+	})
+	testenv.Eventually(t, wait, func() (bool, string) {
+		got := shardPrimary(t, r.c1)
+		return got == "dc1-0000000100", "commerce/0 primary in dc1 = " + got
+	})
+}
+
 // A primary etcd down for less than failover.after does not fail over.
 func TestNoFailoverOnShortOutage(t *testing.T) {
 	r := newRig(t, "auto", 30*time.Second)

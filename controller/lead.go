@@ -65,11 +65,6 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		defer ctl.update(func(s *Status) { s.Problem = "" })
 		ctl.waitRecordFixed(ctx, dr, key)
 		return
-	case rec.Epoch > 0 && !ctl.sourceHolds(ctx, rec):
-		// A switchover tells the old primary first: until the new primary's own record carries the
-		// epoch, nothing may be mirrored out of it.
-		ctl.log.Info("leader: waiting for the primary's own record to carry the epoch", "primary", rec.DC, "epoch", rec.Epoch)
-		return
 	case rec.Epoch > 0 && (seen.Record == nil || seen.Record.Epoch < rec.Epoch):
 		// The DR side is the old primary, back from a loss: tell it it is not primary any more before
 		// anything is mirrored into it.
@@ -95,9 +90,13 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		<-ctx.Done()
 		return
 	}
-	mctx, mcancel := context.WithCancel(ctx)
+	var mcancel context.CancelFunc // nil while the mirror does not run
 	mdone := make(chan error, 1)
-	go func() { mdone <- m.Run(mctx) }()
+	startMirror := func() {
+		mctx, cancel := context.WithCancel(ctx)
+		mcancel = cancel
+		go func() { mdone <- m.Run(mctx) }()
+	}
 	stopMirror := func() {
 		if mcancel != nil {
 			mcancel()
@@ -106,12 +105,25 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		}
 	}
 	defer stopMirror()
-	ctl.log.Info("leader: mirroring", "from", rec.DC, "to", dr, "epoch", rec.Epoch)
+	defer ctl.update(func(s *Status) { s.Problem = "" })
 
 	tick := time.NewTicker(c.Health.Interval)
 	defer tick.Stop()
 	var last failover.Decision
 	for {
+		// A switchover tells the old primary first: until the new primary's own record carries the epoch,
+		// nothing may be mirrored out of it. The decisions do not wait for that: with the primary's etcd
+		// down it never will, and that is when a failover is needed.
+		if mcancel == nil {
+			problem := ""
+			if ctl.mayMirrorFrom(ctx, rec) {
+				startMirror()
+				ctl.log.Info("leader: mirroring", "from", rec.DC, "to", dr, "epoch", rec.Epoch)
+			} else {
+				problem = fmt.Sprintf("the mirror waits until %s's own etcd carries epoch %d", rec.DC, rec.Epoch)
+			}
+			ctl.update(func(s *Status) { s.Problem = problem })
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -123,10 +135,14 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 			return
 		case <-tick.C:
 		}
-		ms := m.Status()
-		ctl.update(func(s *Status) { s.Mirror = &ms })
+		if mcancel != nil {
+			ms := m.Status()
+			ctl.update(func(s *Status) { s.Mirror = &ms })
+		}
 		request := ctl.takeRequest(ctx)
-		d := failover.Decide(ctl.facts(ctx, rec, request))
+		facts := ctl.facts(ctx, rec, request)
+		facts.Mirroring = mcancel != nil
+		d := failover.Decide(facts)
 		if request != nil {
 			ctl.answerRequest(ctx, *request, d)
 		}
@@ -190,8 +206,15 @@ func (ctl *Controller) waitRecordFixed(ctx context.Context, dc, key string) {
 	}
 }
 
-// sourceHolds says whether the primary's own etcd holds rec's epoch (or a newer one).
-func (ctl *Controller) sourceHolds(ctx context.Context, rec primary.Record) bool {
+// mayMirrorFrom says whether the primary's own etcd holds rec's epoch (or a newer one), so that its data is
+// the primary's. It does not wait out a timeout on an etcd its probe sees down.
+func (ctl *Controller) mayMirrorFrom(ctx context.Context, rec primary.Record) bool {
+	if rec.Epoch == 0 {
+		return true
+	}
+	if ctl.probers[rec.DC].Snapshot().State == health.Down {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
 	defer cancel()
 	got := primary.Read(ctx, ctl.cfg.Clients[rec.DC], primary.Key(ctl.config().KeyRoot()))

@@ -59,6 +59,8 @@ type Facts struct {
 	Witnesses    Witnesses
 	// Request is an operator's pending request, if any.
 	Request *Request
+	// Mirroring says the leader's mirror out of the primary runs: a switchover drains it.
+	Mirroring bool
 }
 
 // Action is what to do.
@@ -138,6 +140,8 @@ func decideRequest(f Facts, from string) Decision {
 		return refuse("refused: %s etcd is %s (%s); fix it, or force the failover", r.To, target.State, target.LastError)
 	case r.Trigger == TriggerSwitchover && f.Health[from].State != health.Up:
 		return refuse("refused: a switchover needs both DCs healthy and %s etcd is %s; use topoha failover", from, f.Health[from].State)
+	case r.Trigger == TriggerSwitchover && !f.Mirroring:
+		return refuse("refused: the leader's mirror out of %s is not running yet (it starts once %s's own etcd carries epoch %d), and a switchover drains it; retry in a moment", from, from, f.Primary.Epoch)
 	}
 	reason := fmt.Sprintf("requested by %s", r.Trigger)
 	if r.Force && target.State != health.Up {

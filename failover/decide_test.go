@@ -81,7 +81,12 @@ func TestDecide(t *testing.T) {
 		{"switchover, both healthy", func(f *Facts) {
 			f.Health["dc1"] = snap(health.Up, time.Hour)
 			f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover}
+			f.Mirroring = true
 		}, ActionFailover, "dc2", TriggerSwitchover, "requested by switchover"},
+		{"switchover before the mirror runs", func(f *Facts) {
+			f.Health["dc1"] = snap(health.Up, time.Hour)
+			f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover}
+		}, ActionNone, "dc2", TriggerSwitchover, "mirror out of dc1 is not running yet"},
 		{"switchover with the primary down", func(f *Facts) { f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover} }, ActionNone, "dc2", TriggerSwitchover, "needs both DCs healthy"},
 		{"request to an unknown DC", func(f *Facts) { f.Request = &Request{To: "dc9", Trigger: TriggerCLI} }, ActionNone, "dc9", TriggerCLI, "not a configured DC"},
 	} {

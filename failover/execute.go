@@ -131,6 +131,20 @@ func (r *Result) FailedShards() []string {
 // LastFailoverKey is where the last failover's Result is kept, in the new primary's etcd.
 func LastFailoverKey(keyRoot string) string { return keyRoot + "last_failover" }
 
+// ReadResult reads the Result the last failover saved in cli's etcd; nil if there is none or it cannot be
+// read.
+func ReadResult(ctx context.Context, cli *clientv3.Client, keyRoot string) *Result {
+	resp, err := cli.Get(ctx, LastFailoverKey(keyRoot))
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil
+	}
+	var res Result
+	if json.Unmarshal(resp.Kvs[0].Value, &res) != nil {
+		return nil
+	}
+	return &res
+}
+
 // Execute carries out d, a failover decision: it bumps the epoch in the new primary's etcd (only if the
 // record there is still seen and every fence holds), deletes lock keys that lost their lease, runs
 // before_promote, promotes every configured shard in parallel and confirms each from its Shard record,
