@@ -110,19 +110,22 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 	tick := time.NewTicker(c.Health.Interval)
 	defer tick.Stop()
 	var last failover.Decision
+	waiting := false
 	for {
 		// A switchover tells the old primary first: until the new primary's own record carries the epoch,
 		// nothing may be mirrored out of it. The decisions do not wait for that: with the primary's etcd
 		// down it never will, and that is when a failover is needed.
-		if mcancel == nil {
-			problem := ""
-			if ctl.mayMirrorFrom(ctx, rec) {
-				startMirror()
-				ctl.log.Info("leader: mirroring", "from", rec.DC, "to", dr, "epoch", rec.Epoch)
-			} else {
-				problem = fmt.Sprintf("the mirror waits until %s's own etcd carries epoch %d", rec.DC, rec.Epoch)
-			}
+		switch {
+		case mcancel != nil:
+		case ctl.mayMirrorFrom(ctx, rec):
+			startMirror()
+			ctl.update(func(s *Status) { s.Problem = "" })
+			ctl.log.Info("leader: mirroring", "from", rec.DC, "to", dr, "epoch", rec.Epoch)
+		case !waiting:
+			waiting = true
+			problem := fmt.Sprintf("not mirroring until %s's own etcd carries epoch %d", rec.DC, rec.Epoch)
 			ctl.update(func(s *Status) { s.Problem = problem })
+			ctl.log.Warn("leader: " + problem)
 		}
 		select {
 		case <-ctx.Done():
