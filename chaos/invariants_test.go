@@ -132,15 +132,30 @@ func (c *cluster) check(wantFailovers int) {
 		bySeq[o.seq] = o
 	}
 	stale := 0
+	changes := map[int64]epochChange{}
 	for e := int64(1); e <= final.Epoch; e++ {
 		from, to, at, ok := c.epochChange(e, final, bumps[e])
 		if !ok {
 			violate("d", "epoch %d: no record of its bump to check stale writes against", e)
 			continue
 		}
+		changes[e] = epochChange{from, to, at}
+	}
+	for e, ch := range changes {
+		from, to, at := ch.from, ch.to, ch.at
+		// A deposed primary's writes are stale until a later epoch makes it primary again; from then on
+		// they are the primary's, and reach the other DC through the mirror as they should.
+		var until time.Time
+		for later := e + 1; later <= final.Epoch; later++ {
+			if next, ok := changes[later]; ok && next.to == from {
+				until = next.at
+				break
+			}
+		}
+		staleAt := func(t time.Time) bool { return t.After(at) && (until.IsZero() || t.Before(until)) }
 		seen, complete := valuesEver(to)
 		for _, o := range ops {
-			if o.dc == from && o.start.After(at) && o.err == nil && len(o.values) > 0 {
+			if o.dc == from && staleAt(o.start) && o.err == nil && len(o.values) > 0 {
 				stale++
 			}
 		}
@@ -149,7 +164,7 @@ func (c *cluster) check(wantFailovers int) {
 			if !ok || dc != from {
 				continue
 			}
-			if o, known := bySeq[seq]; known && o.start.After(at) {
+			if o, known := bySeq[seq]; known && staleAt(o.start) {
 				violate("d", "%s was written into %s after epoch %d moved the primary to %s (at %s), and reached %s", v, from, e,
 					to, at.Format(time.RFC3339Nano), to)
 			}
@@ -225,6 +240,12 @@ func epochClaim(ev events.Event) (int64, string, bool) {
 		return 0, "", false
 	}
 	return e, ev.Attrs[dcAttr], true
+}
+
+// epochChange is one epoch's move of the primary: from which DC to which, and when.
+type epochChange struct {
+	from, to string
+	at       time.Time
 }
 
 // epochChange says which DC epoch e moved the primary from and to, and when: the record's changed_at for

@@ -177,6 +177,36 @@ func TestChaos(t *testing.T) {
 			r.set(fmt.Sprintf("one failover to dc2 at epoch 1; promote ran once for each of %d shards, all confirmed; dc1 resynced on return", len(shards)))
 		})
 
+	scenario(t, "3b primary DC death, then the new primary's", "dc1 lost (failover to dc2) and back; the leader made ctl-b (dc2); then dc2's etcd stopped and its controller killed",
+		func(t *testing.T, r *row) {
+			opts := defaults()
+			opts.cooldown = time.Second
+			c := failOverToDC2AndReturn(t, r, opts, k.writeFor)
+			// The leader must die with dc2, so that the one that fails over back is elected with the primary's
+			// etcd already gone.
+			r.step("making ctl-b the leader")
+			for c.waitLeader("") != "ctl-b" {
+				c.kill("ctl-a")
+				c.waitLeader("ctl-a")
+				c.startController("ctl-a")
+			}
+			lost := c.writeThenLose("dc2", k.writeFor)
+			rec := c.waitEpoch(2)
+			if rec.DC != "dc1" {
+				t.Fatalf("failed over to %s at epoch %d", rec.DC, rec.Epoch)
+			}
+			if res := c.waitResult("dc1", 2); res.Outcome != "success" {
+				t.Errorf("failover back: result %s, shards %+v", res.Outcome, res.Shards)
+			}
+			r.add("failover back to dc1 %s after dc2's loss (failover.after %s), by a leader elected after it", round(rec.ChangedAt.Sub(lost)), after)
+			c.w.setTarget("dc1")
+			time.Sleep(k.writeFor)
+			r.step("dc2 back")
+			c.reviveDC("dc2")
+			c.check(2)
+			r.set("two failovers: to dc2, then back to dc1 by ctl-a, elected once dc2 was gone; each DC resynced on its return")
+		})
+
 	scenario(t, "4 DR DC death", "dc2's etcd stopped and its controller killed; later back",
 		func(t *testing.T, r *row) {
 			c := newCluster(t, r, defaults())
@@ -620,17 +650,7 @@ func TestChaos(t *testing.T) {
 		func(t *testing.T, r *row) {
 			opts := defaults()
 			opts.cooldown = 10 * time.Minute
-			c := newCluster(t, r, opts)
-			c.writeThenLose("dc1", k.writeFor)
-			if rec := c.waitEpoch(1); rec.DC != "dc2" {
-				t.Fatalf("failed over to %s", rec.DC)
-			}
-			c.w.setTarget("dc2")
-			time.Sleep(k.writeFor)
-			r.step("dc1 back")
-			c.reviveDC("dc1")
-			c.w.setTarget("")
-			c.waitEqual("dc1 resynced from dc2")
+			c := failOverToDC2AndReturn(t, r, opts, k.writeFor)
 			r.step("losing dc2 inside the cooldown")
 			c.killDC("dc2")
 			who := c.waitLog("but the last failover was")
@@ -720,4 +740,23 @@ func TestChaos(t *testing.T) {
 			r.add("writes through the slow VIP %d (%d failed)", n, failed)
 			r.set("no failover; the mirror kept up through the latency")
 		})
+}
+
+// failOverToDC2AndReturn is the start of the scenarios that lose the new primary too: writes into dc1, dc1
+// lost, the failover to dc2 at epoch 1, writes into dc2, dc1 back and resynced from dc2. The writer is
+// stopped when it returns.
+func failOverToDC2AndReturn(t *testing.T, r *row, opts options, writeFor time.Duration) *cluster {
+	t.Helper()
+	c := newCluster(t, r, opts)
+	c.writeThenLose("dc1", writeFor)
+	if rec := c.waitEpoch(1); rec.DC != "dc2" {
+		t.Fatalf("failed over to %s", rec.DC)
+	}
+	c.w.setTarget("dc2")
+	time.Sleep(writeFor)
+	r.step("dc1 back")
+	c.reviveDC("dc1")
+	c.w.setTarget("")
+	c.waitEqual("dc1 resynced from dc2")
+	return c
 }
