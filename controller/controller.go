@@ -306,7 +306,7 @@ func (ctl *Controller) Run(ctx context.Context) error {
 			roles <- roleChange{role: now, rec: rec}
 			role = now
 		}
-		paused := ctl.paused(ctx)
+		_, paused := ctl.pause(ctx)
 		ctl.update(func(s *Status) { s.Primary, s.Paused, s.LoopAt = rec, paused, time.Now() })
 		dr := ctl.config().OtherDC(rec.DC)
 		if ((campaign.dr != dr || campaign.epoch != rec.Epoch) && !ctl.changing.Load()) || campaign.cancel == nil {

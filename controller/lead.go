@@ -283,12 +283,16 @@ func (ctl *Controller) recordDemotion(ctx context.Context, dr, key string, rec p
 // facts gathers what Decide looks at.
 func (ctl *Controller) facts(ctx context.Context, rec primary.Record, request *failover.Request) failover.Facts {
 	c := ctl.config()
+	flag, paused := ctl.pause(ctx)
 	f := failover.Facts{
 		Now: time.Now(), Mode: c.Failover.Mode, Primary: rec,
 		Health: map[string]health.Snapshot{},
 		After:  c.Failover.After, Cooldown: c.Failover.Cooldown,
 		Request: request,
-		Paused:  ctl.paused(ctx),
+		Paused:  paused,
+	}
+	if !paused && flag.Generation > 0 {
+		f.ResumedAt = flag.At
 	}
 	if rec.Epoch > 0 {
 		f.LastFailover = rec.ChangedAt

@@ -91,14 +91,15 @@ func decodePause(dc string, b []byte) Pause {
 	return p
 }
 
-// paused says whether automatic failover is paused. A flag that cannot be read counts as set.
+// pause returns the pause flag that holds, and whether automatic failover is paused. A flag that cannot be
+// read counts as set.
 //
 // The flag that holds is the newest this controller has seen, not only what the etcds it reaches hold
 // now: a pause written while one DC was away exists only in the other DC's etcd, and losing that DC
 // must not lose the pause. The flag that holds is also copied into every etcd that answers with an
 // older one (a compare-and-swap: a newer flag written meanwhile wins), so that a controller started
 // later, or `topoha status`, reads it from either side.
-func (ctl *Controller) paused(ctx context.Context) bool {
+func (ctl *Controller) pause(ctx context.Context) (Pause, bool) {
 	c := ctl.config()
 	clients := ctl.reachable()
 	copies := readPauses(ctx, c, clients)
@@ -115,7 +116,7 @@ func (ctl *Controller) paused(ctx context.Context) bool {
 	if p.Generation > 0 {
 		ctl.spreadPause(ctx, c, clients, copies, p)
 	}
-	return !ok || p.Paused
+	return p, !ok || p.Paused
 }
 
 // spreadPause writes p into every etcd of copies that holds a valid older flag or none. A flag that is
@@ -186,5 +187,6 @@ func WritePause(ctx context.Context, c *config.Config, clients map[string]*clien
 
 // TogglePause flips the pause flag (SIGUSR2).
 func (ctl *Controller) TogglePause(ctx context.Context) error {
-	return ctl.SetPaused(ctx, !ctl.paused(ctx), "signal")
+	_, paused := ctl.pause(ctx)
+	return ctl.SetPaused(ctx, !paused, "signal")
 }

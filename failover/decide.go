@@ -61,6 +61,8 @@ type Facts struct {
 	Request *Request
 	// Mirroring says the leader's mirror out of the primary runs: a switchover drains it.
 	Mirroring bool
+	// ResumedAt is when automatic failover was last resumed (`topoha resume`); zero if never.
+	ResumedAt time.Time
 }
 
 // Action is what to do.
@@ -109,6 +111,12 @@ func Decide(f Facts) Decision {
 	}
 	if down < f.After {
 		return none("%s etcd down for %s, failover after %s", from, down.Round(time.Millisecond), f.After)
+	}
+	// Time down while paused does not count: an operator who resumes after maintenance, before every
+	// probe has seen the etcd back, must not get a failover for the outage the pause covered.
+	if sinceResume := f.Now.Sub(f.ResumedAt); !f.ResumedAt.IsZero() && sinceResume < f.After && f.ResumedAt.After(src.Since) {
+		return none("%s etcd down for %s, but automatic failover was resumed %s ago: failover after %s from the resume", from,
+			down.Round(time.Millisecond), max(sinceResume, 0).Round(time.Millisecond), f.After)
 	}
 	if dst := f.Health[to]; dst.State != health.Up {
 		return none("%s etcd down for %s, but %s etcd is %s: nowhere to fail over to", from, down.Round(time.Millisecond), to, dst.State)

@@ -78,6 +78,13 @@ func TestDecide(t *testing.T) {
 			f.Request = &Request{To: "dc2", Force: true, Trigger: TriggerFlag}
 		}, ActionFailover, "dc2", TriggerFlag, "forced"},
 		{"request to the current primary", func(f *Facts) { f.Request = &Request{To: "dc1", Trigger: TriggerCLI} }, ActionNone, "dc1", TriggerCLI, "already primary"},
+		{"resumed during the outage, less than after ago", func(f *Facts) { f.ResumedAt = t0.Add(-10 * time.Second) },
+			ActionNone, "", "", "resumed 10s ago: failover after 30s from the resume"},
+		{"resumed during the outage, after ago", func(f *Facts) {
+			f.Health["dc1"] = snap(health.Down, time.Minute)
+			f.ResumedAt = t0.Add(-30 * time.Second)
+		}, ActionFailover, "dc2", TriggerAuto, "down for 1m0s"},
+		{"resumed before the outage", func(f *Facts) { f.ResumedAt = t0.Add(-40 * time.Second) }, ActionFailover, "dc2", TriggerAuto, "down for 31s"},
 		{"switchover, both healthy", func(f *Facts) {
 			f.Health["dc1"] = snap(health.Up, time.Hour)
 			f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover}
