@@ -275,8 +275,6 @@ func (ctl *Controller) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var known primary.Record
 	for {
-		// The highest epoch ever seen holds: an etcd that does not answer, or answers from before a
-		// failover, cannot take this controller back to an older primary.
 		// A record a term handed over is used as it is: reading both etcds first would wait out the
 		// timeout of the one that is down, while the election stays where it was.
 		rec, read := ctl.takeLearned(), true
@@ -285,6 +283,8 @@ func (ctl *Controller) Run(ctx context.Context) error {
 			rec, obs = ctl.readPrimary(ctx)
 			read = anyRead(obs)
 		}
+		// The highest epoch ever seen holds: an etcd that does not answer, or answers from before a
+		// failover, cannot take this controller back to an older primary.
 		if known.DC == "" || rec.Epoch > known.Epoch {
 			if known.DC != "" {
 				ctl.ev.Info(events.KindPrimary, "primary changed", "from", known.DC, "to", rec.DC, "epoch", rec.Epoch, "reason", rec.Reason)
