@@ -594,13 +594,20 @@ func (c *cluster) cli(args ...string) (int, string, string) {
 	return testenv.RunProcess(c.t, waitLong, c.bin, append(args, "--config", c.configs["direct"])...)
 }
 
+// mustCLI runs a topoha command that must succeed and returns its standard output.
+func (c *cluster) mustCLI(args ...string) string {
+	c.t.Helper()
+	code, out, errOut := c.cli(args...)
+	if code != 0 {
+		c.t.Fatalf("topoha %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
 // history returns the merged event history of both etcds.
 func (c *cluster) history() []events.Event {
 	c.t.Helper()
-	code, out, errOut := c.cli("history", "--json", "--limit", "0")
-	if code != 0 {
-		c.t.Fatalf("history: exit %d: %s", code, errOut)
-	}
+	out := c.mustCLI("history", "--json", "--limit", "0")
 	var evs []events.Event
 	if err := json.Unmarshal([]byte(out), &evs); err != nil {
 		c.t.Fatalf("history --json: %v\n%s", err, out)

@@ -404,9 +404,7 @@ func TestChaos(t *testing.T) {
 	scenario(t, "8b compaction, mirror cut off", "paused; the controllers' links to dc1 cut; writes; dc1 compacted; links healed; resumed at once",
 		func(t *testing.T, r *row) {
 			c := newCluster(t, r, defaults())
-			if code, _, errOut := c.cli("pause"); code != 0 {
-				t.Fatalf("pause: exit %d: %s", code, errOut)
-			}
+			c.mustCLI("pause")
 			testenv.Eventually(t, waitLong, func() (bool, string) { return c.status().Paused, "not paused" })
 			c.w.setTarget("dc1")
 			time.Sleep(k.writeFor)
@@ -422,9 +420,7 @@ func TestChaos(t *testing.T) {
 			c.waitLog("source compacted past the checkpoint")
 			// Resumed at once, while the controllers' probes may still count dc1 down since the cut: the time
 			// it spent down while paused must not count toward failover.after.
-			if code, _, errOut := c.cli("resume"); code != 0 {
-				t.Fatalf("resume: exit %d: %s", code, errOut)
-			}
+			c.mustCLI("resume")
 			c.check(0)
 			resyncs := 0.0
 			for id := range c.ctls {
@@ -617,9 +613,7 @@ func TestChaos(t *testing.T) {
 	scenario(t, "12a pause, then primary DC death", "paused; dc1's etcd stopped and its controller killed; resumed; dc1 back",
 		func(t *testing.T, r *row) {
 			c := newCluster(t, r, defaults())
-			if code, _, errOut := c.cli("pause"); code != 0 {
-				t.Fatalf("pause: exit %d: %s", code, errOut)
-			}
+			c.mustCLI("pause")
 			testenv.Eventually(t, waitLong, func() (bool, string) { return c.status().Paused, "not paused" })
 			c.w.setTarget("dc1")
 			time.Sleep(k.writeFor)
@@ -632,9 +626,7 @@ func TestChaos(t *testing.T) {
 			c.w.setTarget("")
 			r.step("resuming")
 			resumed := time.Now()
-			if code, _, errOut := c.cli("resume"); code != 0 {
-				t.Fatalf("resume: exit %d: %s", code, errOut)
-			}
+			c.mustCLI("resume")
 			rec := c.waitEpoch(1)
 			if rec.DC != "dc2" {
 				t.Fatalf("failed over to %s", rec.DC)
@@ -676,9 +668,7 @@ func TestChaos(t *testing.T) {
 				return !c.status().DCs["dc2"].EtcdHealthy, "dc2 still healthy"
 			})
 			r.step("pausing")
-			if code, _, errOut := c.cli("pause"); code != 0 {
-				t.Fatalf("pause: exit %d: %s", code, errOut)
-			}
+			c.mustCLI("pause")
 			r.step("dc2 back")
 			c.reviveDC("dc2")
 			c.waitLeader("")
@@ -692,9 +682,7 @@ func TestChaos(t *testing.T) {
 			r.step("losing dc1 while paused")
 			c.killDC("dc1")
 			c.steady(k.quiet, "dc1", 0, "paused (the flag was set while dc2 was away; status shows PAUSED), with dc1 lost")
-			if code, _, errOut := c.cli("resume"); code != 0 {
-				t.Fatalf("resume: exit %d: %s", code, errOut)
-			}
+			c.mustCLI("resume")
 			c.waitEpoch(1)
 			c.w.setTarget("dc2") // clients follow the new primary
 			c.reviveDC("dc1")

@@ -24,9 +24,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 	c := ctl.config()
 	dr := c.OtherDC(rec.DC)
 	key := primary.Key(c.KeyRoot())
-	rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-	seen := primary.Read(rctx, ctl.cfg.Clients[dr], key)
-	cancel()
+	seen := ctl.readPrimaryIn(ctx, dr)
 	// The terms given up here are not leadership: nothing is done in them, and they are neither counted
 	// nor announced.
 	switch {
@@ -63,7 +61,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 		ctl.ev.Error(events.KindLeadership, "the primary record in the DR etcd is not a record; doing nothing until it is fixed", "dc", dr, "err", seen.Err)
 		ctl.update(func(s *Status) { s.Problem = seen.Err.Error() })
 		defer ctl.update(func(s *Status) { s.Problem = "" })
-		ctl.waitRecordFixed(ctx, dr, key)
+		ctl.waitRecordFixed(ctx, dr)
 		return
 	case rec.Epoch > 0 && (seen.Record == nil || seen.Record.Epoch < rec.Epoch):
 		// The DR side is the old primary, back from a loss: tell it it is not primary any more before
@@ -72,10 +70,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 			ctl.log.Error("leader: cannot record the current primary in the returning DC's etcd", "dc", dr, "err", err)
 			return
 		}
-		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		seen = primary.Read(rctx, ctl.cfg.Clients[dr], key)
-		cancel()
-		if seen.Err != nil {
+		if seen = ctl.readPrimaryIn(ctx, dr); seen.Err != nil {
 			return
 		}
 	}
@@ -190,7 +185,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 
 // waitRecordFixed returns when the primary record in dc's etcd is readable again (fixed by hand, or deleted
 // so that the highest epoch elsewhere holds) or ctx ends; the next term then starts from it.
-func (ctl *Controller) waitRecordFixed(ctx context.Context, dc, key string) {
+func (ctl *Controller) waitRecordFixed(ctx context.Context, dc string) {
 	tick := time.NewTicker(ctl.config().Health.Interval)
 	defer tick.Stop()
 	for {
@@ -199,10 +194,7 @@ func (ctl *Controller) waitRecordFixed(ctx context.Context, dc, key string) {
 			return
 		case <-tick.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
-		got := primary.Read(rctx, ctl.cfg.Clients[dc], key)
-		cancel()
-		if got.Err == nil {
+		if got := ctl.readPrimaryIn(ctx, dc); got.Err == nil {
 			ctl.ev.Info(events.KindLeadership, "the primary record in the DR etcd is readable again; starting over", "dc", dc)
 			return
 		}
@@ -218,21 +210,23 @@ func (ctl *Controller) mayMirrorFrom(ctx context.Context, rec primary.Record) bo
 	if ctl.probers[rec.DC].Snapshot().State == health.Down {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
-	defer cancel()
-	got := primary.Read(ctx, ctl.cfg.Clients[rec.DC], primary.Key(ctl.config().KeyRoot()))
+	got := ctl.readPrimaryIn(ctx, rec.DC)
 	return got.Record != nil && got.Record.Epoch >= rec.Epoch
 }
 
 // learnFrom reads the primary record from dc's etcd and hands it to the control loop if it is newer than
 // rec: after a failover, so that the election moves with the record this term just wrote.
 func (ctl *Controller) learnFrom(ctx context.Context, dc string, rec primary.Record) {
-	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
-	defer cancel()
-	got := primary.Read(ctx, ctl.cfg.Clients[dc], primary.Key(ctl.config().KeyRoot()))
-	if got.Record != nil && got.Record.Epoch > rec.Epoch {
+	if got := ctl.readPrimaryIn(ctx, dc); got.Record != nil && got.Record.Epoch > rec.Epoch {
 		ctl.learn(*got.Record)
 	}
+}
+
+// readPrimaryIn reads the primary record in dc's etcd alone, within the health timeout.
+func (ctl *Controller) readPrimaryIn(ctx context.Context, dc string) primary.Observed {
+	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
+	defer cancel()
+	return primary.Read(ctx, ctl.cfg.Clients[dc], primary.Key(ctl.config().KeyRoot()))
 }
 
 // executor carries out failovers with the configuration in force. NewExecutor cannot fail here: New
