@@ -36,9 +36,15 @@ type ClusterStatus struct {
 
 // DCStatus is one DC's etcd as probed just now.
 type DCStatus struct {
-	EtcdHealthy bool   `json:"etcd_healthy"`
-	Error       string `json:"error,omitempty"`
-	Revision    int64  `json:"revision,omitempty"`
+	// EtcdHealthy says the cluster serves linearizable reads: State up or degraded.
+	EtcdHealthy bool `json:"etcd_healthy"`
+	// State is up, degraded (an alarm: writes refused) or down.
+	State    health.State `json:"state"`
+	Error    string       `json:"error,omitempty"`
+	Revision int64        `json:"revision,omitempty"`
+	// Members are the configured endpoints, each as it answered.
+	Members []health.Member `json:"members"`
+	Alarms  []health.Alarm  `json:"alarms,omitempty"`
 }
 
 // MirrorStatus is the mirror's progress according to its checkpoint in the DR etcd.
@@ -63,14 +69,11 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rev, err := health.Probe(ctx, clients[dc], c.DCs[dc].Etcd.Endpoints, c.KeyRoot()+"health", c.Health.Timeout)
-			ds := DCStatus{EtcdHealthy: err == nil, Revision: rev}
+			ds := probeDC(ctx, c, dc)
 			var obs primary.Observed
 			var fenced fence.Observed
 			var last *failover.Result
-			if err != nil {
-				ds.Error = err.Error()
-			} else {
+			if ds.EtcdHealthy {
 				rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
 				// The result before the record: a failover bumps the record before it saves its result,
 				// so the record read next is at least as new as the result, and status never shows a
@@ -144,4 +147,19 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 		}
 	}
 	return st
+}
+
+// probeDC probes every member of dc's etcd once.
+func probeDC(ctx context.Context, c *config.Config, dc string) DCStatus {
+	hc, err := health.ConfigFor(c, dc)
+	if err != nil {
+		return DCStatus{State: health.Down, Error: err.Error()}
+	}
+	res := health.Probe(ctx, hc.Etcd, hc.Key, hc.Timeout)
+	ds := DCStatus{State: res.State(), Revision: res.Revision, Members: res.Members, Alarms: res.Alarms}
+	ds.EtcdHealthy = ds.State.Serving()
+	if res.Err != nil {
+		ds.Error = res.Err.Error()
+	}
+	return ds
 }

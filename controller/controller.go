@@ -109,20 +109,20 @@ func New(cfg Config) (*Controller, error) {
 	ctl := &Controller{cfg: cfg, log: cfg.Logger, ev: cfg.Events, probers: map[string]*health.Prober{}, relearn: make(chan struct{}, 1)}
 	ctl.conf.Store(c)
 	for _, dc := range c.DCNames() {
-		p, err := health.New(health.Config{
-			DC: dc, Client: cfg.Clients[dc], Endpoints: c.DCs[dc].Etcd.Endpoints, Key: c.KeyRoot() + "health",
-			Interval: c.Health.Interval, Timeout: c.Health.Timeout,
-			FailureThreshold: c.Health.FailureThreshold, SuccessThreshold: c.Health.SuccessThreshold,
-			Logger: cfg.Logger, Metrics: cfg.Metrics,
-			OnChange: func(s health.Snapshot) {
-				level := slog.LevelInfo
-				if s.State == health.Down {
-					level = slog.LevelWarn
-				}
-				ctl.ev.Record(level, events.KindHealth, "etcd health changed", "of_dc", s.DC, "to", s.State,
-					"since", s.Since.UTC().Format(time.RFC3339Nano), "last_error", s.LastError)
-			},
-		})
+		hc, err := health.ConfigFor(c, dc)
+		if err != nil {
+			return nil, err
+		}
+		hc.Logger, hc.Metrics = cfg.Logger, cfg.Metrics
+		hc.OnChange = func(s health.Snapshot) {
+			level := slog.LevelInfo
+			if s.State != health.Up {
+				level = slog.LevelWarn
+			}
+			ctl.ev.Record(level, events.KindHealth, "etcd health changed", "of_dc", s.DC, "to", s.State,
+				"since", s.Since.UTC().Format(time.RFC3339Nano), "last_error", s.LastError, "alarms", s.AlarmText())
+		}
+		p, err := health.New(hc)
 		if err != nil {
 			return nil, err
 		}

@@ -22,23 +22,24 @@ const wait = 60 * time.Second
 
 type rig struct {
 	t        *testing.T
-	dc1, dc2 *testenv.Etcd
+	dc1, dc2 *testenv.Cluster
 	c1, c2   *clientv3.Client
 	cfg      *config.Config
 	yaml     string
 }
 
-func newRig(t *testing.T, mode string, after time.Duration) *rig {
+// newRig starts two DCs, each a 3-member etcd cluster with every member listed, and a config in mode
+// with failover.after after; tune changes the etcd members (a quota).
+func newRig(t *testing.T, mode string, after time.Duration, tune ...testenv.EtcdOption) *rig {
 	t.Helper()
-	r := &rig{t: t, dc1: testenv.StartEtcd(t, "dc1"), dc2: testenv.StartEtcd(t, "dc2")}
-	r.c1, r.c2 = r.dc1.Client(), r.dc2.Client()
+	r := &rig{t: t, dc1: testenv.StartCluster(t, "dc1", testenv.Members, tune...), dc2: testenv.StartCluster(t, "dc2", testenv.Members, tune...)}
 	fake := testenv.Build(t, "./internal/fakepromote")
 	logDir := t.TempDir()
 	yaml := fmt.Sprintf(`cluster: t
 initial_primary: dc1
 dcs:
-  dc1: {etcd: {endpoints: [%[1]s], dial_timeout: 500ms}}
-  dc2: {etcd: {endpoints: [%[2]s], dial_timeout: 500ms}}
+  dc1: {etcd: {endpoints: %[1]s, dial_timeout: 500ms}}
+  dc2: {etcd: {endpoints: %[2]s, dial_timeout: 500ms}}
 election: {ttl: 1s}
 health: {interval: 100ms, timeout: 300ms, failure_threshold: 2, success_threshold: 1}
 failover:
@@ -46,21 +47,38 @@ failover:
   allow_two_site_auto: true
   after: %[6]s
   promote_timeout: 5s
-  promote_command: [%[4]s, -etcd, "{{if eq .DC \"dc1\"}}%[1]s{{else}}%[2]s{{end}}", -log, "%[5]s/{{.Keyspace}}.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  promote_command: [%[4]s, -etcd, "{{if eq .DC \"dc1\"}}%[7]s{{else}}%[8]s{{end}}", -log, "%[5]s/{{.Keyspace}}.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
   shards:
     - {keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}
-`, r.dc1.Endpoint(), r.dc2.Endpoint(), mode, fake, logDir, after)
+`, r.dc1.EndpointList(), r.dc2.EndpointList(), mode, fake, logDir, after,
+		strings.Join(r.dc1.Endpoints(), ","), strings.Join(r.dc2.Endpoints(), ","))
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.cfg, r.yaml = cfg, yaml
+	// The controllers' clients are the ones `topoha run` makes from the config.
+	r.c1, r.c2 = r.client("dc1"), r.client("dc2")
 	shard, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.put(r.c1, vitess.ShardKey("/vt", "commerce", "0"), string(shard))
 	return r
+}
+
+func (r *rig) client(dc string) *clientv3.Client {
+	r.t.Helper()
+	cc, err := r.cfg.DCs[dc].Etcd.ClientConfig("dcs." + dc + ".etcd")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c, err := clientv3.New(cc)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func (r *rig) put(c *clientv3.Client, key, val string) {

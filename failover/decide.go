@@ -106,7 +106,14 @@ func Decide(f Facts) Decision {
 	}
 	src := f.Health[from]
 	down := src.DownFor(f.Now)
-	if src.State != health.Down {
+	switch src.State {
+	case health.Down:
+	case health.Degraded:
+		// An alarm refuses the topo's writes but Vitess serves on; an emergency reparent across DCs,
+		// which can lose transactions, is the wrong cure for a full etcd.
+		return none("%s etcd is degraded: %s; an alarm is no DC loss: no automatic failover (clear the alarm, or fail over by hand)",
+			from, src.AlarmText())
+	default:
 		return none("%s etcd is %s", from, src.State)
 	}
 	if down < f.After {
@@ -119,7 +126,7 @@ func Decide(f Facts) Decision {
 			down.Round(time.Millisecond), max(sinceResume, 0).Round(time.Millisecond), f.After)
 	}
 	if dst := f.Health[to]; dst.State != health.Up {
-		return none("%s etcd down for %s, but %s etcd is %s: nowhere to fail over to", from, down.Round(time.Millisecond), to, dst.State)
+		return none("%s etcd down for %s, but %s etcd is %s: nowhere to fail over to", from, down.Round(time.Millisecond), to, dst.Describe())
 	}
 	if !f.LastFailover.IsZero() && f.Now.Sub(f.LastFailover) < f.Cooldown {
 		return none("%s etcd down for %s, but the last failover was %s ago (cooldown %s)", from, down.Round(time.Millisecond),
@@ -145,9 +152,9 @@ func decideRequest(f Facts, from string) Decision {
 	case r.To == from:
 		return refuse("refused: %s is already primary (epoch %d)", r.To, f.Primary.Epoch)
 	case target.State != health.Up && !r.Force:
-		return refuse("refused: %s etcd is %s (%s); fix it, or force the failover", r.To, target.State, target.LastError)
+		return refuse("refused: %s etcd is %s; fix it, or force the failover", r.To, target.Describe())
 	case r.Trigger == TriggerSwitchover && f.Health[from].State != health.Up:
-		return refuse("refused: a switchover needs both DCs healthy and %s etcd is %s; use topoha failover", from, f.Health[from].State)
+		return refuse("refused: a switchover needs both DCs healthy and %s etcd is %s; use topoha failover", from, f.Health[from].Describe())
 	case r.Trigger == TriggerSwitchover && !f.Mirroring:
 		return refuse("refused: the leader's mirror out of %s is not running yet (it starts once %s's own etcd carries epoch %d), and a switchover drains it; retry in a moment", from, from, f.Primary.Epoch)
 	}

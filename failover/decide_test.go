@@ -15,6 +15,11 @@ func snap(state health.State, since time.Duration) health.Snapshot {
 	return health.Snapshot{State: state, Since: t0.Add(-since), LastError: "probe error"}
 }
 
+// noSpace is a DC's etcd that filled its quota an hour ago: it serves reads and refuses writes.
+func noSpace() health.Snapshot {
+	return health.Snapshot{State: health.Degraded, Since: t0.Add(-time.Hour), Alarms: []health.Alarm{{Type: "NOSPACE", Member: "8e9e05c52164694d"}}}
+}
+
 // base is the textbook automatic failover: dc1 (primary, epoch 4) down for 31s, dc2 up, auto mode.
 func base() Facts {
 	return Facts{
@@ -95,6 +100,27 @@ func TestDecide(t *testing.T) {
 			f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover}
 		}, ActionNone, "dc2", TriggerSwitchover, "mirror out of dc1 is not running yet"},
 		{"switchover with the primary down", func(f *Facts) { f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover} }, ActionNone, "dc2", TriggerSwitchover, "needs both DCs healthy"},
+		{"primary degraded by NOSPACE for an hour", func(f *Facts) { f.Health["dc1"] = noSpace() }, ActionNone, "", "",
+			"dc1 etcd is degraded: NOSPACE (writes refused; reads served); an alarm is no DC loss"},
+		{"primary degraded, paused: the pause is the reason", func(f *Facts) {
+			f.Health["dc1"] = noSpace()
+			f.Paused = true
+		}, ActionNone, "", "", "paused"},
+		{"primary down, DR degraded: it cannot take the epoch", func(f *Facts) { f.Health["dc2"] = noSpace() }, ActionNone, "", "",
+			"dc2 etcd is degraded: NOSPACE (writes refused; reads served): nowhere to fail over to"},
+		{"manual failover away from a degraded primary", func(f *Facts) {
+			f.Health["dc1"] = noSpace()
+			f.Request = &Request{To: "dc2", Trigger: TriggerSignal}
+		}, ActionFailover, "dc2", TriggerSignal, "requested by signal"},
+		{"request to a degraded DC", func(f *Facts) {
+			f.Health["dc2"] = noSpace()
+			f.Request = &Request{To: "dc2", Trigger: TriggerHTTP}
+		}, ActionNone, "dc2", TriggerHTTP, "refused: dc2 etcd is degraded: NOSPACE"},
+		{"switchover away from a degraded primary", func(f *Facts) {
+			f.Health["dc1"] = noSpace()
+			f.Request = &Request{To: "dc2", Trigger: TriggerSwitchover}
+			f.Mirroring = true
+		}, ActionNone, "dc2", TriggerSwitchover, "needs both DCs healthy and dc1 etcd is degraded: NOSPACE"},
 		{"request to an unknown DC", func(f *Facts) { f.Request = &Request{To: "dc9", Trigger: TriggerCLI} }, ActionNone, "dc9", TriggerCLI, "not a configured DC"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -234,7 +234,7 @@ func (f *Fencer) isolatedSince(ctx context.Context, c *config.Config, rec primar
 		f.armedEpoch = -1
 	}
 	dr := f.cfg.Health(c.OtherDC(f.cfg.DC))
-	if dr.State == health.Up && f.armedEpoch < 0 {
+	if dr.State.Serving() && f.armedEpoch < 0 {
 		f.armedEpoch = rec.Epoch
 		f.ev.Info(events.KindFence, "self-fencing armed: this DC is primary and the DR etcd is up", "dc", f.cfg.DC, "epoch", rec.Epoch)
 	}

@@ -67,8 +67,11 @@ failover:
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	probe, err := health.New(health.Config{DC: "dc2", Client: clients["dc2"], Endpoints: c.DCs["dc2"].Etcd.Endpoints, Key: c.KeyRoot() + "health",
-		Interval: c.Health.Interval, Timeout: c.Health.Timeout, FailureThreshold: c.Health.FailureThreshold, SuccessThreshold: c.Health.SuccessThreshold})
+	hc, err := health.ConfigFor(c, "dc2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := health.New(hc)
 	if err != nil {
 		t.Fatal(err)
 	}

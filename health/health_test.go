@@ -5,24 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/topoha/topoha/internal/testenv"
 )
 
-func newProber(t *testing.T, endpoint string, failures, successes int, timeout time.Duration) *Prober {
+func newProber(t *testing.T, endpoints []string, failures, successes int, timeout time.Duration) *Prober {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	p, err := New(Config{DC: "dc1", Client: cli, Endpoints: []string{endpoint}, Key: "/topoha/test/health",
-		Interval: 50 * time.Millisecond, Timeout: timeout, FailureThreshold: failures, SuccessThreshold: successes})
+	p, err := New(Config{DC: "dc1", Etcd: clientv3.Config{Endpoints: endpoints, DialTimeout: time.Second, Logger: zap.NewNop()},
+		Key: "/topoha/test/health", Interval: 50 * time.Millisecond, Timeout: timeout,
+		FailureThreshold: failures, SuccessThreshold: successes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,27 +44,47 @@ func run(t *testing.T, p *Prober) {
 
 func waitState(t *testing.T, p *Prober, want State) Snapshot {
 	t.Helper()
+	return waitSnapshot(t, p, fmt.Sprintf("state %s", want), func(s Snapshot) bool { return s.State == want })
+}
+
+func waitSnapshot(t *testing.T, p *Prober, what string, ok func(Snapshot) bool) Snapshot {
+	t.Helper()
 	var s Snapshot
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		s = p.Snapshot()
-		return s.State == want, fmt.Sprintf("state %s after %d probes, last error %q", s.State, s.Probes, s.LastError)
+		return ok(s), fmt.Sprintf("waiting for %s: state %s after %d probes, %d of %d members serving, last error %q",
+			what, s.State, s.Probes, s.Serving(), len(s.Members), s.LastError)
 	})
 	return s
 }
 
+// holdsUp probes for n more probes and fails the test if any of them failed: a fault of one member must
+// not cost the DC a single probe.
+func holdsUp(t *testing.T, p *Prober, n uint64) Snapshot {
+	t.Helper()
+	start := p.Snapshot()
+	end := waitSnapshot(t, p, fmt.Sprintf("%d more probes", n), func(s Snapshot) bool {
+		if s.ConsecutiveFailures > 0 || !s.State.Serving() {
+			t.Fatalf("a probe failed: state %s, %d failures in a row, error %q", s.State, s.ConsecutiveFailures, s.LastError)
+		}
+		return s.Probes >= start.Probes+n
+	})
+	return end
+}
+
 func TestDownWhenStoppedUpWhenBack(t *testing.T) {
-	srv := testenv.StartEtcd(t, "dc1")
-	p := newProber(t, srv.Endpoint(), 3, 2, 500*time.Millisecond)
+	c := testenv.StartCluster(t, "dc1", testenv.Members)
+	p := newProber(t, c.Endpoints(), 3, 2, 500*time.Millisecond)
 	run(t, p)
-	up := waitState(t, p, Up)
-	if up.Revision == 0 || up.LastError != "" {
+	up := waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.State == Up && s.Serving() == testenv.Members })
+	if up.Revision == 0 || up.LastError != "" || up.RaftLeader() == "" {
 		t.Errorf("up snapshot: %+v", up)
 	}
 
 	stopped := time.Now()
-	srv.Stop()
+	c.Stop()
 	down := waitState(t, p, Down)
-	if down.ConsecutiveFailures < 3 || down.LastError == "" {
+	if down.ConsecutiveFailures < 3 || !strings.Contains(down.LastError, "no member serves") {
 		t.Errorf("down snapshot: %+v", down)
 	}
 	// Down since the first failed probe, not since the third.
@@ -76,11 +95,131 @@ func TestDownWhenStoppedUpWhenBack(t *testing.T) {
 		t.Errorf("DownFor = %s", d)
 	}
 
-	srv.Start()
+	c.Start()
 	back := waitState(t, p, Up)
 	if back.DownFor(time.Now()) != 0 || back.ConsecutiveSuccesses < 2 {
 		t.Errorf("after the restart: %+v", back)
 	}
+}
+
+// One member stopped, whether a follower or the raft leader, costs the DC no probe: the others serve.
+func TestOneMemberLostIsNotADCLoss(t *testing.T) {
+	c := testenv.StartCluster(t, "dc1", testenv.Members)
+	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
+	run(t, p)
+	waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	for _, victim := range []string{"the first listed member", "the raft leader"} {
+		i := 0
+		if victim == "the raft leader" {
+			i = c.WaitLeader()
+		}
+		c.StopMember(i)
+		s := holdsUp(t, p, 6)
+		if s.Serving() != testenv.Members-1 || s.Members[i].Serving || s.Members[i].Error == "" {
+			t.Errorf("%s stopped: members %+v", victim, s.Members)
+		}
+		c.StartMember(i)
+		waitSnapshot(t, p, "every member serving again", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	}
+}
+
+// A member that accepts connections and never answers (blackholed) must not use up the probe of the
+// others.
+func TestHungMemberIsNotADCLoss(t *testing.T) {
+	c := testenv.StartCluster(t, "dc1", testenv.Members)
+	var endpoints []string
+	var links []*testenv.Link
+	for _, m := range c.Members() {
+		l := testenv.StartLink(t, m.Name(), strings.TrimPrefix(m.Endpoint(), "http://"))
+		links = append(links, l)
+		endpoints = append(endpoints, "http://"+l.Addr())
+	}
+	p := newProber(t, endpoints, 1, 1, 500*time.Millisecond)
+	run(t, p)
+	waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	links[0].Blackhole()
+	s := holdsUp(t, p, 6)
+	if s.Members[0].Serving || !strings.Contains(s.Members[0].Error, "deadline") {
+		t.Errorf("blackholed member: %+v", s.Members[0])
+	}
+	links[0].Heal()
+	waitSnapshot(t, p, "every member serving again", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+}
+
+// A member cut off from its peers still accepts clients but has no leader: it is not serving, and the
+// DC is up.
+func TestIsolatedMemberIsNotADCLoss(t *testing.T) {
+	c := testenv.StartCluster(t, "dc1", testenv.Members)
+	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
+	run(t, p)
+	waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	c.Isolate(1)
+	waitSnapshot(t, p, "the isolated member not serving", func(s Snapshot) bool { return !s.Members[1].Serving })
+	s := holdsUp(t, p, 6)
+	if s.Serving() != testenv.Members-1 {
+		t.Errorf("one member isolated: members %+v", s.Members)
+	}
+	c.Rejoin(1)
+	waitSnapshot(t, p, "every member serving again", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+}
+
+// Two of three members stopped: the last one accepts connections but the cluster has no quorum, so the
+// DC's etcd is down.
+func TestQuorumLossIsDown(t *testing.T) {
+	c := testenv.StartCluster(t, "dc1", testenv.Members)
+	p := newProber(t, c.Endpoints(), 2, 1, 500*time.Millisecond)
+	run(t, p)
+	waitState(t, p, Up)
+	c.StopMember(0)
+	c.StopMember(1)
+	s := waitState(t, p, Down)
+	if !strings.Contains(s.Members[2].Error, "") || s.Serving() != 0 {
+		t.Errorf("quorum lost: %+v", s.Members)
+	}
+	c.StartMember(1)
+	waitState(t, p, Up)
+}
+
+// A cluster that filled its quota raises NOSPACE: it serves reads and refuses writes. That is degraded,
+// not down; after compact, defrag and disarm it is up again.
+func TestNoSpaceIsDegraded(t *testing.T) {
+	c := testenv.StartCluster(t, "dc1", testenv.Members, testenv.WithQuota(4<<20))
+	cli := c.Client()
+	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
+	run(t, p)
+	waitState(t, p, Up)
+	testenv.FillUntilNoSpace(t, cli, "/fill/")
+	s := waitState(t, p, Degraded)
+	if s.AlarmText() != "NOSPACE (writes refused; reads served)" || s.Alarms[0].Member == "" || s.Serving() != testenv.Members {
+		t.Errorf("degraded snapshot: %+v", s)
+	}
+	holdsUp(t, p, 5)
+
+	testenv.ClearNoSpace(t, c, cli, "/fill/")
+	s = waitState(t, p, Up)
+	if len(s.Alarms) != 0 {
+		t.Errorf("after disarm: alarms %+v", s.Alarms)
+	}
+}
+
+// CORRUPT, raised through the maintenance API as etcd's corruption check would, is degraded too.
+func TestCorruptIsDegraded(t *testing.T) {
+	c := testenv.StartCluster(t, "dc1", testenv.Members)
+	cli := c.Client()
+	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
+	run(t, p)
+	waitState(t, p, Up)
+	testenv.RaiseAlarm(t, cli, etcdserverpb.AlarmType_CORRUPT)
+	s := waitState(t, p, Degraded)
+	if !slices.ContainsFunc(s.Alarms, func(a Alarm) bool { return a.Type == "CORRUPT" }) {
+		t.Errorf("alarms %+v", s.Alarms)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, p, Up)
 }
 
 // An endpoint that accepts connections and never answers (a blackholed VIP) counts as down within the
@@ -101,7 +240,7 @@ func TestHungEndpointIsDownWithinTheTimeout(t *testing.T) {
 		}
 	}()
 	const timeout = 200 * time.Millisecond
-	p := newProber(t, "http://"+l.Addr().String(), 2, 1, timeout)
+	p := newProber(t, []string{"http://" + l.Addr().String()}, 2, 1, timeout)
 	run(t, p)
 	s := waitState(t, p, Down)
 	probes := s.Probes
@@ -118,7 +257,7 @@ func TestHungEndpointIsDownWithinTheTimeout(t *testing.T) {
 func TestThresholds(t *testing.T) {
 	fail := errors.New("probe failed")
 	for _, tc := range []struct {
-		results string // s = success, f = failure
+		results string // s = success, a = success with an alarm, f = failure
 		want    State
 	}{
 		{"", Unknown},
@@ -132,19 +271,28 @@ func TestThresholds(t *testing.T) {
 		{"ssfffsfss", Up},   // and must be in a row
 		{"ssfffsfsf", Down}, // they were not
 		{"fff", Down},
+		{"aa", Degraded},
+		{"ssa", Degraded}, // an alarm is a state of the cluster, not a flap: no threshold
+		{"ssas", Up},      // nor is its disarm
+		{"aafff", Down},   // a degraded cluster that stops answering is down
+		{"aafffa", Down},  // and must come back in a row, like any other
+		{"aafffsa", Degraded},
 	} {
-		p, err := New(Config{DC: "dc1", Client: &clientv3.Client{}, Endpoints: []string{"x"}, Key: "k",
+		p, err := New(Config{DC: "dc1", Etcd: clientv3.Config{Endpoints: []string{"x"}}, Key: "k",
 			Interval: time.Second, Timeout: time.Second, FailureThreshold: 3, SuccessThreshold: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
 		at := time.Unix(1000, 0)
 		for _, r := range tc.results {
-			var err error
-			if r == 'f' {
-				err = fail
+			res := Result{Revision: 1}
+			switch r {
+			case 'f':
+				res.Err = fail
+			case 'a':
+				res.Alarms = []Alarm{{Type: "NOSPACE", Member: "1"}}
 			}
-			p.record(at, time.Millisecond, 1, err)
+			p.record(at, time.Millisecond, res)
 			at = at.Add(time.Second)
 		}
 		if got := p.Snapshot().State; got != tc.want {
@@ -154,10 +302,9 @@ func TestThresholds(t *testing.T) {
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	ok := Config{Client: &clientv3.Client{}, Endpoints: []string{"x"}, Key: "k", Interval: time.Second, Timeout: time.Second, FailureThreshold: 1, SuccessThreshold: 1}
+	ok := Config{Etcd: clientv3.Config{Endpoints: []string{"x"}}, Key: "k", Interval: time.Second, Timeout: time.Second, FailureThreshold: 1, SuccessThreshold: 1}
 	for name, mutate := range map[string]func(*Config){
-		"no client":    func(c *Config) { c.Client = nil },
-		"no endpoints": func(c *Config) { c.Endpoints = nil },
+		"no endpoints": func(c *Config) { c.Etcd.Endpoints = nil },
 		"no key":       func(c *Config) { c.Key = "" },
 		"no interval":  func(c *Config) { c.Interval = 0 },
 		"no threshold": func(c *Config) { c.FailureThreshold = 0 },

@@ -18,6 +18,8 @@ type collector struct {
 	isLeader, loopAt, primaryEpoch, primaryInfo, paused *prometheus.Desc
 	fenced                                              *prometheus.Desc
 	etcdUp, etcdFailures                                *prometheus.Desc
+	etcdState, etcdAlarm                                *prometheus.Desc
+	etcdMembersServing, etcdMembersConfigured           *prometheus.Desc
 	mirrorApplied, mirrorSource                         *prometheus.Desc
 	mirrorLag, mirrorLagSeconds, mirrorSyncing          *prometheus.Desc
 }
@@ -27,20 +29,25 @@ func newCollector(ctl *controller.Controller) *collector {
 		return prometheus.NewDesc("topoha_"+name, help, labels, nil)
 	}
 	return &collector{
-		ctl:              ctl,
-		isLeader:         d("is_leader", "1 when this controller is the leader."),
-		loopAt:           d("loop_last_run_timestamp_seconds", "Unix time the control loop last ran."),
-		primaryEpoch:     d("primary_epoch", "The epoch of the primary record this controller follows."),
-		primaryInfo:      d("primary_info", "1 for the DC this controller takes as primary.", "dc"),
-		paused:           d("paused", "1 while automatic failover is paused."),
-		fenced:           d("fenced", "1 while this controller's DC has fenced itself (failover.self_fence)."),
-		etcdUp:           d("etcd_up", "1 when the DC's etcd is up, 0 when down, -1 while unknown.", "dc"),
-		etcdFailures:     d("etcd_probe_consecutive_failures", "Failed probes in a row.", "dc"),
-		mirrorApplied:    d("mirror_applied_revision", "Source revision the destination is complete up to (leader only)."),
-		mirrorSource:     d("mirror_source_revision", "Highest source revision seen (leader only)."),
-		mirrorLag:        d("mirror_lag_revisions", "Source revisions not yet known to be applied (leader only)."),
-		mirrorLagSeconds: d("mirror_lag_seconds", "Seconds since the destination was last known to hold everything the source had (leader only)."),
-		mirrorSyncing:    d("mirror_syncing", "1 while a full sync runs (leader only)."),
+		ctl:          ctl,
+		isLeader:     d("is_leader", "1 when this controller is the leader."),
+		loopAt:       d("loop_last_run_timestamp_seconds", "Unix time the control loop last ran."),
+		primaryEpoch: d("primary_epoch", "The epoch of the primary record this controller follows."),
+		primaryInfo:  d("primary_info", "1 for the DC this controller takes as primary.", "dc"),
+		paused:       d("paused", "1 while automatic failover is paused."),
+		fenced:       d("fenced", "1 while this controller's DC has fenced itself (failover.self_fence)."),
+		etcdUp:       d("etcd_up", "1 when the DC's etcd serves linearizable reads (up or degraded), 0 when down, -1 while unknown.", "dc"),
+		etcdState:    d("etcd_state", "1 for the state the DC's etcd is in (up, degraded, down, unknown), 0 for the others.", "dc", "state"),
+		etcdAlarm:    d("etcd_alarm", "1 for each alarm raised in the DC's etcd cluster (NOSPACE, CORRUPT).", "dc", "alarm"),
+		etcdMembersServing: d("etcd_members_serving",
+			"Members of the DC's etcd that served the last probe's linearizable read.", "dc"),
+		etcdMembersConfigured: d("etcd_members_configured", "Endpoints configured for the DC's etcd (dcs.<dc>.etcd.endpoints).", "dc"),
+		etcdFailures:          d("etcd_probe_consecutive_failures", "Failed probes in a row.", "dc"),
+		mirrorApplied:         d("mirror_applied_revision", "Source revision the destination is complete up to (leader only)."),
+		mirrorSource:          d("mirror_source_revision", "Highest source revision seen (leader only)."),
+		mirrorLag:             d("mirror_lag_revisions", "Source revisions not yet known to be applied (leader only)."),
+		mirrorLagSeconds:      d("mirror_lag_seconds", "Seconds since the destination was last known to hold everything the source had (leader only)."),
+		mirrorSyncing:         d("mirror_syncing", "1 while a full sync runs (leader only)."),
 	}
 }
 
@@ -62,9 +69,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.paused, boolFloat(st.Paused))
 	gauge(c.fenced, boolFloat(st.Fence.Fenced()))
 	for dc, h := range st.Health {
-		up := map[health.State]float64{health.Up: 1, health.Down: 0, health.Unknown: -1}[h.State]
+		up := map[health.State]float64{health.Up: 1, health.Degraded: 1, health.Down: 0, health.Unknown: -1}[h.State]
 		gauge(c.etcdUp, up, dc)
+		for _, state := range []health.State{health.Up, health.Degraded, health.Down, health.Unknown} {
+			gauge(c.etcdState, boolFloat(h.State == state), dc, string(state))
+		}
+		alarms := map[string]bool{}
+		for _, a := range h.Alarms {
+			alarms[a.Type] = true
+		}
+		for alarm := range alarms {
+			gauge(c.etcdAlarm, 1, dc, alarm)
+		}
 		gauge(c.etcdFailures, float64(h.ConsecutiveFailures), dc)
+		gauge(c.etcdMembersServing, float64(h.Serving()), dc)
+		gauge(c.etcdMembersConfigured, float64(len(c.ctl.Config().DCs[dc].Etcd.Endpoints)), dc)
 	}
 	if m := st.Mirror; m != nil {
 		gauge(c.mirrorApplied, float64(m.AppliedRevision))

@@ -166,9 +166,9 @@ func PromoteInTopo(ctx context.Context, cli *clientv3.Client, globalRoot, keyspa
 	return err
 }
 
-// PromoteAt is PromoteInTopo for command lines: it connects to the etcd at endpoint and takes
+// PromoteAt is PromoteInTopo for command lines: it connects to the etcd at endpoints (comma-separated) and takes
 // "keyspace/shard" and a tablet alias as text.
-func PromoteAt(ctx context.Context, endpoint, globalRoot, keyspaceShard, tablet string) error {
+func PromoteAt(ctx context.Context, endpoints, globalRoot, keyspaceShard, tablet string) error {
 	ks, shard, ok := strings.Cut(keyspaceShard, "/")
 	if !ok {
 		return fmt.Errorf("%q is not KEYSPACE/SHARD", keyspaceShard)
@@ -177,7 +177,7 @@ func PromoteAt(ctx context.Context, endpoint, globalRoot, keyspaceShard, tablet 
 	if err != nil {
 		return err
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return err
 	}

@@ -59,15 +59,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, probers: map[string]*health.Prober{}}
 	for _, dc := range c.DCNames() {
-		p, err := health.New(health.Config{
-			DC: dc, Client: cfg.Clients[dc], Endpoints: c.DCs[dc].Etcd.Endpoints, Key: c.KeyRoot() + "health",
-			Interval: c.Health.Interval, Timeout: c.Health.Timeout,
-			FailureThreshold: c.Health.FailureThreshold, SuccessThreshold: c.Health.SuccessThreshold,
-			Logger: cfg.Logger,
-			OnChange: func(snap health.Snapshot) {
-				cfg.Logger.Info("witness: etcd health changed", "of_dc", snap.DC, "to", snap.State, "last_error", snap.LastError)
-			},
-		})
+		hc, err := health.ConfigFor(c, dc)
+		if err != nil {
+			return nil, err
+		}
+		hc.Logger = cfg.Logger
+		hc.OnChange = func(snap health.Snapshot) {
+			cfg.Logger.Info("witness: etcd health changed", "of_dc", snap.DC, "to", snap.State, "last_error", snap.LastError,
+				"alarms", snap.AlarmText())
+		}
+		p, err := health.New(hc)
 		if err != nil {
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/fence"
+	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/witness"
 )
@@ -82,23 +83,28 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, 
 	if st.Leader != nil {
 		fmt.Fprintf(w, "LEADER   %s in %s, leading since %s\n", st.Leader.ID, st.Leader.DC, st.Leader.Since.Format(time.RFC3339))
 	} else {
-		fmt.Fprintf(w, "LEADER   none: the election lives in %s's etcd (the DR side)%s\n", dr, map[bool]string{true: "", false: ", which is down"}[st.DCs[dr].EtcdHealthy])
+		fmt.Fprintf(w, "LEADER   none: the election lives in %s's etcd (the DR side)%s\n", dr, noLeaderWhy(st.DCs[dr]))
 	}
 	paused := "no"
 	if st.Paused {
 		paused = "YES: no automatic failover until `topoha resume`"
 	}
 	fmt.Fprintf(w, "PAUSED   %s (failover.mode %s)\n", paused, cfg.Failover.Mode)
-	var etcd []string
+	var etcd, members []string
 	for _, dc := range cfg.DCNames() {
 		d := st.DCs[dc]
-		if d.EtcdHealthy {
-			etcd = append(etcd, fmt.Sprintf("%s up (revision %d)", dc, d.Revision))
-		} else {
-			etcd = append(etcd, fmt.Sprintf("%s DOWN (%s)", dc, d.Error))
+		etcd = append(etcd, describeEtcd(dc, d))
+		for _, m := range d.Members {
+			// A DC that is down names its members' errors on its ETCD line already.
+			if !m.Serving && d.State.Serving() {
+				members = append(members, fmt.Sprintf("%s %s not serving: %s", dc, m.Endpoint, m.Error))
+			}
 		}
 	}
 	fmt.Fprintf(w, "ETCD     %s\n", strings.Join(etcd, "; "))
+	for _, m := range members {
+		fmt.Fprintf(w, "MEMBER   %s\n", m)
+	}
 	m := st.Mirror
 	switch {
 	case m.Syncing:
@@ -142,6 +148,39 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, 
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING  %s\n", warn)
 	}
+}
+
+// describeEtcd says in one phrase how a DC's etcd cluster answered: its state, and how many members serve.
+func describeEtcd(dc string, d controller.DCStatus) string {
+	serving, leader := 0, "none"
+	for _, m := range d.Members {
+		if m.Serving {
+			serving++
+		}
+		if m.Leader {
+			leader = m.Endpoint
+		}
+	}
+	detail := fmt.Sprintf("%d of %d members serve, raft leader %s, revision %d", serving, len(d.Members), leader, d.Revision)
+	switch d.State {
+	case health.Down:
+		return fmt.Sprintf("%s DOWN (%s)", dc, d.Error)
+	case health.Degraded:
+		return fmt.Sprintf("%s DEGRADED: %s (%s)", dc, health.AlarmText(d.Alarms), detail)
+	}
+	return fmt.Sprintf("%s up (%s)", dc, detail)
+}
+
+// noLeaderWhy explains, for the DR side's etcd, why nobody leads.
+func noLeaderWhy(d controller.DCStatus) string {
+	switch d.State {
+	case health.Down:
+		return ", which is down"
+	case health.Degraded:
+		return fmt.Sprintf(", which has an alarm (%s): it grants no new lease, so no controller can start leading until an operator clears it",
+			health.AlarmText(d.Alarms))
+	}
+	return ""
 }
 
 // describeFence says what a DC's fence record means for the operator, given the primary record that holds.

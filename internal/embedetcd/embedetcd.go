@@ -1,5 +1,6 @@
-// Package embedetcd runs a single-member etcd cluster inside the process, on free loopback ports. The
-// demo uses it to stand in for each DC's etcd, and the tests through internal/testenv.
+// Package embedetcd runs etcd clusters inside the process, on free loopback ports: one member (Server) or
+// several (Cluster), the production layout of a DC's etcd. The demo uses it to stand in for each DC's
+// etcd, and the tests through internal/testenv.
 package embedetcd
 
 import (
@@ -27,8 +28,11 @@ type Server struct {
 	clientURL url.URL
 	peerURL   url.URL
 	tune      []func(*embed.Config)
-	e         *embed.Etcd
-	started   bool // once it has served, its ports are in clients' configs and must not change
+	// cluster is the --initial-cluster and token of a member of a Cluster; empty for a lone server.
+	cluster, token string
+	e              *embed.Etcd
+	started        bool          // once it has served, its ports are in clients' configs and must not change
+	closing        chan struct{} // closed when the last Stop's shutdown has finished
 }
 
 // New prepares a server with its data in dir on two free loopback ports. tune changes its configuration
@@ -74,6 +78,7 @@ func addrInUse(err error) bool {
 }
 
 func (s *Server) start() error {
+	s.Wait()
 	cfg := embed.NewConfig()
 	cfg.Name = s.name
 	cfg.Dir = s.dir
@@ -90,6 +95,9 @@ func (s *Server) start() error {
 	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
 	cfg.InitialCluster = fmt.Sprintf("%s=%s", s.name, s.peerURL.String())
 	cfg.InitialClusterToken = "topoha-" + s.name
+	if s.cluster != "" {
+		cfg.InitialCluster, cfg.InitialClusterToken = s.cluster, s.token
+	}
 	for _, f := range s.tune {
 		f(cfg)
 	}
@@ -107,11 +115,38 @@ func (s *Server) start() error {
 	return nil
 }
 
-// Stop stops the server; its data stays for Start.
+// Running says whether the server has been started and not stopped since.
+func (s *Server) Running() bool { return s.e != nil }
+
+// Name is the member's name.
+func (s *Server) Name() string { return s.name }
+
+// Etcd is the running server, for what only the server can do in a test (CutPeer, raft status); nil
+// when stopped.
+func (s *Server) Etcd() *embed.Etcd { return s.e }
+
+// Stop stops the server at once, as a killed process stops: it leaves raft at once, and the rest of its
+// shutdown (embed waits up to 5 s for clients' streams to end) goes on in the background. Its data stays
+// for Start; Wait waits for the shutdown.
 func (s *Server) Stop() {
-	if s.e != nil {
-		s.e.Close()
-		s.e = nil
+	if s.e == nil {
+		return
+	}
+	e := s.e
+	s.e = nil
+	e.Server.HardStop()
+	done := make(chan struct{})
+	s.closing = done
+	go func() {
+		defer close(done)
+		e.Close()
+	}()
+}
+
+// Wait waits until the server's last Stop has finished its shutdown.
+func (s *Server) Wait() {
+	if s.closing != nil {
+		<-s.closing
 	}
 }
 

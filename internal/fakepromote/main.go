@@ -3,7 +3,7 @@
 // Shard record in etcd. Its behaviour per attempt is chosen by -modes, so tests can make it fail, hang,
 // or exit 1 after promoting.
 //
-//	fakepromote -etcd URL -root /vt -log FILE -modes ok|exit1|fail|hang[,...] KEYSPACE/SHARD TABLET
+//	fakepromote -etcd URL[,URL...] -root /vt -log FILE -modes ok|exit1|fail|hang[,...] KEYSPACE/SHARD TABLET
 package main
 
 import (
@@ -19,7 +19,7 @@ import (
 )
 
 func main() {
-	endpoint := flag.String("etcd", "", "etcd endpoint holding the topo")
+	endpoint := flag.String("etcd", "", "etcd endpoints holding the topo, comma-separated")
 	root := flag.String("root", "/vt", "Vitess global root")
 	logFile := flag.String("log", "", "file that records one line per run")
 	modes := flag.String("modes", "ok", "comma-separated behaviour per attempt, the last repeating: ok, exit1 (promote, then exit 1), fail (exit 1 without promoting), hang")

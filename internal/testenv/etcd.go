@@ -13,6 +13,8 @@ import (
 )
 
 // Etcd is a single-member etcd cluster running in the test process; Stop and Start keep its data and ports.
+// It serves unit tests of one component; health, election, mirror and failover behaviour is tested on a
+// Cluster, the production layout.
 type Etcd struct {
 	t testing.TB
 	*embedetcd.Server
@@ -24,6 +26,9 @@ type EtcdOption = func(*embed.Config)
 // WithMaxTxnOps sets the server's --max-txn-ops.
 func WithMaxTxnOps(n uint) EtcdOption { return func(c *embed.Config) { c.MaxTxnOps = n } }
 
+// WithQuota sets the server's --quota-backend-bytes: past it etcd raises the NOSPACE alarm.
+func WithQuota(bytes int64) EtcdOption { return func(c *embed.Config) { c.QuotaBackendBytes = bytes } }
+
 // StartEtcd starts an etcd server on free loopback ports with a fresh data directory. It is stopped when
 // the test ends.
 func StartEtcd(t testing.TB, name string, opts ...EtcdOption) *Etcd {
@@ -34,7 +39,10 @@ func StartEtcd(t testing.TB, name string, opts ...EtcdOption) *Etcd {
 	}
 	s := &Etcd{t: t, Server: srv}
 	s.Start()
-	t.Cleanup(s.Stop)
+	t.Cleanup(func() {
+		s.Stop()
+		s.Wait()
+	})
 	return s
 }
 

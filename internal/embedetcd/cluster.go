@@ -1,0 +1,104 @@
+package embedetcd
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Cluster is an etcd cluster of several members in this process, as a DC runs in production. Members
+// stop and start one at a time (a member loss, a rolling restart) or all together (a DC loss).
+type Cluster struct {
+	name    string
+	members []*Server
+}
+
+// NewCluster prepares a cluster of n members named name-0 … name-(n-1), with their data under dir. tune
+// changes every member's configuration before each start.
+func NewCluster(name, dir string, n int, tune ...func(*embed.Config)) (*Cluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("embedetcd: a cluster needs at least one member, not %d", n)
+	}
+	c := &Cluster{name: name}
+	for i := range n {
+		s, err := New(fmt.Sprintf("%s-%d", name, i), filepath.Join(dir, fmt.Sprintf("member-%d", i)), tune...)
+		if err != nil {
+			return nil, err
+		}
+		c.members = append(c.members, s)
+	}
+	c.join()
+	return c, nil
+}
+
+// join gives every member the same initial cluster, from the members' current peer ports.
+func (c *Cluster) join() {
+	var peers []string
+	for _, m := range c.members {
+		peers = append(peers, m.name+"="+m.peerURL.String())
+	}
+	for _, m := range c.members {
+		m.cluster, m.token = strings.Join(peers, ","), "topoha-"+c.name
+	}
+}
+
+// Start starts every stopped member at once (a new cluster's members wait for each other's votes) and
+// returns when all serve. On the first start, ports taken meanwhile are replaced by others.
+func (c *Cluster) Start() error {
+	for attempt := 1; ; attempt++ {
+		err := c.startAll()
+		if err == nil || c.members[0].started || attempt == 5 || !addrInUse(err) {
+			return err
+		}
+		c.Stop()
+		for _, m := range c.members {
+			if err := m.pickPorts(); err != nil {
+				return err
+			}
+		}
+		c.join()
+	}
+}
+
+func (c *Cluster) startAll() error {
+	errs := make([]error, len(c.members))
+	var wg sync.WaitGroup
+	for i, m := range c.members {
+		if m.Running() {
+			continue
+		}
+		wg.Go(func() { errs[i] = m.start() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Stop stops every member at once (see Server.Stop); their data stays for Start.
+func (c *Cluster) Stop() {
+	for _, m := range c.members {
+		m.Stop()
+	}
+}
+
+// Wait waits until every member's shutdown has finished.
+func (c *Cluster) Wait() {
+	for _, m := range c.members {
+		m.Wait()
+	}
+}
+
+// Members are the cluster's members, in the order of Endpoints.
+func (c *Cluster) Members() []*Server { return c.members }
+
+// Endpoints are the members' client URLs.
+func (c *Cluster) Endpoints() []string {
+	eps := make([]string, len(c.members))
+	for i, m := range c.members {
+		eps[i] = m.Endpoint()
+	}
+	return eps
+}
