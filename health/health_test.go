@@ -127,22 +127,15 @@ func TestOneMemberLostIsNotADCLoss(t *testing.T) {
 // others.
 func TestHungMemberIsNotADCLoss(t *testing.T) {
 	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	var endpoints []string
-	var links []*testenv.Link
-	for _, m := range c.Members() {
-		l := testenv.StartLink(t, m.Name(), strings.TrimPrefix(m.Endpoint(), "http://"))
-		links = append(links, l)
-		endpoints = append(endpoints, "http://"+l.Addr())
-	}
-	p := newProber(t, endpoints, 1, 1, 500*time.Millisecond)
+	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
 	run(t, p)
 	waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.Serving() == testenv.Members })
-	links[0].Blackhole()
+	c.Blackhole(0)
 	s := holdsUp(t, p, 6)
 	if s.Members[0].Serving || !strings.Contains(s.Members[0].Error, "deadline") {
 		t.Errorf("blackholed member: %+v", s.Members[0])
 	}
-	links[0].Heal()
+	c.Unblackhole(0)
 	waitSnapshot(t, p, "every member serving again", func(s Snapshot) bool { return s.Serving() == testenv.Members })
 }
 

@@ -18,12 +18,15 @@ import (
 // smallest that survives the loss of a member, as production runs.
 const Members = 3
 
-// Cluster is one DC's etcd as production runs it: several members, each on its own loopback ports, all
-// listed as endpoints. Stop and Start act on the whole cluster (a DC loss); StopMember, StartMember and
-// Isolate on one member.
+// Cluster is one DC's etcd as production runs it: several members, all listed as endpoints. Clients reach
+// each member through a link of its own (a TCP proxy, as the network between hosts), so that a member
+// stopped drops its clients' connections at once, as a killed process does, and a member can be
+// blackholed. Stop and Start act on the whole cluster (a DC loss); StopMember, StartMember, Blackhole
+// and Isolate on one member.
 type Cluster struct {
 	t testing.TB
 	*embedetcd.Cluster
+	links []*Link
 }
 
 // StartCluster starts a cluster of n members with fresh data directories; it is stopped when the test
@@ -36,6 +39,9 @@ func StartCluster(t testing.TB, name string, n int, opts ...EtcdOption) *Cluster
 	}
 	c := &Cluster{t: t, Cluster: ec}
 	c.Start()
+	for _, m := range ec.Members() {
+		c.links = append(c.links, StartLink(t, m.Name(), strings.TrimPrefix(m.Endpoint(), "http://")))
+	}
 	t.Cleanup(func() {
 		c.Stop()
 		c.Wait()
@@ -43,12 +49,32 @@ func StartCluster(t testing.TB, name string, n int, opts ...EtcdOption) *Cluster
 	return c
 }
 
-// Start starts every stopped member and waits until all serve.
+// Start starts every stopped member, waits until all serve, and opens their links.
 func (c *Cluster) Start() {
 	c.t.Helper()
 	if err := c.Cluster.Start(); err != nil {
 		c.t.Fatal(err)
 	}
+	for _, l := range c.links {
+		l.Heal()
+	}
+}
+
+// Stop stops every member and cuts their links: the DC's etcd is lost.
+func (c *Cluster) Stop() {
+	for _, l := range c.links {
+		l.Cut()
+	}
+	c.Cluster.Stop()
+}
+
+// Endpoints are the URLs clients use: each member's link.
+func (c *Cluster) Endpoints() []string {
+	eps := make([]string, len(c.links))
+	for i, l := range c.links {
+		eps[i] = "http://" + l.Addr()
+	}
+	return eps
 }
 
 // EndpointList is the endpoints as a YAML flow list, for a config: [http://…,http://…].
@@ -65,8 +91,12 @@ func (c *Cluster) Client() *clientv3.Client {
 	return cli
 }
 
-// StopMember stops member i; the others go on.
-func (c *Cluster) StopMember(i int) { c.Members()[i].Stop() }
+// StopMember stops member i as a kill would: its clients' connections drop, it leaves raft; the others
+// go on.
+func (c *Cluster) StopMember(i int) {
+	c.links[i].Cut()
+	c.Members()[i].Stop()
+}
 
 // StartMember starts member i again and waits until it serves, which needs a quorum.
 func (c *Cluster) StartMember(i int) {
@@ -74,7 +104,15 @@ func (c *Cluster) StartMember(i int) {
 	if err := c.Members()[i].Start(); err != nil {
 		c.t.Fatal(err)
 	}
+	c.links[i].Heal()
 }
+
+// Blackhole makes member i's link swallow everything without an answer, as a hung host or a firewall
+// that drops packets; the member itself goes on with its peers. Unblackhole ends it.
+func (c *Cluster) Blackhole(i int) { c.links[i].Blackhole() }
+
+// Unblackhole ends Blackhole.
+func (c *Cluster) Unblackhole(i int) { c.links[i].Heal() }
 
 // Leader is the index of the member that leads raft, as the running members see it; -1 if none does.
 func (c *Cluster) Leader() int {
@@ -121,10 +159,10 @@ func (c *Cluster) peerLinks(i int, cut bool) {
 	}
 }
 
-// MemberClient returns a client of member i alone, closed when the test ends.
+// MemberClient returns a client of member i alone, through its link, closed when the test ends.
 func (c *Cluster) MemberClient(i int) *clientv3.Client {
 	c.t.Helper()
-	ep := c.Members()[i].Endpoint()
+	ep := c.Endpoints()[i]
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		c.t.Fatalf("client of %s: %v", ep, err)

@@ -1,0 +1,170 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/primary"
+)
+
+// leadingAndMirroring starts a controller in each DC and waits until one of them leads with its mirror
+// caught up; it returns that leader and its full syncs so far.
+func leadingAndMirroring(t *testing.T, r *rig) (*Controller, map[string]uint64) {
+	t.Helper()
+	ctls := []*Controller{}
+	for _, dc := range []string{"dc1", "dc2"} {
+		ctl, _ := r.start(dc, "ctl-"+dc)
+		ctls = append(ctls, ctl)
+	}
+	r.put(r.c1, "/vt/keyspaces/commerce/Keyspace", "k")
+	r.waitEqual(r.c1, r.c2)
+	var leader Status
+	var ctl *Controller
+	testenv.Eventually(t, wait, func() (bool, string) {
+		for _, c := range ctls {
+			if s := c.Status(); s.Leading && s.Mirror != nil && s.Mirror.LagRevisions() == 0 {
+				leader, ctl = s, c
+				return true, ""
+			}
+		}
+		return false, "no controller leads with its mirror caught up"
+	})
+	return ctl, leader.Mirror.Resyncs
+}
+
+// noFailoverWhile fails the test if, for three times failover.after, anything but a DC's loss happens to the
+// leader: a failover, a lost term, or a full resync. Meanwhile it writes and deletes in the primary.
+func noFailoverWhile(t *testing.T, r *rig, ctl *Controller, resyncs map[string]uint64, what string) {
+	t.Helper()
+	end := time.Now().Add(3 * r.cfg.Failover.After)
+	for i := 0; time.Now().Before(end); i++ {
+		key := fmt.Sprintf("/vt/during/%s/%d", strings.ReplaceAll(what, " ", "-"), i)
+		// A write in flight when a raft leader dies can time out, as Vitess's own would: retry it.
+		testenv.Eventually(t, wait, func() (bool, string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := r.c1.Put(ctx, key, "v")
+			if err == nil && i%2 == 1 {
+				_, err = r.c1.Delete(ctx, key)
+			}
+			return err == nil, fmt.Sprintf("%s: write %s in dc1: %v", what, key, err)
+		})
+		s := ctl.Status()
+		if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+			t.Fatalf("%s: failed over: %+v (decision %q)", what, got.Record, s.Decision.Reason)
+		}
+		if !s.Leading {
+			t.Fatalf("%s: the leader lost its term (problem %q)", what, s.Problem)
+		}
+		if s.Mirror != nil && !maps.Equal(s.Mirror.Resyncs, resyncs) {
+			t.Fatalf("%s: full resyncs %v, before %v", what, s.Mirror.Resyncs, resyncs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.waitEqual(r.c1, r.c2)
+}
+
+// One member of either DC's 3-member cluster stopped, a follower or the raft leader, and each member
+// restarted in turn (a rolling restart): no failover, no lost term, no full resync, and the copy keeps up.
+func TestMemberLossIsNoDCLoss(t *testing.T) {
+	r := newRig(t, "auto", time.Second)
+	ctl, resyncs := leadingAndMirroring(t, r)
+	for _, dc := range []*testenv.Cluster{r.dc1, r.dc2} {
+		name := dc.Members()[0].Name()
+		leader := dc.WaitLeader()
+		dc.StopMember(leader)
+		noFailoverWhile(t, r, ctl, resyncs, name+" raft leader stopped")
+		dc.StartMember(leader)
+		for i := range dc.Members() {
+			dc.StopMember(i)
+			noFailoverWhile(t, r, ctl, resyncs, fmt.Sprintf("%s rolling restart, member %d down", name, i))
+			dc.StartMember(i)
+		}
+	}
+}
+
+// A member blackholed (it accepts connections and never answers), or cut off from its peers while it
+// still accepts clients, is not a DC loss either.
+func TestHungOrIsolatedMemberIsNoDCLoss(t *testing.T) {
+	r := newRig(t, "auto", time.Second)
+	ctl, resyncs := leadingAndMirroring(t, r)
+	r.dc1.Blackhole(0)
+	noFailoverWhile(t, r, ctl, resyncs, "dc1 member 0 blackholed")
+	r.dc1.Unblackhole(0)
+	r.dc1.Isolate(1)
+	noFailoverWhile(t, r, ctl, resyncs, "dc1 member 1 cut off from its peers")
+	r.dc1.Rejoin(1)
+	r.dc2.Isolate(2)
+	noFailoverWhile(t, r, ctl, resyncs, "dc2 member 2 cut off from its peers")
+	r.dc2.Rejoin(2)
+	// Not yet here: a blackholed member of the election's cluster. The session's keepalive stream can sit
+	// on it until gRPC's keepalive (at least 10 s) drops the connection, longer than election.ttl, and the
+	// leader's term ends (docs/operations.md, "etcd clusters": known gap).
+}
+
+// The primary's cluster loses its quorum while one member still accepts connections: that is a DC loss,
+// and the failover comes after failover.after.
+func TestQuorumLossFailsOver(t *testing.T) {
+	r := newRig(t, "auto", time.Second)
+	ctl, _ := leadingAndMirroring(t, r)
+	lost := time.Now()
+	r.dc1.StopMember(0)
+	r.dc1.StopMember(1)
+	var s Status
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s = ctl.Status()
+		return s.Failover != nil && s.Failover.Epoch == 1, fmt.Sprintf("no failover: decision %q", s.Decision.Reason)
+	})
+	t.Logf("quorum lost -> failover decided: %s (failover.after %s)", s.Failover.StartedAt.Sub(lost).Round(time.Millisecond), r.cfg.Failover.After)
+	if got := s.Health["dc1"]; got.State != health.Down || !strings.Contains(got.LastError, "no member serves") {
+		t.Errorf("dc1 health after losing its quorum: %+v", got)
+	}
+}
+
+// A NOSPACE alarm in either DC is no failover. In the primary, the leader says why it does not fail over;
+// in the DR side, the mirror stalls and says so. After compact, defrag and disarm the copy is equal again,
+// without a full resync.
+func TestNoSpaceIsNoFailover(t *testing.T) {
+	r := newRig(t, "auto", time.Second, testenv.WithQuota(4<<20))
+	ctl, resyncs := leadingAndMirroring(t, r)
+
+	testenv.FillUntilNoSpace(t, r.c1, "/fill/")
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Health["dc1"].State == health.Degraded && strings.Contains(s.Decision.Reason, "dc1 etcd is degraded: NOSPACE"),
+			fmt.Sprintf("dc1 %s, decision %q", s.Health["dc1"].State, s.Decision.Reason)
+	})
+	holdFor := time.Now().Add(3 * r.cfg.Failover.After)
+	for time.Now().Before(holdFor) {
+		if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+			t.Fatalf("NOSPACE in the primary failed over: %+v", got.Record)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	testenv.ClearNoSpace(t, r.dc1, r.c1, "/fill/")
+	r.put(r.c1, "/vt/after-dc1-nospace", "v")
+	r.waitEqual(r.c1, r.c2)
+
+	testenv.FillUntilNoSpace(t, r.c2, "/fill/")
+	r.put(r.c1, "/vt/while-dc2-is-full", "v")
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Health["dc2"].State == health.Degraded && s.Mirror != nil && strings.Contains(s.Mirror.LastError, "database space exceeded"),
+			fmt.Sprintf("dc2 %s, mirror %+v", s.Health["dc2"].State, s.Mirror)
+	})
+	testenv.ClearNoSpace(t, r.dc2, r.c2, "/fill/")
+	r.waitEqual(r.c1, r.c2)
+	s := ctl.Status()
+	if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+		t.Fatalf("NOSPACE in the DR side failed over: %+v", got.Record)
+	}
+	if !s.Leading || !maps.Equal(s.Mirror.Resyncs, resyncs) {
+		t.Errorf("after the alarms: leading %v, full resyncs %v (before %v)", s.Leading, s.Mirror.Resyncs, resyncs)
+	}
+}
