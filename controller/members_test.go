@@ -56,7 +56,10 @@ func noFailoverWhile(t *testing.T, r *rig, ctl *Controller, resyncs map[string]u
 			return err == nil, fmt.Sprintf("%s: write %s in dc1: %v", what, key, err)
 		})
 		s := ctl.Status()
-		if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		got := primary.Read(rctx, r.c2, primary.Key(r.cfg.KeyRoot()))
+		cancel()
+		if got.Record != nil {
 			t.Fatalf("%s: failed over: %+v (decision %q)", what, got.Record, s.Decision.Reason)
 		}
 		if !s.Leading {
@@ -103,9 +106,12 @@ func TestHungOrIsolatedMemberIsNoDCLoss(t *testing.T) {
 	r.dc2.Isolate(2)
 	noFailoverWhile(t, r, ctl, resyncs, "dc2 member 2 cut off from its peers")
 	r.dc2.Rejoin(2)
-	// Not yet here: a blackholed member of the election's cluster. The session's keepalive stream can sit
-	// on it until gRPC's keepalive (at least 10 s) drops the connection, longer than election.ttl, and the
-	// leader's term ends (docs/operations.md, "etcd clusters": known gap).
+	// Each member of the election's cluster in turn: the leader's lease refresh must not sit on it.
+	for i := range r.dc2.Members() {
+		r.dc2.Blackhole(i)
+		noFailoverWhile(t, r, ctl, resyncs, fmt.Sprintf("dc2 member %d blackholed", i))
+		r.dc2.Unblackhole(i)
+	}
 }
 
 // The primary's cluster loses its quorum while one member still accepts connections: that is a DC loss,

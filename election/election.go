@@ -4,9 +4,10 @@
 //
 // It handles the known pitfalls of the concurrency package: Campaign does not return when the session's
 // lease expires (it is run under a context that ends with the session); Observe reports puts but not
-// deletes (Leader reads the current leader instead); a leader stops acting the moment its session ends
-// (the term's context is canceled); and Run resigns when its context ends, so the next leader starts at
-// once instead of after the TTL.
+// deletes (Leader reads the current leader instead); a leader stops acting the moment its lease is lost
+// (the term's context is canceled); the lease is refreshed one deadline-bound request at a time, so one
+// hung etcd member cannot let it expire (keepLease); and Run resigns when its context ends, so the next
+// leader starts at once instead of after the TTL.
 package election
 
 import (
@@ -134,12 +135,14 @@ func (e *Elector) term(ctx context.Context) error {
 	defer e.closeSession(sess)
 
 	// Campaign waits for the earlier candidates' keys to go, but not for its own lease to expire: a
-	// candidate partitioned from etcd would wait forever. Tie it to the session.
+	// candidate partitioned from etcd would wait forever. Tie it to the lease. The lease's life is judged
+	// by keepLease, not by sess.Done(): the session's own keepalive stream can sit on a hung member.
 	sessCtx, cancelSess := context.WithCancel(ctx)
 	defer cancelSess()
+	lost := keepLease(sessCtx, e.cfg.Client, lease.ID, e.cfg.TTL)
 	go func() {
 		select {
-		case <-sess.Done():
+		case <-lost:
 			cancelSess()
 		case <-sessCtx.Done():
 		}
@@ -178,8 +181,8 @@ func (e *Elector) term(ctx context.Context) error {
 		return ctx.Err()
 	}
 	select {
-	case <-sess.Done():
-		e.log.Warn("leadership lost: session ended")
+	case <-lost:
+		e.log.Warn("leadership lost: the election lease expired or could not be refreshed")
 		return errSessionLost
 	default:
 		return errors.New("the leader's work returned; leadership given up")

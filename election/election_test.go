@@ -229,3 +229,41 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Errorf("a valid config was refused: %v", err)
 	}
 }
+
+// Any one member of the election's 3-member cluster stopped, isolated from its peers or blackholed (it
+// accepts connections and never answers) must not end the leader's term: the other two refresh its lease.
+// A blackholed member holds a gRPC stream for at least 10 s, ten times the TTL here.
+func TestOneMemberFaultKeepsTheTerm(t *testing.T) {
+	c := testenv.StartCluster(t, "dc2", testenv.Members)
+	a := startCandidate(t, c.Client(), "a", time.Second)
+	b := startCandidate(t, c.Client(), "b", time.Second)
+	leader := waitLeader(t, a, b)
+	_, before, _ := leader.state()
+	for i := range c.Members() {
+		for _, fault := range []string{"blackholed", "isolated", "stopped"} {
+			switch fault {
+			case "stopped":
+				c.StopMember(i)
+			case "isolated":
+				c.Isolate(i)
+			case "blackholed":
+				c.Blackhole(i)
+			}
+			end := time.Now().Add(3 * time.Second)
+			for time.Now().Before(end) {
+				if leading, terms, _ := leader.state(); !leading || len(terms) != len(before) {
+					t.Fatalf("member %d %s: %s's term ended (leading %v, %d terms)", i, fault, leader.id, leading, len(terms))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			switch fault {
+			case "stopped":
+				c.StartMember(i)
+			case "isolated":
+				c.Rejoin(i)
+			case "blackholed":
+				c.Unblackhole(i)
+			}
+		}
+	}
+}

@@ -38,7 +38,7 @@ func newCollector(ctl *controller.Controller) *collector {
 		fenced:       d("fenced", "1 while this controller's DC has fenced itself (failover.self_fence)."),
 		etcdUp:       d("etcd_up", "1 when the DC's etcd serves linearizable reads (up or degraded), 0 when down, -1 while unknown.", "dc"),
 		etcdState:    d("etcd_state", "1 for the state the DC's etcd is in (up, degraded, down, unknown), 0 for the others.", "dc", "state"),
-		etcdAlarm:    d("etcd_alarm", "1 for each alarm raised in the DC's etcd cluster (NOSPACE, CORRUPT).", "dc", "alarm"),
+		etcdAlarm:    d("etcd_alarm", "1 while the alarm is raised in the DC's etcd cluster, 0 while not (NOSPACE, CORRUPT).", "dc", "alarm"),
 		etcdMembersServing: d("etcd_members_serving",
 			"Members of the DC's etcd that served the last probe's linearizable read.", "dc"),
 		etcdMembersConfigured: d("etcd_members_configured", "Endpoints configured for the DC's etcd (dcs.<dc>.etcd.endpoints).", "dc"),
@@ -74,12 +74,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, state := range []health.State{health.Up, health.Degraded, health.Down, health.Unknown} {
 			gauge(c.etcdState, boolFloat(h.State == state), dc, string(state))
 		}
-		alarms := map[string]bool{}
+		// The alarms etcd knows are always there, 0 or 1, so that an alert can tell "none" from "not scraped".
+		alarms := map[string]bool{"NOSPACE": false, "CORRUPT": false}
 		for _, a := range h.Alarms {
 			alarms[a.Type] = true
 		}
-		for alarm := range alarms {
-			gauge(c.etcdAlarm, 1, dc, alarm)
+		for alarm, on := range alarms {
+			gauge(c.etcdAlarm, boolFloat(on), dc, alarm)
 		}
 		gauge(c.etcdFailures, float64(h.ConsecutiveFailures), dc)
 		gauge(c.etcdMembersServing, float64(h.Serving()), dc)

@@ -33,11 +33,21 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string))
 // to a lease.
 func Snapshot(t testing.TB, c *clientv3.Client, prefix string) map[string]string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	out, err := TrySnapshot(c, prefix, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TrySnapshot is Snapshot within timeout, returning the error: for a poll that must survive a read sent
+// to a hung member.
+func TrySnapshot(c *clientv3.Client, prefix string, timeout time.Duration) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
-		t.Fatalf("read %s: %v", prefix, err)
+		return nil, fmt.Errorf("read %s: %w", prefix, err)
 	}
 	out := make(map[string]string, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -45,7 +55,7 @@ func Snapshot(t testing.TB, c *clientv3.Client, prefix string) map[string]string
 			out[string(kv.Key)[len(prefix):]] = string(kv.Value)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // DescribeDiff says how dst differs from src ("" when equal), listing up to five keys.
