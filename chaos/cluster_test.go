@@ -90,6 +90,8 @@ type options struct {
 	promoteTimeout time.Duration
 	promoteDelay   time.Duration
 	promoteModes   map[string]string
+	// quota is each etcd member's --quota-backend-bytes; 0 is etcd's default.
+	quota int64
 	// selfFence turns failover.self_fence on with fence_after = after/3; the fence and unfence commands
 	// append to fence.log in the promote directory.
 	selfFence bool
@@ -132,10 +134,11 @@ type cluster struct {
 	dir  string
 	bin  string
 
-	etcd   map[string]*testenv.Etcd
-	direct map[string]*clientv3.Client // test-side clients that bypass every link
-	// links[site][dc] is the path from site to dc's etcd VIP.
-	links map[string]map[string]*testenv.Link
+	// etcd is each DC's etcd, a 3-member cluster.
+	etcd   map[string]*testenv.Cluster
+	direct map[string]*clientv3.Client // test-side clients that bypass every site's links
+	// links[site][dc] is the path from site to each member of dc's etcd.
+	links map[string]map[string]*path
 	// configs[site] is the config file of the processes at site; "direct" is the operator's, without links.
 	configs    map[string]string
 	failoverKV map[string]any // the failover section, changed by reloads
@@ -153,17 +156,21 @@ func newCluster(t *testing.T, r *row, opts options) *cluster {
 	r.step("starting the cluster")
 	c := &cluster{
 		t: t, opts: opts, row: r, dir: t.TempDir(), bin: testenv.Binary(t),
-		etcd: map[string]*testenv.Etcd{}, direct: map[string]*clientv3.Client{},
-		links: map[string]map[string]*testenv.Link{}, configs: map[string]string{}, ctls: map[string]*ctlProc{},
+		etcd: map[string]*testenv.Cluster{}, direct: map[string]*clientv3.Client{},
+		links: map[string]map[string]*path{}, configs: map[string]string{}, ctls: map[string]*ctlProc{},
 	}
 	for _, dc := range dcNames {
-		c.etcd[dc] = testenv.StartEtcd(t, dc)
-		c.direct[dc] = newClient(t, c.etcd[dc].Endpoint())
+		var tune []testenv.EtcdOption
+		if opts.quota > 0 {
+			tune = append(tune, testenv.WithQuota(opts.quota))
+		}
+		c.etcd[dc] = testenv.StartCluster(t, dc, testenv.Members, tune...)
+		c.direct[dc] = newClient(t, c.etcd[dc].Endpoints())
 	}
 	for _, site := range sites {
-		c.links[site] = map[string]*testenv.Link{}
+		c.links[site] = map[string]*path{}
 		for _, dc := range dcNames {
-			c.links[site][dc] = testenv.StartLink(t, site+"->"+dc, hostPort(c.etcd[dc].Endpoint()))
+			c.links[site][dc] = startPath(t, site+"->"+dc, c.etcd[dc])
 		}
 	}
 	c.promoteDir = filepath.Join(c.dir, "promote")
@@ -206,6 +213,39 @@ func newCluster(t *testing.T, r *row, opts options) *cluster {
 
 func hostPort(endpoint string) string { return strings.TrimPrefix(endpoint, "http://") }
 
+// path is the network from one site to one DC's etcd: a link to each member. The links lead to the
+// members' own links in testenv.Cluster, so a member stopped drops the connections through here too.
+type path struct{ links []*testenv.Link }
+
+func startPath(t *testing.T, name string, dc *testenv.Cluster) *path {
+	p := &path{}
+	for i, ep := range dc.Endpoints() {
+		p.links = append(p.links, testenv.StartLink(t, fmt.Sprintf("%s-%d", name, i), hostPort(ep)))
+	}
+	return p
+}
+
+func (p *path) each(f func(*testenv.Link)) {
+	for _, l := range p.links {
+		f(l)
+	}
+}
+
+// Cut, Heal, Blackhole and Slow act on the link to every member: the whole DC as seen from the site.
+func (p *path) Cut()                       { p.each((*testenv.Link).Cut) }
+func (p *path) Heal()                      { p.each((*testenv.Link).Heal) }
+func (p *path) Blackhole()                 { p.each((*testenv.Link).Blackhole) }
+func (p *path) Slow(latency time.Duration) { p.each(func(l *testenv.Link) { l.Slow(latency) }) }
+
+// endpoints are the URLs a client at the site uses for the DC's etcd.
+func (p *path) endpoints() []string {
+	var eps []string
+	for _, l := range p.links {
+		eps = append(eps, "http://"+l.Addr())
+	}
+	return eps
+}
+
 // failoverSection is the config's failover section: auto mode with the fast timings, the fake promote
 // program behind a wrapper that records each attempt's PID and start time.
 func (c *cluster) failoverSection(witnesses []string) map[string]any {
@@ -221,7 +261,7 @@ func (c *cluster) failoverSection(witnesses []string) map[string]any {
 		modes = fmt.Sprintf(`{{if eq .Shard %q}}%s{{else}}%s{{end}}`, shard, m, modes)
 	}
 	base := c.promoteDir + "/{{.Keyspace}}{{.Shard}}"
-	etcd := fmt.Sprintf(`{{if eq .DC "dc1"}}%s{{else}}%s{{end}}`, c.etcd["dc1"].Endpoint(), c.etcd["dc2"].Endpoint())
+	etcd := fmt.Sprintf(`{{if eq .DC "dc1"}}%s{{else}}%s{{end}}`, strings.Join(c.etcd["dc1"].Endpoints(), ","), strings.Join(c.etcd["dc2"].Endpoints(), ","))
 	var shardList []any
 	for _, s := range shards {
 		shardList = append(shardList, map[string]any{"keyspace": s.keyspace, "shard": s.shard, "tablets": s.tablets})
@@ -257,11 +297,11 @@ func (c *cluster) writeConfigs() {
 	for _, site := range append(slices.Clone(sites), "direct") {
 		dcs := map[string]any{}
 		for _, dc := range dcNames {
-			ep := c.etcd[dc].Endpoint()
+			eps := c.etcd[dc].Endpoints()
 			if site != "direct" {
-				ep = "http://" + c.links[site][dc].Addr()
+				eps = c.links[site][dc].endpoints()
 			}
-			dcs[dc] = map[string]any{"etcd": map[string]any{"endpoints": []string{ep}, "dial_timeout": "1s"}}
+			dcs[dc] = map[string]any{"etcd": map[string]any{"endpoints": eps, "dial_timeout": "1s"}}
 		}
 		cfg := map[string]any{
 			"cluster":         clusterName,
@@ -523,8 +563,15 @@ func (c *cluster) waitResult(dc string, epoch int64) *failover.Result {
 // equal compares the primary's prefix with the DR copy, both read directly.
 func (c *cluster) equal() (ok bool, why string, keys int) {
 	p := c.primary().DC
-	src := testenv.Snapshot(c.t, c.direct[p], vtPrefix)
-	dst := testenv.Snapshot(c.t, c.direct[other(p)], vtPrefix)
+	// Short reads: a read the balancer sends to a hung member fails this round, not the test.
+	src, err := testenv.TrySnapshot(c.direct[p], vtPrefix, 2*time.Second)
+	if err != nil {
+		return false, err.Error(), 0
+	}
+	dst, err := testenv.TrySnapshot(c.direct[other(p)], vtPrefix, 2*time.Second)
+	if err != nil {
+		return false, err.Error(), 0
+	}
 	if diff := testenv.DescribeDiff(src, dst); diff != "" {
 		return false, fmt.Sprintf("%s (primary) vs %s: %s%s", p, other(p), diff, c.explainDiff(src, dst)), len(src)
 	}
@@ -744,10 +791,10 @@ func (c *cluster) reload(edit func(f map[string]any)) {
 
 // newClient returns a client of the etcd at endpoint, closed when the test ends. Its reconnection back-off
 // is capped at 500ms: a test's client must not wait many seconds for an etcd that came back long ago.
-func newClient(t *testing.T, endpoint string) *clientv3.Client {
+func newClient(t *testing.T, endpoints []string) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: []string{endpoint}, DialTimeout: time.Second, Logger: zap.NewNop(),
+		Endpoints: endpoints, DialTimeout: time.Second, Logger: zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
 			MinConnectTimeout: time.Second,

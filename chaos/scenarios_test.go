@@ -383,7 +383,7 @@ func TestChaos(t *testing.T) {
 			if deletes == 0 {
 				t.Fatal("no delete while the mirror was stopped")
 			}
-			rev := c.etcd["dc1"].Compact(ctxFor(t, 30*time.Second), c.direct["dc1"])
+			rev := testenv.Compact(ctxFor(t, 30*time.Second), t, c.direct["dc1"])
 			r.step("restarting the controllers")
 			for _, id := range slices.Sorted(maps.Keys(c.ctls)) {
 				c.startController(id)
@@ -413,7 +413,7 @@ func TestChaos(t *testing.T) {
 			c.links["dc2"]["dc1"].Cut()
 			time.Sleep(k.writeFor)
 			c.w.setTarget("")
-			rev := c.etcd["dc1"].Compact(ctxFor(t, 30*time.Second), c.direct["dc1"])
+			rev := testenv.Compact(ctxFor(t, 30*time.Second), t, c.direct["dc1"])
 			c.steady(k.quiet, "dc1", 0, "paused, with dc1 cut off")
 			r.step("healing")
 			c.healLinks()
@@ -733,6 +733,7 @@ func TestChaos(t *testing.T) {
 			r.add("writes through the slow VIP %d (%d failed)", n, failed)
 			r.set("no failover; the mirror kept up through the latency")
 		})
+	memberScenarios(t, k)
 }
 
 // failOverToDC2AndReturn is the start of the scenarios that lose the new primary too: writes into dc1, dc1

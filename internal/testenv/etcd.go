@@ -66,15 +66,19 @@ func (s *Etcd) Client() *clientv3.Client {
 }
 
 // Compact compacts the server's history up to the current revision and returns that revision.
-func (s *Etcd) Compact(ctx context.Context, c *clientv3.Client) int64 {
-	s.t.Helper()
+func (s *Etcd) Compact(ctx context.Context, c *clientv3.Client) int64 { return Compact(ctx, s.t, c) }
+
+// Compact compacts the history of the etcd that c reaches up to its current revision and returns that
+// revision.
+func Compact(ctx context.Context, t testing.TB, c *clientv3.Client) int64 {
+	t.Helper()
 	resp, err := c.Get(ctx, "compact-probe")
 	if err != nil {
-		s.t.Fatalf("compact etcd %s: %v", s.Endpoint(), err)
+		t.Fatalf("compact etcd %v: %v", c.Endpoints(), err)
 	}
 	rev := resp.Header.Revision
 	if _, err := c.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
-		s.t.Fatalf("compact etcd %s at %d: %v", s.Endpoint(), rev, err)
+		t.Fatalf("compact etcd %v at %d: %v", c.Endpoints(), rev, err)
 	}
 	return rev
 }
