@@ -32,7 +32,29 @@ type rig struct {
 // with failover.after after; tune changes the etcd members (a quota).
 func newRig(t *testing.T, mode string, after time.Duration, tune ...testenv.EtcdOption) *rig {
 	t.Helper()
-	r := &rig{t: t, dc1: testenv.StartCluster(t, "dc1", testenv.Members, tune...), dc2: testenv.StartCluster(t, "dc2", testenv.Members, tune...)}
+	dc1, dc2 := testenv.StartCluster(t, "dc1", testenv.Members, tune...), testenv.StartCluster(t, "dc2", testenv.Members, tune...)
+	return newRigOn(t, mode, after, dc1, dc2, dc1.Endpoints(), dc2.Endpoints())
+}
+
+// newVIPRig is newRig with the other layout: each DC's etcd configured as one endpoint, a VIP in front of
+// its members.
+func newVIPRig(t *testing.T, mode string, after time.Duration) *rig {
+	t.Helper()
+	dc1, dc2 := testenv.StartCluster(t, "dc1", testenv.Members), testenv.StartCluster(t, "dc2", testenv.Members)
+	vip := func(c *testenv.Cluster) []string {
+		var members []string
+		for _, ep := range c.Endpoints() {
+			members = append(members, strings.TrimPrefix(ep, "http://"))
+		}
+		return []string{"http://" + testenv.StartVIP(t, members).Addr()}
+	}
+	return newRigOn(t, mode, after, dc1, dc2, vip(dc1), vip(dc2))
+}
+
+// newRigOn writes the config for two clusters reached at endpoints ep1 and ep2.
+func newRigOn(t *testing.T, mode string, after time.Duration, dc1, dc2 *testenv.Cluster, ep1, ep2 []string) *rig {
+	t.Helper()
+	r := &rig{t: t, dc1: dc1, dc2: dc2}
 	fake := testenv.Build(t, "./internal/fakepromote")
 	logDir := t.TempDir()
 	yaml := fmt.Sprintf(`cluster: t
@@ -50,8 +72,8 @@ failover:
   promote_command: [%[4]s, -etcd, "{{if eq .DC \"dc1\"}}%[7]s{{else}}%[8]s{{end}}", -log, "%[5]s/{{.Keyspace}}.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
   shards:
     - {keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}
-`, r.dc1.EndpointList(), r.dc2.EndpointList(), mode, fake, logDir, after,
-		strings.Join(r.dc1.Endpoints(), ","), strings.Join(r.dc2.Endpoints(), ","))
+`, "["+strings.Join(ep1, ",")+"]", "["+strings.Join(ep2, ",")+"]", mode, fake, logDir, after,
+		strings.Join(ep1, ","), strings.Join(ep2, ","))
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)

@@ -174,3 +174,24 @@ func TestNoSpaceIsNoFailover(t *testing.T) {
 		t.Errorf("after the alarms: leading %v, full resyncs %v (before %v)", s.Leading, s.Mirror.Resyncs, resyncs)
 	}
 }
+
+// The other layout: one endpoint per DC, a VIP spreading connections over the members. A dead member
+// behind it breaks the connections it held; they are dialed again, to another member, and nothing fails
+// over. The DC's quorum lost behind the VIP is a DC loss.
+func TestMemberLossBehindAVIP(t *testing.T) {
+	r := newVIPRig(t, "auto", time.Second)
+	ctl, resyncs := leadingAndMirroring(t, r)
+	for _, dc := range []*testenv.Cluster{r.dc1, r.dc2} {
+		for i := range dc.Members() {
+			dc.StopMember(i)
+			noFailoverWhile(t, r, ctl, resyncs, fmt.Sprintf("%s member %d stopped behind the VIP", dc.Members()[0].Name(), i))
+			dc.StartMember(i)
+		}
+	}
+	r.dc1.StopMember(0)
+	r.dc1.StopMember(1)
+	testenv.Eventually(t, wait, func() (bool, string) {
+		s := ctl.Status()
+		return s.Failover != nil && s.Failover.Epoch == 1, fmt.Sprintf("no failover after dc1's quorum loss: decision %q", s.Decision.Reason)
+	})
+}

@@ -2,8 +2,11 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,37 +25,64 @@ const Members = 3
 // each member through a link of its own (a TCP proxy, as the network between hosts), so that a member
 // stopped drops its clients' connections at once, as a killed process does, and a member can be
 // blackholed. Stop and Start act on the whole cluster (a DC loss); StopMember, StartMember, Blackhole
-// and Isolate on one member.
+// and Isolate on one member. The members run in the test process, or as processes of the etcd binary
+// named by $TOPOHA_ETCD_BIN.
 type Cluster struct {
-	t testing.TB
-	*embedetcd.Cluster
-	links []*Link
+	t       testing.TB
+	members []Member
+	links   []*Link
+	// embedded is the in-process cluster; nil when the members are processes.
+	embedded *embedetcd.Cluster
 }
 
 // StartCluster starts a cluster of n members with fresh data directories; it is stopped when the test
 // ends.
 func StartCluster(t testing.TB, name string, n int, opts ...EtcdOption) *Cluster {
 	t.Helper()
-	ec, err := embedetcd.NewCluster(name, t.TempDir(), n, opts...)
-	if err != nil {
-		t.Fatal(err)
+	c := &Cluster{t: t}
+	if bin := os.Getenv(EtcdBinEnv); bin != "" {
+		c.members = startProcCluster(t, bin, name, n, opts)
+	} else {
+		ec, err := embedetcd.NewCluster(name, t.TempDir(), n, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ec.Start(); err != nil {
+			t.Fatal(err)
+		}
+		c.embedded = ec
+		for _, m := range ec.Members() {
+			c.members = append(c.members, m)
+		}
 	}
-	c := &Cluster{t: t, Cluster: ec}
-	c.Start()
-	for _, m := range ec.Members() {
+	for _, m := range c.members {
 		c.links = append(c.links, StartLink(t, m.Name(), strings.TrimPrefix(m.Endpoint(), "http://")))
 	}
 	t.Cleanup(func() {
 		c.Stop()
-		c.Wait()
+		for _, m := range c.members {
+			m.Wait()
+		}
 	})
 	return c
 }
 
-// Start starts every stopped member, waits until all serve, and opens their links.
+// Members are the cluster's members, in the order of Endpoints.
+func (c *Cluster) Members() []Member { return c.members }
+
+// Start starts every stopped member at once (a new cluster's members wait for each other's votes), waits
+// until all serve, and opens their links.
 func (c *Cluster) Start() {
 	c.t.Helper()
-	if err := c.Cluster.Start(); err != nil {
+	errs := make([]error, len(c.members))
+	var wg sync.WaitGroup
+	for i, m := range c.members {
+		if !m.Running() {
+			wg.Go(func() { errs[i] = m.Start() })
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		c.t.Fatal(err)
 	}
 	for _, l := range c.links {
@@ -62,10 +92,9 @@ func (c *Cluster) Start() {
 
 // Stop stops every member and cuts their links: the DC's etcd is lost.
 func (c *Cluster) Stop() {
-	for _, l := range c.links {
-		l.Cut()
+	for i := range c.members {
+		c.StopMember(i)
 	}
-	c.Cluster.Stop()
 }
 
 // Endpoints are the URLs clients use: each member's link.
@@ -95,13 +124,13 @@ func (c *Cluster) Client() *clientv3.Client {
 // go on.
 func (c *Cluster) StopMember(i int) {
 	c.links[i].Cut()
-	c.Members()[i].Stop()
+	c.members[i].Stop()
 }
 
 // StartMember starts member i again and waits until it serves, which needs a quorum.
 func (c *Cluster) StartMember(i int) {
 	c.t.Helper()
-	if err := c.Members()[i].Start(); err != nil {
+	if err := c.members[i].Start(); err != nil {
 		c.t.Fatal(err)
 	}
 	c.links[i].Heal()
@@ -114,10 +143,21 @@ func (c *Cluster) Blackhole(i int) { c.links[i].Blackhole() }
 // Unblackhole ends Blackhole.
 func (c *Cluster) Unblackhole(i int) { c.links[i].Heal() }
 
-// Leader is the index of the member that leads raft, as the running members see it; -1 if none does.
+// Leader is the index of the member that leads raft, as the running members answer; -1 if none does.
 func (c *Cluster) Leader() int {
-	for i, m := range c.Members() {
-		if e := m.Etcd(); e != nil && e.Server.Leader() == e.Server.MemberID() {
+	for i, m := range c.members {
+		if !m.Running() {
+			continue
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.Endpoint()}, DialTimeout: time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := cli.Status(ctx, m.Endpoint())
+		cancel()
+		cli.Close()
+		if err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
 			return i
 		}
 	}
@@ -127,12 +167,17 @@ func (c *Cluster) Leader() int {
 // WaitLeader waits until a running member leads raft and returns its index.
 func (c *Cluster) WaitLeader() int {
 	c.t.Helper()
-	Eventually(c.t, time.Minute, func() (bool, string) { return c.Leader() >= 0, "no member of the cluster leads raft" })
-	return c.Leader()
+	leader := -1
+	Eventually(c.t, time.Minute, func() (bool, string) {
+		leader = c.Leader()
+		return leader >= 0, "no member of the cluster leads raft"
+	})
+	return leader
 }
 
 // Isolate cuts member i off from its peers both ways, as a partition of its host would, while it still
 // accepts clients: it loses its leader and cannot serve linearizable reads or writes. Rejoin undoes it.
+// It needs embedded members (etcd's CutPeer); with etcd processes the test is skipped.
 func (c *Cluster) Isolate(i int) { c.peerLinks(i, true) }
 
 // Rejoin undoes Isolate.
@@ -140,11 +185,15 @@ func (c *Cluster) Rejoin(i int) { c.peerLinks(i, false) }
 
 func (c *Cluster) peerLinks(i int, cut bool) {
 	c.t.Helper()
-	me := c.Members()[i].Etcd()
+	if c.embedded == nil {
+		c.t.Skip("isolating one member from its peers needs embedded etcd members (CutPeer); " + EtcdBinEnv + " is set")
+	}
+	ms := c.embedded.Members()
+	me := ms[i].Etcd()
 	if me == nil {
 		c.t.Fatalf("member %d of %s is not running", i, c.Endpoints())
 	}
-	for j, m := range c.Members() {
+	for j, m := range ms {
 		other := m.Etcd()
 		if j == i || other == nil {
 			continue
