@@ -9,6 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // ClientConfig turns one DC's etcd settings into a client configuration, reading the password and TLS files.
@@ -20,6 +22,7 @@ func (e Etcd) ClientConfig(field string) (clientv3.Config, error) {
 		// Keepalives notice a silently dropped connection (a cut VIP) instead of waiting on it forever.
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
+		DialOptions:          []grpc.DialOption{grpc.WithConnectParams(ReconnectParams(e.DialTimeout))},
 		Username:             e.Username,
 		// The client logs every retry; topoha reports failures itself, with the DC they concern.
 		Logger: zap.NewNop(),
@@ -54,6 +57,17 @@ func (e Etcd) ClientConfig(field string) (clientv3.Config, error) {
 	}
 	cc.TLS = tc
 	return cc, nil
+}
+
+// ReconnectParams bound how long a client waits before it dials a member again. gRPC's own back-off grows
+// to 120 s: after a member, or a whole DC, was away for a few minutes, every connection to it would sit
+// in that back-off although the member is back, and a client whose other members are gone meanwhile would
+// wait for nothing. Each attempt to connect is bounded by dialTimeout (a hung member), not gRPC's 20 s.
+func ReconnectParams(dialTimeout time.Duration) grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+		MinConnectTimeout: max(dialTimeout, 100*time.Millisecond),
+	}
 }
 
 func (e Etcd) usesHTTPS() bool {

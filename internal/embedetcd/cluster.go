@@ -54,7 +54,7 @@ func (c *Cluster) Start() error {
 		if err == nil || c.members[0].started || attempt == 5 || !addrInUse(err) {
 			return err
 		}
-		c.Stop()
+		c.stop()
 		for _, m := range c.members {
 			if err := m.pickPorts(); err != nil {
 				return err
@@ -77,28 +77,12 @@ func (c *Cluster) startAll() error {
 	return errors.Join(errs...)
 }
 
-// Stop stops every member at once (see Server.Stop); their data stays for Start.
-func (c *Cluster) Stop() {
+// stop stops every member at once (see Server.Stop).
+func (c *Cluster) stop() {
 	for _, m := range c.members {
 		m.Stop()
 	}
 }
 
-// Wait waits until every member's shutdown has finished.
-func (c *Cluster) Wait() {
-	for _, m := range c.members {
-		m.Wait()
-	}
-}
-
-// Members are the cluster's members, in the order of Endpoints.
+// Members are the cluster's members, in the order they were made.
 func (c *Cluster) Members() []*Server { return c.members }
-
-// Endpoints are the members' client URLs.
-func (c *Cluster) Endpoints() []string {
-	eps := make([]string, len(c.members))
-	for i, m := range c.members {
-		eps[i] = m.Endpoint()
-	}
-	return eps
-}

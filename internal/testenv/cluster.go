@@ -13,7 +13,9 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
+	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/internal/embedetcd"
 )
 
@@ -112,12 +114,21 @@ func (c *Cluster) EndpointList() string { return "[" + strings.Join(c.Endpoints(
 // Client returns a client of every member, closed when the test ends.
 func (c *Cluster) Client() *clientv3.Client {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientConfig(c.Endpoints()))
 	if err != nil {
 		c.t.Fatalf("client of %v: %v", c.Endpoints(), err)
 	}
 	c.t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// clientConfig is a test's client of endpoints, with the keepalives and reconnection back-off topoha's own
+// clients have (config.Etcd.ClientConfig): without them a request that the balancer sends to a hung
+// member, or a cleanup on client.Ctx() inside the concurrency package, can wait for minutes.
+func clientConfig(endpoints []string) clientv3.Config {
+	return clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop(),
+		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 3 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(config.ReconnectParams(2 * time.Second))}}
 }
 
 // StopMember stops member i as a kill would: its clients' connections drop, it leaves raft; the others
@@ -175,9 +186,12 @@ func (c *Cluster) WaitLeader() int {
 	return leader
 }
 
+// CanIsolate says whether Isolate works: it needs embedded members (etcd's CutPeer), not processes.
+func (c *Cluster) CanIsolate() bool { return c.embedded != nil }
+
 // Isolate cuts member i off from its peers both ways, as a partition of its host would, while it still
 // accepts clients: it loses its leader and cannot serve linearizable reads or writes. Rejoin undoes it.
-// It needs embedded members (etcd's CutPeer); with etcd processes the test is skipped.
+// With etcd processes (see CanIsolate) the test is skipped.
 func (c *Cluster) Isolate(i int) { c.peerLinks(i, true) }
 
 // Rejoin undoes Isolate.

@@ -4,6 +4,7 @@ package testenv
 
 import (
 	"context"
+	"os"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,12 +13,12 @@ import (
 	"github.com/topoha/topoha/internal/embedetcd"
 )
 
-// Etcd is a single-member etcd cluster running in the test process; Stop and Start keep its data and ports.
-// It serves unit tests of one component; health, election, mirror and failover behaviour is tested on a
-// Cluster, the production layout.
+// Etcd is a single-member etcd cluster; Stop and Start keep its data and ports. It serves unit tests of
+// one component; health, election, mirror and failover behaviour is tested on a Cluster, the production
+// layout. It runs in the test process, or as a process of $TOPOHA_ETCD_BIN (see EtcdBinEnv).
 type Etcd struct {
 	t testing.TB
-	*embedetcd.Server
+	m Member
 }
 
 // EtcdOption changes the embedded server's configuration.
@@ -33,23 +34,34 @@ func WithQuota(bytes int64) EtcdOption { return func(c *embed.Config) { c.QuotaB
 // the test ends.
 func StartEtcd(t testing.TB, name string, opts ...EtcdOption) *Etcd {
 	t.Helper()
-	srv, err := embedetcd.New(name, t.TempDir(), opts...)
-	if err != nil {
-		t.Fatal(err)
+	s := &Etcd{t: t}
+	if bin := os.Getenv(EtcdBinEnv); bin != "" {
+		s.m = startProcCluster(t, bin, name, 1, opts)[0]
+	} else {
+		srv, err := embedetcd.New(name, t.TempDir(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.m = srv
+		s.Start()
 	}
-	s := &Etcd{t: t, Server: srv}
-	s.Start()
 	t.Cleanup(func() {
 		s.Stop()
-		s.Wait()
+		s.m.Wait()
 	})
 	return s
 }
 
+// Endpoint is the server's client URL.
+func (s *Etcd) Endpoint() string { return s.m.Endpoint() }
+
+// Stop stops the server as a kill would; its data stays for Start.
+func (s *Etcd) Stop() { s.m.Stop() }
+
 // Start starts the server again after Stop and waits until it serves.
 func (s *Etcd) Start() {
 	s.t.Helper()
-	if err := s.Server.Start(); err != nil {
+	if err := s.m.Start(); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -57,7 +69,7 @@ func (s *Etcd) Start() {
 // Client returns a client of this server that is closed when the test ends.
 func (s *Etcd) Client() *clientv3.Client {
 	s.t.Helper()
-	c, err := s.Server.Client()
+	c, err := clientv3.New(clientConfig([]string{s.Endpoint()}))
 	if err != nil {
 		s.t.Fatalf("client of etcd %s: %v", s.Endpoint(), err)
 	}

@@ -37,23 +37,21 @@ type Member interface {
 
 // procMember is an etcd process; its data directory and ports are kept across Stop and Start.
 type procMember struct {
-	t                testing.TB
-	bin, name, dir   string
-	client, peer     string
-	cluster, token   string
-	quota, maxTxnOps int64
-	mu               sync.Mutex
-	proc             *Process
+	t              testing.TB
+	bin, name, dir string
+	client, peer   string
+	cluster, token string
+	// tune is applied to an embed config before each start, and the settings that etcd's flags know are
+	// passed on: a test may change a limit across a restart.
+	tune []EtcdOption
+	mu   sync.Mutex
+	proc *Process
 }
 
 // startProcCluster starts n members of bin as one cluster, with the settings tune makes to an embed
-// config that processes understand (quota, max txn ops).
+// config that etcd's flags know (quota, max txn ops, max request bytes).
 func startProcCluster(t testing.TB, bin, name string, n int, tune []EtcdOption) []Member {
 	t.Helper()
-	cfg := embed.NewConfig()
-	for _, f := range tune {
-		f(cfg)
-	}
 	var ms []*procMember
 	var peers []string
 	for i := range n {
@@ -66,8 +64,7 @@ func startProcCluster(t testing.TB, bin, name string, n int, tune []EtcdOption) 
 			t.Fatal(err)
 		}
 		m := &procMember{t: t, bin: bin, name: fmt.Sprintf("%s-%d", name, i), dir: filepath.Join(t.TempDir(), "data"),
-			client: "http://" + client, peer: "http://" + peer, token: "topoha-" + name,
-			quota: cfg.QuotaBackendBytes, maxTxnOps: int64(cfg.MaxTxnOps)}
+			client: "http://" + client, peer: "http://" + peer, token: "topoha-" + name, tune: tune}
 		ms = append(ms, m)
 		peers = append(peers, m.name+"="+m.peer)
 	}
@@ -107,14 +104,19 @@ func (m *procMember) Start() error {
 		"--listen-peer-urls", m.peer, "--initial-advertise-peer-urls", m.peer,
 		"--initial-cluster", m.cluster, "--initial-cluster-token", m.token, "--initial-cluster-state", "new",
 		"--heartbeat-interval", "10", "--election-timeout", "100", "--log-level", "error"}
-	if m.quota > 0 {
-		args = append(args, "--quota-backend-bytes", strconv.FormatInt(m.quota, 10))
+	cfg := embed.NewConfig()
+	for _, f := range m.tune {
+		f(cfg)
 	}
-	if m.maxTxnOps > 0 {
-		args = append(args, "--max-txn-ops", strconv.FormatInt(m.maxTxnOps, 10))
+	args = append(args, "--max-txn-ops", strconv.FormatUint(uint64(cfg.MaxTxnOps), 10),
+		"--max-request-bytes", strconv.FormatUint(uint64(cfg.MaxRequestBytes), 10))
+	if cfg.QuotaBackendBytes > 0 {
+		args = append(args, "--quota-backend-bytes", strconv.FormatInt(cfg.QuotaBackendBytes, 10))
 	}
-	// A member restarted on its data directory ignores the --initial-cluster flags.
-	p := StartProcess(m.t, m.bin, args...)
+	// A member restarted on its data directory ignores the --initial-cluster flags. The Cluster or Etcd
+	// kills it when the test ends, after the clients of the test are done with it (a cleanup per start
+	// would run first, and leave them a cluster without quorum to shut down against).
+	p := spawn(m.t, m.bin, args...)
 	m.mu.Lock()
 	m.proc = p
 	m.mu.Unlock()

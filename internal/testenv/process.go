@@ -25,6 +25,19 @@ type Process struct {
 // StartProcess starts path with args. The test fails if it cannot be started.
 func StartProcess(t testing.TB, path string, args ...string) *Process {
 	t.Helper()
+	p := spawn(t, path, args...)
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("process %d: %s\n--- stdout ---\n%s--- stderr ---\n%s", p.Pid(), p.cmd, p.Stdout(), p.Stderr())
+		}
+	})
+	return p
+}
+
+// spawn starts path with args and leaves ending it to the caller.
+func spawn(t testing.TB, path string, args ...string) *Process {
+	t.Helper()
 	p := &Process{
 		t:      t,
 		cmd:    exec.Command(path, args...),
@@ -41,15 +54,6 @@ func StartProcess(t testing.TB, path string, args ...string) *Process {
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
-		if !p.Exited() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("process %d: %s\n--- stdout ---\n%s--- stderr ---\n%s", p.Pid(), p.cmd, p.Stdout(), p.Stderr())
-		}
-	})
 	return p
 }
 
