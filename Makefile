@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/topoha
 
-.PHONY: build test test-race lint check-deploy e2e-vitess chaos chaos-short bench bench-go demo clean
+.PHONY: build test test-race lint check-deploy test-etcd-versions e2e-vitess chaos chaos-short bench bench-go demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/topoha
@@ -27,6 +27,17 @@ check-deploy:
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
 	promtool check rules deploy/prometheus/topoha-alerts.yml
 	promtool test rules deploy/prometheus/topoha-alerts.test.yml
+
+# The health, election, mirror and controller tests again, with every etcd member a process of etcd 3.4
+# (Debian's etcd-server) and then 3.5 (built once from the module proxy by e2e/etcd35/build.sh), instead
+# of the embedded 3.7 (internal/testenv: TOPOHA_ETCD_BIN). A member stop is then a kill -9.
+test-etcd-versions:
+	command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server)
+	@etcd35="$$(bash e2e/etcd35/build.sh | tail -n1)" && \
+	for bin in "$$(command -v etcd)" "$$etcd35"; do \
+		echo "== $$($$bin --version | head -n1) ($$bin)"; \
+		TOPOHA_ETCD_BIN="$$bin" $(GO) test -count=1 -timeout 20m ./health/ ./election/ ./replication/ ./controller/ || exit 1; \
+	done
 
 # topoha against real vtctld, vtctldclient and vtctlclient (e2e/README.md). The Vitess binaries are built
 # once into a cache (minutes cold; build.sh prints the time) and reused.

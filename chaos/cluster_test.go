@@ -138,7 +138,7 @@ type cluster struct {
 	etcd   map[string]*testenv.Cluster
 	direct map[string]*clientv3.Client // test-side clients that bypass every site's links
 	// links[site][dc] is the path from site to each member of dc's etcd.
-	links map[string]map[string]*path
+	links map[string]map[string]*testenv.Path
 	// configs[site] is the config file of the processes at site; "direct" is the operator's, without links.
 	configs    map[string]string
 	failoverKV map[string]any // the failover section, changed by reloads
@@ -157,7 +157,7 @@ func newCluster(t *testing.T, r *row, opts options) *cluster {
 	c := &cluster{
 		t: t, opts: opts, row: r, dir: t.TempDir(), bin: testenv.Binary(t),
 		etcd: map[string]*testenv.Cluster{}, direct: map[string]*clientv3.Client{},
-		links: map[string]map[string]*path{}, configs: map[string]string{}, ctls: map[string]*ctlProc{},
+		links: map[string]map[string]*testenv.Path{}, configs: map[string]string{}, ctls: map[string]*ctlProc{},
 	}
 	for _, dc := range dcNames {
 		var tune []testenv.EtcdOption
@@ -168,9 +168,9 @@ func newCluster(t *testing.T, r *row, opts options) *cluster {
 		c.direct[dc] = newClient(t, c.etcd[dc].Endpoints())
 	}
 	for _, site := range sites {
-		c.links[site] = map[string]*path{}
+		c.links[site] = map[string]*testenv.Path{}
 		for _, dc := range dcNames {
-			c.links[site][dc] = startPath(t, site+"->"+dc, c.etcd[dc])
+			c.links[site][dc] = testenv.StartPath(t, site+"->"+dc, c.etcd[dc])
 		}
 	}
 	c.promoteDir = filepath.Join(c.dir, "promote")
@@ -212,39 +212,6 @@ func newCluster(t *testing.T, r *row, opts options) *cluster {
 }
 
 func hostPort(endpoint string) string { return strings.TrimPrefix(endpoint, "http://") }
-
-// path is the network from one site to one DC's etcd: a link to each member. The links lead to the
-// members' own links in testenv.Cluster, so a member stopped drops the connections through here too.
-type path struct{ links []*testenv.Link }
-
-func startPath(t *testing.T, name string, dc *testenv.Cluster) *path {
-	p := &path{}
-	for i, ep := range dc.Endpoints() {
-		p.links = append(p.links, testenv.StartLink(t, fmt.Sprintf("%s-%d", name, i), hostPort(ep)))
-	}
-	return p
-}
-
-func (p *path) each(f func(*testenv.Link)) {
-	for _, l := range p.links {
-		f(l)
-	}
-}
-
-// Cut, Heal, Blackhole and Slow act on the link to every member: the whole DC as seen from the site.
-func (p *path) Cut()                       { p.each((*testenv.Link).Cut) }
-func (p *path) Heal()                      { p.each((*testenv.Link).Heal) }
-func (p *path) Blackhole()                 { p.each((*testenv.Link).Blackhole) }
-func (p *path) Slow(latency time.Duration) { p.each(func(l *testenv.Link) { l.Slow(latency) }) }
-
-// endpoints are the URLs a client at the site uses for the DC's etcd.
-func (p *path) endpoints() []string {
-	var eps []string
-	for _, l := range p.links {
-		eps = append(eps, "http://"+l.Addr())
-	}
-	return eps
-}
 
 // failoverSection is the config's failover section: auto mode with the fast timings, the fake promote
 // program behind a wrapper that records each attempt's PID and start time.
@@ -299,7 +266,7 @@ func (c *cluster) writeConfigs() {
 		for _, dc := range dcNames {
 			eps := c.etcd[dc].Endpoints()
 			if site != "direct" {
-				eps = c.links[site][dc].endpoints()
+				eps = c.links[site][dc].Endpoints()
 			}
 			dcs[dc] = map[string]any{"etcd": map[string]any{"endpoints": eps, "dial_timeout": "1s"}}
 		}

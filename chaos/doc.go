@@ -1,8 +1,9 @@
-// Package chaos is topoha's fault-injection suite: real etcd servers (embedded, each behind an in-process
-// toxiproxy link that plays its VIP), real `topoha run` controllers and witnesses as processes, the
-// recording fake promote program, and a writer that keeps changing the topo while faults are injected:
-// partitions, DC losses, kill -9 and SIGSTOP of the leader, etcd restarts, compaction, blackholed VIPs,
-// hanging promote commands, reloads during a failover, pause and cooldown. After every scenario one checker
+// Package chaos is topoha's fault-injection suite: real etcd clusters (3 embedded members per DC, each site
+// reaching each member through an in-process toxiproxy link), real `topoha run` controllers and witnesses
+// as processes, the recording fake promote program, and a writer that keeps changing the topo while faults
+// are injected: partitions, DC losses, kill -9 and SIGSTOP of the leader, etcd restarts, compaction,
+// blackholed VIPs, hanging promote commands, reloads during a failover, pause and cooldown; one member
+// stopped, restarted in turn, blackholed or cut off from its peers; a lost quorum; NOSPACE. After every scenario one checker
 // verifies the invariants of DESIGN.md, and the suite prints a table of what happened.
 //
 // Its files carry the build tag chaos, so `go test ./...` does not run it:

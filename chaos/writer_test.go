@@ -57,7 +57,7 @@ func newWriter(c *cluster) *writer {
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	for _, dc := range dcNames {
-		w.clients[dc] = newClient(c.t, c.links["ext"][dc].endpoints())
+		w.clients[dc] = newClient(c.t, c.links["ext"][dc].Endpoints())
 	}
 	go w.run()
 	c.t.Cleanup(func() {

@@ -333,6 +333,9 @@ func (f *Fencer) runFence(ctx context.Context, c *config.Config, o Observed, wha
 	}
 	f.ev.Record(level, events.KindFence, "self-fence commands ran", "dc", r.DC, "run", what,
 		"fenced", fmt.Sprintf("%d of %d", r.FencedCount(), len(r.Tablets)), "failures", strings.Join(failures, "; "))
+	// The status says fenced at once, before the record is written back (which can take the health
+	// timeout): /primary must stop sending traffic here now, not an interval later.
+	f.setStatus(&r, f.Status().IsolatedSince, "")
 	recorded := false
 	if f.unrecorded == nil {
 		wctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
@@ -343,8 +346,6 @@ func (f *Fencer) runFence(ctx context.Context, c *config.Config, o Observed, wha
 	if !recorded {
 		f.unrecorded = &r
 	}
-	// The status says fenced at once: /primary must stop sending traffic here now, not an interval later.
-	f.setStatus(&r, f.Status().IsolatedSince, "")
 }
 
 // record writes a fence put up while this DC's etcd did not answer; a fence some other controller

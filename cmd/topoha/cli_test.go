@@ -55,18 +55,23 @@ listen: 127.0.0.1:9464
 
 // dcs is the two DCs' etcd servers, a client of each, and a config naming them.
 type dcs struct {
-	dc1, dc2 *testenv.Etcd
+	dc1, dc2 *testenv.Cluster
 	c1, c2   *clientv3.Client
 	config   string
 	// commandLogs is where the fake promote program records its runs (opsConfig).
 	commandLogs string
 }
 
+// csv is endpoints as one comma-separated string: how the fake promote program takes them, and how a
+// config's flow list holds them.
+func csv(endpoints []string) string { return strings.Join(endpoints, ",") }
+
+// startDCs starts each DC's etcd as a 3-member cluster, every member listed in the config.
 func startDCs(t *testing.T) *dcs {
 	t.Helper()
-	d := &dcs{dc1: testenv.StartEtcd(t, "dc1"), dc2: testenv.StartEtcd(t, "dc2")}
+	d := &dcs{dc1: testenv.StartCluster(t, "dc1", testenv.Members), dc2: testenv.StartCluster(t, "dc2", testenv.Members)}
 	d.c1, d.c2 = d.dc1.Client(), d.dc2.Client()
-	d.config = writeConfig(t, "["+d.dc1.Endpoint()+"]", "["+d.dc2.Endpoint()+"]", "2s")
+	d.config = writeConfig(t, d.dc1.EndpointList(), d.dc2.EndpointList(), "2s")
 	return d
 }
 

@@ -19,7 +19,7 @@ import (
 // a link; the config the test itself uses (base) reaches both directly.
 type partition struct {
 	dc1Config, dc2Config string
-	toDC1, toDC2         *testenv.Link
+	toDC1, toDC2         *testenv.Path
 	commandLog           string
 }
 
@@ -28,8 +28,8 @@ type partition struct {
 func partitionable(t *testing.T, d *dcs, base string) *partition {
 	t.Helper()
 	p := &partition{
-		toDC1:      testenv.StartLink(t, "to-dc1", strings.TrimPrefix(d.dc1.Endpoint(), "http://")),
-		toDC2:      testenv.StartLink(t, "to-dc2", strings.TrimPrefix(d.dc2.Endpoint(), "http://")),
+		toDC1:      testenv.StartPath(t, "to-dc1", d.dc1),
+		toDC2:      testenv.StartPath(t, "to-dc2", d.dc2),
 		commandLog: filepath.Join(t.TempDir(), "fence.log"),
 	}
 	record := func(action string) string {
@@ -41,16 +41,16 @@ func partitionable(t *testing.T, d *dcs, base string) *partition {
 	if err != nil {
 		t.Fatal(err)
 	}
-	view := func(name, endpoint string, link *testenv.Link) string {
+	view := func(name string, dc *testenv.Cluster, link *testenv.Path) string {
 		path := filepath.Join(t.TempDir(), name)
-		// The first occurrence is the dcs section; the fake promote program keeps its direct address.
-		if err := os.WriteFile(path, []byte(strings.Replace(string(data), endpoint, "http://"+link.Addr(), 1)), 0o600); err != nil {
+		// The first occurrence is the dcs section; the fake promote program keeps its direct addresses.
+		if err := os.WriteFile(path, []byte(strings.Replace(string(data), csv(dc.Endpoints()), csv(link.Endpoints()), 1)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return path
 	}
-	p.dc1Config = view("dc1.yaml", d.dc2.Endpoint(), p.toDC2)
-	p.dc2Config = view("dc2.yaml", d.dc1.Endpoint(), p.toDC1)
+	p.dc1Config = view("dc1.yaml", d.dc2, p.toDC2)
+	p.dc2Config = view("dc2.yaml", d.dc1, p.toDC1)
 	return p
 }
 

@@ -30,7 +30,7 @@ func opsConfig(t *testing.T, d *dcs) string {
   promote_command: [%[1]s, -etcd, "{{if eq .DC \"dc1\"}}%[2]s{{else}}%[3]s{{end}}", -log, "%[4]s/promote.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
   switchover_command: [%[1]s, -etcd, "{{if eq .DC \"dc1\"}}%[2]s{{else}}%[3]s{{end}}", -log, "%[4]s/switchover.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
   shards: [{keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}]
-`, fake, d.dc1.Endpoint(), d.dc2.Endpoint(), logDir)
+`, fake, csv(d.dc1.Endpoints()), csv(d.dc2.Endpoints()), logDir)
 	editConfig(t, path, "failover: {mode: manual}\n", "failover:\n  mode: manual\n"+extra)
 	rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: 100})
 	if err != nil {

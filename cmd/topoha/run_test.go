@@ -33,7 +33,7 @@ dcs:
 election: {ttl: 1s}
 health: {interval: 100ms, timeout: 500ms, failure_threshold: 2, success_threshold: 1}
 failover: {mode: manual}
-`, d.dc1.Endpoint(), d.dc2.Endpoint())
+`, csv(d.dc1.Endpoints()), csv(d.dc2.Endpoints()))
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -19,9 +19,9 @@ func TestWitnessesDecideAutomaticFailover(t *testing.T) {
 	dead := "http://" + testenv.ClosedAddr(t)
 
 	// The controllers reach dc1 through a link that the test cuts; the witness reaches it directly.
-	link := testenv.StartLink(t, "dc1", strings.TrimPrefix(d.dc1.Endpoint(), "http://"))
+	link := testenv.StartPath(t, "dc1", d.dc1)
 	config := autoConfig(t, d)
-	editConfig(t, config, d.dc1.Endpoint(), "http://"+link.Addr())
+	editConfig(t, config, csv(d.dc1.Endpoints()), csv(link.Endpoints()))
 	editConfig(t, config, "  allow_two_site_auto: true\n", fmt.Sprintf("  witnesses: [%s, %s]\n", wURL, dead))
 	procs := startControllers(t, d, config)
 	leader := procs[d.leaderID(t, "")]

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,3 +88,48 @@ func (l *Link) addToxic(name, typ, stream string, attrs toxics.Toxic) {
 		l.t.Fatalf("link %s: add %s toxic %s: %v", l.proxy.Name, typ, name, err)
 	}
 }
+
+// Path is the network from one site to one DC's etcd cluster: a link to each member, in front of the
+// member's own link, so that a member stopped drops the connections through here too. Cut, Heal,
+// Blackhole and Slow act on every member: the whole DC as that site sees it.
+type Path struct{ links []*Link }
+
+// StartPath starts a link to each member of c; they are closed when the test ends.
+func StartPath(t testing.TB, name string, c *Cluster) *Path {
+	t.Helper()
+	p := &Path{}
+	for i, ep := range c.Endpoints() {
+		p.links = append(p.links, StartLink(t, fmt.Sprintf("%s-%d", name, i), strings.TrimPrefix(ep, "http://")))
+	}
+	return p
+}
+
+func (p *Path) each(f func(*Link)) {
+	for _, l := range p.links {
+		f(l)
+	}
+}
+
+// Cut cuts the link to every member.
+func (p *Path) Cut() { p.each((*Link).Cut) }
+
+// Heal heals the link to every member.
+func (p *Path) Heal() { p.each((*Link).Heal) }
+
+// Blackhole blackholes the link to every member.
+func (p *Path) Blackhole() { p.each((*Link).Blackhole) }
+
+// Slow delays the link to every member by latency each way.
+func (p *Path) Slow(latency time.Duration) { p.each(func(l *Link) { l.Slow(latency) }) }
+
+// Endpoints are the URLs a client at the path's site uses for the DC's etcd.
+func (p *Path) Endpoints() []string {
+	var eps []string
+	for _, l := range p.links {
+		eps = append(eps, "http://"+l.Addr())
+	}
+	return eps
+}
+
+// EndpointList is Endpoints as a YAML flow list: [http://…,http://…].
+func (p *Path) EndpointList() string { return "[" + strings.Join(p.Endpoints(), ",") + "]" }
