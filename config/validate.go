@@ -148,7 +148,7 @@ func (c *Config) dcList() string {
 func (e Etcd) validate(base string) error {
 	var all *multierror.Error
 	if len(e.Endpoints) == 0 {
-		all = multierror.Append(all, fieldErr(base+".endpoints", "must not be empty: list this DC's etcd VIP, e.g. [http://etcd-dc1:2379]"))
+		all = multierror.Append(all, fieldErr(base+".endpoints", "must not be empty: list every member of this DC's etcd cluster, e.g. [http://etcd-dc1-a:2379, http://etcd-dc1-b:2379, http://etcd-dc1-c:2379], or its VIP"))
 	}
 	for i, ep := range e.Endpoints {
 		u, err := url.Parse(ep)

@@ -62,7 +62,7 @@ initial_primary: dc1
 dcs:
   dc1: {etcd: {endpoints: %[1]s, dial_timeout: 500ms}}
   dc2: {etcd: {endpoints: %[2]s, dial_timeout: 500ms}}
-election: {ttl: 1s}
+election: {ttl: 2s}
 health: {interval: 100ms, timeout: 300ms, failure_threshold: 2, success_threshold: 1}
 failover:
   mode: %[3]s

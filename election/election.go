@@ -151,7 +151,9 @@ func (e *Elector) term(ctx context.Context) error {
 	el := concurrency.NewElection(sess, e.cfg.Prefix)
 	me := Leader{ID: e.cfg.ID, DC: e.cfg.DC, Since: time.Now().UTC()}
 	val, _ := json.Marshal(me)
-	if err := el.Campaign(sessCtx, string(val)); err != nil {
+	// WithRequireLeader: the wait for earlier candidates' keys to go is a watch, and one on a member cut off
+	// from its peers would never see them go; it ends instead, and the campaign starts again elsewhere.
+	if err := el.Campaign(clientv3.WithRequireLeader(sessCtx), string(val)); err != nil {
 		if ctx.Err() == nil && sessCtx.Err() != nil {
 			return errSessionLost
 		}

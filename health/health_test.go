@@ -72,6 +72,22 @@ func holdsUp(t *testing.T, p *Prober, n uint64) Snapshot {
 	return end
 }
 
+// proberOnCluster starts a 3-member cluster and a prober of it (thresholds 1, timeout 500ms) and waits
+// until it sees every member serve.
+func proberOnCluster(t *testing.T) (*testenv.Cluster, *Prober) {
+	t.Helper()
+	c := testenv.StartCluster(t, "dc1", testenv.Members)
+	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
+	run(t, p)
+	allServing(t, p)
+	return c, p
+}
+
+func allServing(t *testing.T, p *Prober) {
+	t.Helper()
+	waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+}
+
 func TestDownWhenStoppedUpWhenBack(t *testing.T) {
 	c := testenv.StartCluster(t, "dc1", testenv.Members)
 	p := newProber(t, c.Endpoints(), 3, 2, 500*time.Millisecond)
@@ -104,10 +120,7 @@ func TestDownWhenStoppedUpWhenBack(t *testing.T) {
 
 // One member stopped, whether a follower or the raft leader, costs the DC no probe: the others serve.
 func TestOneMemberLostIsNotADCLoss(t *testing.T) {
-	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
-	run(t, p)
-	waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	c, p := proberOnCluster(t)
 	for _, victim := range []string{"the first listed member", "the raft leader"} {
 		i := 0
 		if victim == "the raft leader" {
@@ -119,33 +132,27 @@ func TestOneMemberLostIsNotADCLoss(t *testing.T) {
 			t.Errorf("%s stopped: members %+v", victim, s.Members)
 		}
 		c.StartMember(i)
-		waitSnapshot(t, p, "every member serving again", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+		allServing(t, p)
 	}
 }
 
 // A member that accepts connections and never answers (blackholed) must not use up the probe of the
 // others.
 func TestHungMemberIsNotADCLoss(t *testing.T) {
-	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
-	run(t, p)
-	waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	c, p := proberOnCluster(t)
 	c.Blackhole(0)
 	s := holdsUp(t, p, 6)
 	if s.Members[0].Serving || !strings.Contains(s.Members[0].Error, "deadline") {
 		t.Errorf("blackholed member: %+v", s.Members[0])
 	}
 	c.Unblackhole(0)
-	waitSnapshot(t, p, "every member serving again", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	allServing(t, p)
 }
 
 // A member cut off from its peers still accepts clients but has no leader: it is not serving, and the
 // DC is up.
 func TestIsolatedMemberIsNotADCLoss(t *testing.T) {
-	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
-	run(t, p)
-	waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	c, p := proberOnCluster(t)
 	c.Isolate(1)
 	waitSnapshot(t, p, "the isolated member not serving", func(s Snapshot) bool { return !s.Members[1].Serving })
 	s := holdsUp(t, p, 6)
@@ -153,7 +160,7 @@ func TestIsolatedMemberIsNotADCLoss(t *testing.T) {
 		t.Errorf("one member isolated: members %+v", s.Members)
 	}
 	c.Rejoin(1)
-	waitSnapshot(t, p, "every member serving again", func(s Snapshot) bool { return s.Serving() == testenv.Members })
+	allServing(t, p)
 }
 
 // Two of three members stopped: the last one accepts connections but the cluster has no quorum, so the
