@@ -112,8 +112,8 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, 
 	case m.AppliedRevision == 0:
 		fmt.Fprintf(w, "MIRROR   %s -> %s: no checkpoint in %s's etcd (never mirrored, or unreadable)\n", m.Source, m.Destination, m.Destination)
 	default:
-		fmt.Fprintf(w, "MIRROR   %s -> %s: applied source revision %d of %d (%d behind), checkpoint written %s ago\n", m.Source, m.Destination,
-			m.AppliedRevision, m.SourceRevision, m.LagRevisions, now.Sub(m.UpdatedAt).Round(time.Second))
+		fmt.Fprintf(w, "MIRROR   %s -> %s: applied source revision %d of %d (%d behind), checkpoint written %s ago%s\n", m.Source, m.Destination,
+			m.AppliedRevision, m.SourceRevision, m.LagRevisions, now.Sub(m.UpdatedAt).Round(time.Second), stalledBy(st.DCs[m.Destination]))
 	}
 	if len(st.Witnesses) > 0 {
 		var views []string
@@ -169,6 +169,15 @@ func describeEtcd(dc string, d controller.DCStatus) string {
 		return fmt.Sprintf("%s DEGRADED: %s (%s)", dc, health.AlarmText(d.Alarms), detail)
 	}
 	return fmt.Sprintf("%s up (%s)", dc, detail)
+}
+
+// stalledBy says why the mirror cannot write into the destination, if its etcd has an alarm.
+func stalledBy(dst controller.DCStatus) string {
+	if dst.State != health.Degraded {
+		return ""
+	}
+	return fmt.Sprintf("; STALLED: the destination's etcd has an alarm, %s, and takes no mirror writes until it is cleared",
+		health.AlarmText(dst.Alarms))
 }
 
 // noLeaderWhy explains, for the DR side's etcd, why nobody leads.
