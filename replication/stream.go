@@ -21,7 +21,7 @@ func (m *Mirror) stream(ctx context.Context) error {
 	// The watch starts at the applied revision itself, not the next one: etcd sends no progress
 	// notification while a watcher's start revision is ahead of the store, so an idle source would look
 	// stalled. Events of the applied revision are already in the destination and are skipped.
-	b := &batch{m: m, index: map[string]int{}, skipThrough: m.applied}
+	b := &batch{m: m, index: map[string]int{}, skipThrough: m.applied, trustProgress: m.progressTrusted(ctx)}
 	wch := m.cfg.Source.Watch(wctx, m.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(m.applied),
 		clientv3.WithProgressNotify())
 	tick := time.NewTicker(m.cfg.ProgressInterval)
@@ -93,6 +93,8 @@ type batch struct {
 	rev   int64 // every source revision up to rev is in ops
 	// skipThrough is the revision the watch started at, already applied.
 	skipThrough int64
+	// trustProgress says progress notifications may move the applied revision (progressTrusted).
+	trustProgress bool
 }
 
 func (b *batch) take(ctx context.Context, resp clientv3.WatchResponse) error {
@@ -102,6 +104,9 @@ func (b *batch) take(ctx context.Context, resp clientv3.WatchResponse) error {
 	}
 	m.noteSourceRevision(resp.Header.Revision)
 	if resp.IsProgressNotify() {
+		if !b.trustProgress {
+			return nil
+		}
 		// Every event up to the header's revision has been delivered.
 		if err := b.flush(ctx); err != nil {
 			return err
