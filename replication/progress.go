@@ -28,12 +28,15 @@ func (m *Mirror) progressTrusted(ctx context.Context) bool {
 	}
 	wg.Wait()
 	answered := false
-	for _, v := range versions {
+	for i, v := range versions {
 		if v == "" {
 			continue
 		}
 		answered = true
 		if !progressFixed(v) {
+			m.log.Warn("the source etcd's progress notifications can run ahead of its events (etcd #15220): the mirror "+
+				"ignores them, so its lag metrics overstate while the prefix is idle; upgrade etcd to 3.4.25+ or 3.5.8+",
+				"endpoint", eps[i], "version", v)
 			return false
 		}
 	}

@@ -102,11 +102,12 @@ func (b *batch) take(ctx context.Context, resp clientv3.WatchResponse) error {
 	if err := resp.Err(); err != nil {
 		return fmt.Errorf("watch source from revision %d: %w", b.skipThrough, err)
 	}
+	if resp.IsProgressNotify() && !b.trustProgress {
+		// Not even the source revision: it may be ahead of events still to come.
+		return nil
+	}
 	m.noteSourceRevision(resp.Header.Revision)
 	if resp.IsProgressNotify() {
-		if !b.trustProgress {
-			return nil
-		}
 		// Every event up to the header's revision has been delivered.
 		if err := b.flush(ctx); err != nil {
 			return err
