@@ -489,3 +489,25 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: exit %d, stdout %q, stderr %q; want exit 0 and \"topoha <version>\"", code, stdout, stderr)
 	}
 }
+
+// One member of each DC's cluster dead (the first listed in dc1, the last in dc2): status, verify and the
+// mirror's start answer as if nothing happened, and status names the dead members.
+func TestOneDeadMemberPerDCIsNoOutage(t *testing.T) {
+	d := startDCs(t)
+	mustPut(t, d.c1, prefix+"k", "v")
+	mustPut(t, d.c2, prefix+"k", "v")
+	d.dc1.StopMember(0)
+	d.dc2.StopMember(testenv.Members - 1)
+	bin := testenv.Binary(t)
+	code, out, errOut := testenv.RunProcess(t, waitLong, bin, "verify", "--config", d.config)
+	if code != 0 {
+		t.Errorf("verify with a dead member in each DC: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = testenv.RunProcess(t, waitLong, bin, "status", "--config", d.config)
+	for _, want := range []string{"dc1 up (2 of 3 members serve", "dc2 up (2 of 3 members serve",
+		"MEMBER   dc1 " + d.dc1.Endpoints()[0] + " not serving", "MEMBER   dc2 " + d.dc2.Endpoints()[testenv.Members-1] + " not serving"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status does not say %q: exit %d\n%s%s", want, code, out, errOut)
+		}
+	}
+}

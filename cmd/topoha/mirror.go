@@ -215,12 +215,21 @@ func newClient(cfg *config.Config, dc string) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// probe reads once from a DC's etcd within its dial_timeout.
+// probe reads from a DC's etcd, each attempt within its dial_timeout. The client's balancer sends each
+// attempt to the next member, so one hung member costs an attempt, not the start: as many attempts as
+// there are endpoints.
 func probe(ctx context.Context, cfg *config.Config, dc string, cli *clientv3.Client) error {
 	e := cfg.DCs[dc].Etcd
-	pctx, cancel := context.WithTimeout(ctx, e.DialTimeout)
-	defer cancel()
-	if _, err := cli.Get(pctx, cfg.KeyRoot(), clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
+	var err error
+	for range len(e.Endpoints) {
+		pctx, cancel := context.WithTimeout(ctx, e.DialTimeout)
+		_, err = cli.Get(pctx, cfg.KeyRoot(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("dcs.%s.etcd.endpoints: cannot reach etcd at %s within dial_timeout %s: %w; check that etcd runs there and that this host reaches it",
 			dc, e, e.DialTimeout, err)
 	}
