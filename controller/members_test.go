@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
@@ -127,15 +128,25 @@ func TestQuorumLossFailsOver(t *testing.T) {
 	lost := time.Now()
 	r.dc1.StopMember(0)
 	r.dc1.StopMember(1)
-	var s Status
-	testenv.Eventually(t, wait, func() (bool, string) {
-		s = ctl.Status()
-		return s.Failover != nil && s.Failover.Epoch == 1, fmt.Sprintf("no failover: decision %q", s.Decision.Reason)
-	})
-	t.Logf("quorum lost -> failover decided: %s (failover.after %s)", s.Failover.StartedAt.Sub(lost).Round(time.Millisecond), r.cfg.Failover.After)
-	if got := s.Health["dc1"]; got.State != health.Down || !strings.Contains(got.LastError, "no member serves") {
+	res := waitFailedOver(t, r, ctl)
+	t.Logf("quorum lost -> failover decided: %s (failover.after %s)", res.StartedAt.Sub(lost).Round(time.Millisecond), r.cfg.Failover.After)
+	if got := ctl.Status().Health["dc1"]; got.State != health.Down || !strings.Contains(got.LastError, "no member serves") {
 		t.Errorf("dc1 health after losing its quorum: %+v", got)
 	}
+}
+
+// waitFailedOver waits until a failover to dc2 at epoch 1 has stored its result in dc2's etcd, whichever
+// controller carried it out, and returns the result.
+func waitFailedOver(t *testing.T, r *rig, ctl *Controller) *failover.Result {
+	t.Helper()
+	var res *failover.Result
+	testenv.Eventually(t, wait, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		res = failover.ReadResult(ctx, r.c2, r.cfg.KeyRoot())
+		return res != nil && res.Epoch == 1 && res.Decision.To == "dc2", fmt.Sprintf("no failover to dc2 stored; decision here %q", ctl.Status().Decision.Reason)
+	})
+	return res
 }
 
 // A NOSPACE alarm in either DC is no failover. In the primary, the leader says why it does not fail over;
@@ -195,8 +206,5 @@ func TestMemberLossBehindAVIP(t *testing.T) {
 	}
 	r.dc1.StopMember(0)
 	r.dc1.StopMember(1)
-	testenv.Eventually(t, wait, func() (bool, string) {
-		s := ctl.Status()
-		return s.Failover != nil && s.Failover.Epoch == 1, fmt.Sprintf("no failover after dc1's quorum loss: decision %q", s.Decision.Reason)
-	})
+	waitFailedOver(t, r, ctl)
 }
