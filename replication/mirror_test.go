@@ -549,6 +549,13 @@ func TestTwoFullSyncsDoNotDiverge(t *testing.T) {
 // current), and grows while the destination cannot be written.
 func TestLagSecondsIdleAndStalled(t *testing.T) {
 	p := newPair(t)
+	st, err := p.sc.Status(ctxT(t), p.src.Endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !progressFixed(st.Version) {
+		t.Skipf("etcd %s: its progress notifications are not trusted (etcd #15220), so the lag overstates while the source is idle, as docs/mirror.md says", st.Version)
+	}
 	mustPut(t, p.sc, srcPrefix+"a", "1")
 	r := p.start(t)
 	p.waitEqual(t)
