@@ -25,14 +25,22 @@ func NewCluster(name, dir string, n int, tune ...func(*embed.Config)) (*Cluster,
 	}
 	c := &Cluster{name: name}
 	for i := range n {
-		s, err := New(fmt.Sprintf("%s-%d", name, i), filepath.Join(dir, fmt.Sprintf("member-%d", i)), tune...)
-		if err != nil {
-			return nil, err
-		}
-		c.members = append(c.members, s)
+		c.members = append(c.members, &Server{name: fmt.Sprintf("%s-%d", name, i), dir: filepath.Join(dir, fmt.Sprintf("member-%d", i)), tune: tune})
+	}
+	return c, c.pickPorts()
+}
+
+// pickPorts gives every member two ports that no other member has, and the initial cluster they make.
+func (c *Cluster) pickPorts() error {
+	addrs, err := FreeAddrs(2 * len(c.members))
+	if err != nil {
+		return err
+	}
+	for i, m := range c.members {
+		m.setPorts(addrs[2*i], addrs[2*i+1])
 	}
 	c.join()
-	return c, nil
+	return nil
 }
 
 // join gives every member the same initial cluster, from the members' current peer ports.
@@ -55,12 +63,9 @@ func (c *Cluster) Start() error {
 			return err
 		}
 		c.stop()
-		for _, m := range c.members {
-			if err := m.pickPorts(); err != nil {
-				return err
-			}
+		if err := c.pickPorts(); err != nil {
+			return err
 		}
-		c.join()
 	}
 }
 

@@ -43,17 +43,17 @@ func New(name, dir string, tune ...func(*embed.Config)) (*Server, error) {
 }
 
 func (s *Server) pickPorts() error {
-	client, err := FreeAddr()
+	addrs, err := FreeAddrs(2)
 	if err != nil {
 		return err
 	}
-	peer, err := FreeAddr()
-	if err != nil {
-		return err
-	}
+	s.setPorts(addrs[0], addrs[1])
+	return nil
+}
+
+func (s *Server) setPorts(client, peer string) {
 	s.clientURL = url.URL{Scheme: "http", Host: client}
 	s.peerURL = url.URL{Scheme: "http", Host: peer}
-	return nil
 }
 
 // Start starts the server (again, after Stop) and waits until it serves. On the first start, a port taken
@@ -160,6 +160,27 @@ func (s *Server) Client() (*clientv3.Client, error) {
 		DialTimeout: 2 * time.Second,
 		Logger:      zap.NewNop(),
 	})
+}
+
+// FreeAddrs returns n distinct loopback host:ports that nothing listens on (see FreeAddr): two calls of
+// FreeAddr may well return the same port, since nothing holds it in between.
+func FreeAddrs(n int) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for attempts := 0; len(out) < n; attempts++ {
+		if attempts > 100*n {
+			return nil, fmt.Errorf("find %d distinct free loopback ports: only %d after %d attempts", n, len(out), attempts)
+		}
+		addr, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		if !seen[addr] {
+			seen[addr] = true
+			out = append(out, addr)
+		}
+	}
+	return out, nil
 }
 
 // FreeAddr returns a loopback host:port that nothing listens on, below the kernel's ephemeral port range:

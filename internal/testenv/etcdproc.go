@@ -54,15 +54,12 @@ func startProcCluster(t testing.TB, bin, name string, n int, tune []EtcdOption) 
 	t.Helper()
 	var ms []*procMember
 	var peers []string
+	addrs, err := embedetcd.FreeAddrs(2 * n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range n {
-		client, err := embedetcd.FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		peer, err := embedetcd.FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
+		client, peer := addrs[2*i], addrs[2*i+1]
 		m := &procMember{t: t, bin: bin, name: fmt.Sprintf("%s-%d", name, i), dir: filepath.Join(t.TempDir(), "data"),
 			client: "http://" + client, peer: "http://" + peer, token: "topoha-" + name, tune: tune}
 		ms = append(ms, m)
