@@ -85,7 +85,50 @@ func (c *Cluster) startAll() error {
 // stop stops every member at once (see Server.Stop).
 func (c *Cluster) stop() {
 	for _, m := range c.members {
-		m.Stop()
+		m.stopAsync()
+	}
+	for _, m := range c.members {
+		m.Wait()
+	}
+}
+
+// Kill stops member i as a killed process stops, for its peers at once: it is cut off from them first,
+// so that it neither votes nor leads any more, and then shut down in the background (embed drains its
+// clients' streams for up to 5 s; Server.Wait waits). StartMember brings it back.
+func (c *Cluster) Kill(i int) {
+	c.Isolate(i, true)
+	c.members[i].stopAsync()
+}
+
+// StartMember starts member i again, after Kill or Stop, and waits until it serves.
+func (c *Cluster) StartMember(i int) error {
+	// Its peers still drop what they would send it (Kill), and a member that cannot hear its leader
+	// never becomes ready.
+	c.Isolate(i, false)
+	return c.members[i].Start()
+}
+
+// Isolate cuts member i off from its running peers both ways (cut) or mends the links (!cut): raft
+// messages between them are dropped, as a partition of its host would, while its clients still reach it.
+func (c *Cluster) Isolate(i int, cut bool) {
+	me := c.members[i]
+	for j, other := range c.members {
+		if j == i || other.e == nil || me.id == 0 {
+			continue
+		}
+		if cut {
+			other.e.Server.CutPeer(me.id)
+		} else {
+			other.e.Server.MendPeer(me.id)
+		}
+		if me.e == nil {
+			continue
+		}
+		if cut {
+			me.e.Server.CutPeer(other.id)
+		} else {
+			me.e.Server.MendPeer(other.id)
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -33,6 +34,7 @@ type Server struct {
 	e              *embed.Etcd
 	started        bool          // once it has served, its ports are in clients' configs and must not change
 	closing        chan struct{} // closed when the last Stop's shutdown has finished
+	id             types.ID      // the member ID, known once it has started
 }
 
 // New prepares a server with its data in dir on two free loopback ports. tune changes its configuration
@@ -111,7 +113,7 @@ func (s *Server) start() error {
 		e.Close()
 		return fmt.Errorf("etcd %s not ready after 30s", s.name)
 	}
-	s.e, s.started = e, true
+	s.e, s.started, s.id = e, true, e.Server.MemberID()
 	return nil
 }
 
@@ -125,16 +127,20 @@ func (s *Server) Name() string { return s.name }
 // when stopped.
 func (s *Server) Etcd() *embed.Etcd { return s.e }
 
-// Stop stops the server at once, as a killed process stops: it leaves raft at once, and the rest of its
-// shutdown (embed waits up to 5 s for clients' streams to end) goes on in the background. Its data stays
-// for Start; Wait waits for the shutdown.
+// Stop stops the server and waits for its shutdown (embed drains clients' open streams for up to 5 s
+// meanwhile). Its data stays for Start.
 func (s *Server) Stop() {
+	s.stopAsync()
+	s.Wait()
+}
+
+// stopAsync starts the server's shutdown and returns; Wait waits for it.
+func (s *Server) stopAsync() {
 	if s.e == nil {
 		return
 	}
 	e := s.e
 	s.e = nil
-	e.Server.HardStop()
 	done := make(chan struct{})
 	s.closing = done
 	go func() {

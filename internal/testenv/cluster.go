@@ -53,8 +53,8 @@ func StartCluster(t testing.TB, name string, n int, opts ...EtcdOption) *Cluster
 			t.Fatal(err)
 		}
 		c.embedded = ec
-		for _, m := range ec.Members() {
-			c.members = append(c.members, m)
+		for i, m := range ec.Members() {
+			c.members = append(c.members, embeddedMember{Server: m, cluster: ec, i: i})
 		}
 	}
 	for _, m := range c.members {
@@ -79,9 +79,16 @@ func (c *Cluster) Start() {
 	errs := make([]error, len(c.members))
 	var wg sync.WaitGroup
 	for i, m := range c.members {
-		if !m.Running() {
-			wg.Go(func() { errs[i] = m.Start() })
+		if m.Running() {
+			continue
 		}
+		start := m.Start
+		if em, ok := m.(embeddedMember); ok {
+			// Mended before any starts: the cluster's members are not to be touched while they start.
+			c.embedded.Isolate(i, false)
+			start = em.Server.Start
+		}
+		wg.Go(func() { errs[i] = start() })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -202,25 +209,22 @@ func (c *Cluster) peerLinks(i int, cut bool) {
 	if c.embedded == nil {
 		c.t.Skip("isolating one member from its peers needs embedded etcd members (CutPeer); " + EtcdBinEnv + " is set")
 	}
-	ms := c.embedded.Members()
-	me := ms[i].Etcd()
-	if me == nil {
+	if !c.members[i].Running() {
 		c.t.Fatalf("member %d of %s is not running", i, c.Endpoints())
 	}
-	for j, m := range ms {
-		other := m.Etcd()
-		if j == i || other == nil {
-			continue
-		}
-		if cut {
-			me.Server.CutPeer(other.Server.MemberID())
-			other.Server.CutPeer(me.Server.MemberID())
-		} else {
-			me.Server.MendPeer(other.Server.MemberID())
-			other.Server.MendPeer(me.Server.MemberID())
-		}
-	}
+	c.embedded.Isolate(i, cut)
 }
+
+// embeddedMember is a member of an embedded cluster: the cluster kills and restarts it, so that its peers
+// lose it at once and take it back.
+type embeddedMember struct {
+	*embedetcd.Server
+	cluster *embedetcd.Cluster
+	i       int
+}
+
+func (m embeddedMember) Stop()        { m.cluster.Kill(m.i) }
+func (m embeddedMember) Start() error { return m.cluster.StartMember(m.i) }
 
 // MemberClient returns a client of member i alone, through its link, closed when the test ends.
 func (c *Cluster) MemberClient(i int) *clientv3.Client {
