@@ -63,7 +63,7 @@ dcs:
   dc1: {etcd: {endpoints: %[1]s, dial_timeout: 500ms}}
   dc2: {etcd: {endpoints: %[2]s, dial_timeout: 500ms}}
 election: {ttl: 2s}
-health: {interval: 100ms, timeout: 300ms, failure_threshold: 2, success_threshold: 1}
+health: {interval: 100ms, timeout: 1s, failure_threshold: 2, success_threshold: 1}
 failover:
   mode: %[3]s
   allow_two_site_auto: true

@@ -16,7 +16,7 @@ import (
 
 // memberTestAfter is failover.after in the tests of one member's faults. A raft leader lost or restarted
 // leaves its cluster without a leader, so that no member serves, until the others elect one: within the
-// election timeout (100 ms here) when the machine is idle, but over a second on a loaded one. A failover
+// election timeout (200 ms here) when the machine is idle, but over a second on a loaded one. A failover
 // must wait longer than any election, in production too (failover.after 30 s against etcd's 1 s).
 const memberTestAfter = 3 * time.Second
 

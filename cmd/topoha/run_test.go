@@ -31,7 +31,7 @@ dcs:
   dc1: {etcd: {endpoints: [%s], dial_timeout: 1s}}
   dc2: {etcd: {endpoints: [%s], dial_timeout: 1s}}
 election: {ttl: 1s}
-health: {interval: 100ms, timeout: 500ms, failure_threshold: 2, success_threshold: 1}
+health: {interval: 100ms, timeout: 1s, failure_threshold: 2, success_threshold: 1}
 failover: {mode: manual}
 `, csv(d.dc1.Endpoints()), csv(d.dc2.Endpoints()))
 	path := filepath.Join(t.TempDir(), "config.yaml")

@@ -84,9 +84,10 @@ func (s *Server) start() error {
 	cfg := embed.NewConfig()
 	cfg.Name = s.name
 	cfg.Dir = s.dir
-	// Short ticks make elections and lease expiry fast on one machine.
-	cfg.TickMs = 10
-	cfg.ElectionMs = 100
+	// Short ticks make elections and lease expiry fast on one machine; not shorter, since a leader sends
+	// its followers a heartbeat every tick, and many clusters share two cores in the tests.
+	cfg.TickMs = 20
+	cfg.ElectionMs = 200
 	cfg.UnsafeNoFsync = true
 	cfg.Logger = "zap"
 	cfg.LogLevel = "error"

@@ -100,7 +100,7 @@ func (m *procMember) Start() error {
 		"--listen-client-urls", m.client, "--advertise-client-urls", m.client,
 		"--listen-peer-urls", m.peer, "--initial-advertise-peer-urls", m.peer,
 		"--initial-cluster", m.cluster, "--initial-cluster-token", m.token, "--initial-cluster-state", "new",
-		"--heartbeat-interval", "10", "--election-timeout", "100", "--log-level", "error"}
+		"--heartbeat-interval", "20", "--election-timeout", "200", "--log-level", "error"}
 	cfg := embed.NewConfig()
 	for _, f := range m.tune {
 		f(cfg)
