@@ -124,10 +124,6 @@ func (s *Server) Running() bool { return s.e != nil }
 // Name is the member's name.
 func (s *Server) Name() string { return s.name }
 
-// Etcd is the running server, for what only the server can do in a test (CutPeer, raft status); nil
-// when stopped.
-func (s *Server) Etcd() *embed.Etcd { return s.e }
-
 // Stop stops the server and waits for its shutdown (embed drains clients' open streams for up to 5 s
 // meanwhile). Its data stays for Start.
 func (s *Server) Stop() {

@@ -226,18 +226,6 @@ type embeddedMember struct {
 func (m embeddedMember) Stop()        { m.cluster.Kill(m.i) }
 func (m embeddedMember) Start() error { return m.cluster.StartMember(m.i) }
 
-// MemberClient returns a client of member i alone, through its link, closed when the test ends.
-func (c *Cluster) MemberClient(i int) *clientv3.Client {
-	c.t.Helper()
-	ep := c.Endpoints()[i]
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		c.t.Fatalf("client of %s: %v", ep, err)
-	}
-	c.t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 // FillUntilNoSpace writes values through cli until the cluster refuses them with NOSPACE, as an etcd
 // whose compaction does not keep up does. The cluster must have been started WithQuota.
 func FillUntilNoSpace(t testing.TB, cli *clientv3.Client, prefix string) {
