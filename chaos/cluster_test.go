@@ -27,21 +27,22 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
-	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/internal/clitest"
 	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/keys"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
 )
 
+// topohaKeys are the test cluster's keys.
+var topohaKeys = keys.For(clusterName)
+
 const (
-	clusterName    = "t"
-	keyRoot        = "/topoha/" + clusterName + "/"
-	electionPrefix = keyRoot + "election/"
-	checkpointKey  = keyRoot + "mirror/checkpoint"
+	clusterName = "t"
 	// vtPrefix is the raw key prefix of mirror.prefix /vt in both DCs.
 	vtPrefix   = "/vt/"
 	globalRoot = "/vt"
@@ -443,7 +444,7 @@ func (c *cluster) records() map[string]primary.Observed {
 	out := map[string]primary.Observed{}
 	for _, dc := range dcNames {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		out[dc] = primary.Read(ctx, c.direct[dc], primary.Key(keyRoot))
+		out[dc] = primary.Read(ctx, c.direct[dc], topohaKeys.Primary())
 		cancel()
 	}
 	return out
@@ -451,11 +452,7 @@ func (c *cluster) records() map[string]primary.Observed {
 
 // primary is the record that holds: the highest epoch readable, or dc1 at epoch 0.
 func (c *cluster) primary() primary.Record {
-	var list []primary.Observed
-	for _, o := range c.records() {
-		list = append(list, o)
-	}
-	return primary.Resolve("dc1", list...)
+	return primary.HeldByAny("dc1", dcNames, c.records())
 }
 
 // waitEpoch waits until the primary record reaches epoch and returns it.
@@ -484,7 +481,7 @@ func (c *cluster) leader() *election.Leader {
 	dr := other(c.primary().DC)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	l, err := election.CurrentLeader(ctx, c.direct[dr], electionPrefix)
+	l, err := election.CurrentLeader(ctx, c.direct[dr], topohaKeys.Election())
 	if err != nil {
 		return nil
 	}
@@ -510,7 +507,7 @@ func (c *cluster) waitLeader(not string) string {
 func (c *cluster) lastFailover(dc string) *failover.Result {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return failover.ReadResult(ctx, c.direct[dc], keyRoot)
+	return failover.ReadResult(ctx, c.direct[dc], topohaKeys.LastFailover())
 }
 
 // waitResult waits until the failover to epoch has stored its result in dc's etcd.
@@ -597,7 +594,7 @@ func (c *cluster) waitEqual(what string) time.Duration {
 }
 
 // status runs `topoha status --json` as the operator.
-func (c *cluster) status() controller.ClusterStatus {
+func (c *cluster) status() clusterstatus.Status {
 	c.t.Helper()
 	return clitest.Status(c.t, c.configs["direct"], waitLong)
 }
@@ -779,7 +776,7 @@ func (c *cluster) checkpointRev(dc string) int64 {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := c.direct[dc].Get(ctx, checkpointKey)
+	resp, err := c.direct[dc].Get(ctx, topohaKeys.MirrorCheckpoint())
 	if err != nil {
 		c.t.Fatalf("read the checkpoint in %s: %v", dc, err)
 	}

@@ -4,7 +4,7 @@
 // are injected: partitions, DC losses, kill -9 and SIGSTOP of the leader, etcd restarts, compaction,
 // blackholed VIPs, hanging promote commands, reloads during a failover, pause and cooldown; one member
 // stopped, restarted in turn, blackholed or cut off from its peers; a lost quorum; NOSPACE. After every scenario one checker
-// verifies the invariants of DESIGN.md, and the suite prints a table of what happened.
+// verifies the invariants of docs/design.md, and the suite prints a table of what happened.
 //
 // Its files carry the build tag chaos, so `go test ./...` does not run it:
 //

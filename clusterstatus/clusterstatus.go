@@ -1,4 +1,7 @@
-package controller
+// Package clusterstatus is the read model of a topoha cluster: its state read from both DCs' etcds
+// directly (probes, the primary record, the leader, the pause flag, the mirror's checkpoint, fences, the
+// last failover), what `topoha status` and the controllers' status API show. It needs no controller.
+package clusterstatus
 
 import (
 	"context"
@@ -12,21 +15,22 @@ import (
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/override"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
 	"github.com/topoha/topoha/witness"
 )
 
-// ClusterStatus is the state of a topoha cluster as read from the etcds directly: what `topoha status`
+// Status is the state of a topoha cluster as read from the etcds directly: what `topoha status`
 // shows, with or without a controller running.
-type ClusterStatus struct {
-	Cluster      string              `json:"cluster"`
-	Primary      primary.Record      `json:"primary"`
-	Leader       *election.Leader    `json:"leader"`
-	Paused       bool                `json:"paused"`
-	DCs          map[string]DCStatus `json:"dcs"`
-	Mirror       MirrorStatus        `json:"mirror"`
-	LastFailover *failover.Result    `json:"last_failover"`
+type Status struct {
+	Cluster      string           `json:"cluster"`
+	Primary      primary.Record   `json:"primary"`
+	Leader       *election.Leader `json:"leader"`
+	Paused       bool             `json:"paused"`
+	DCs          map[string]DC    `json:"dcs"`
+	Mirror       Mirror           `json:"mirror"`
+	LastFailover *failover.Result `json:"last_failover"`
 	// Fences are the DCs that fenced themselves (failover.self_fence), by DC, as their own etcds say.
 	Fences map[string]*fence.Record `json:"fences,omitempty"`
 	// Witnesses are the configured witnesses' views, asked just now.
@@ -34,8 +38,8 @@ type ClusterStatus struct {
 	Warnings  []string         `json:"warnings,omitempty"`
 }
 
-// DCStatus is one DC's etcd as probed just now.
-type DCStatus struct {
+// DC is one DC's etcd as probed just now.
+type DC struct {
 	// EtcdHealthy says the cluster serves linearizable reads: State up or degraded.
 	EtcdHealthy bool `json:"etcd_healthy"`
 	// State is up, degraded (an alarm: writes refused) or down.
@@ -47,8 +51,8 @@ type DCStatus struct {
 	Alarms  []health.Alarm  `json:"alarms,omitempty"`
 }
 
-// MirrorStatus is the mirror's progress according to its checkpoint in the DR etcd.
-type MirrorStatus struct {
+// Mirror is the mirror's progress according to its checkpoint in the DR etcd.
+type Mirror struct {
 	Source          string    `json:"source"`
 	Destination     string    `json:"destination"`
 	AppliedRevision int64     `json:"applied_revision"`
@@ -58,10 +62,10 @@ type MirrorStatus struct {
 	UpdatedAt       time.Time `json:"updated_at,omitzero"`
 }
 
-// ReadClusterStatus probes both DCs' etcds and reads topoha's records from them. Nothing in it needs a
+// Read probes both DCs' etcds and reads topoha's records from them. Nothing in it needs a
 // controller; what cannot be read is reported as such.
-func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) *ClusterStatus {
-	st := &ClusterStatus{Cluster: c.Cluster, DCs: map[string]DCStatus{}}
+func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) *Status {
+	st := &Status{Cluster: c.Cluster, DCs: map[string]DC{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	observed := map[string]primary.Observed{}
@@ -74,13 +78,13 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 			var fenced fence.Observed
 			var last *failover.Result
 			if ds.EtcdHealthy {
-				rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+				rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
 				// The result before the record: a failover bumps the record before it saves its result,
 				// so the record read next is at least as new as the result, and status never shows a
 				// failover to an epoch beyond the primary it names.
-				last = failover.ReadResult(rctx, clients[dc], c.KeyRoot())
-				obs = primary.Read(rctx, clients[dc], primary.Key(c.KeyRoot()))
-				fenced = fence.Read(rctx, clients[dc], fence.Key(c.KeyRoot()))
+				last = failover.ReadResult(rctx, clients[dc], c.Keys().LastFailover())
+				obs = primary.Read(rctx, clients[dc], c.Keys().Primary())
+				fenced = fence.Read(rctx, clients[dc], c.Keys().Fence())
 				cancel()
 			}
 			mu.Lock()
@@ -102,17 +106,22 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 		}()
 	}
 	wg.Wait()
-	var list []primary.Observed
 	for _, dc := range c.DCNames() {
-		list = append(list, observed[dc])
 		if err := observed[dc].Err; err != nil {
 			st.Warnings = append(st.Warnings, err.Error())
 		}
 	}
-	st.Primary = primary.Resolve(c.InitialPrimary, list...)
+	st.Primary = primary.HeldByAny(c.InitialPrimary, c.DCNames(), observed)
 	dr := c.OtherDC(st.Primary.DC)
-	st.Mirror = MirrorStatus{Source: st.Primary.DC, Destination: dr, SourceRevision: st.DCs[st.Primary.DC].Revision}
-	p, ok := ReadPause(ctx, c, clients)
+	st.Mirror = Mirror{Source: st.Primary.DC, Destination: dr, SourceRevision: st.DCs[st.Primary.DC].Revision}
+	// Only from the etcds that answered the probe: a lost DC would cost a request timeout.
+	serving := map[string]*clientv3.Client{}
+	for dc, ds := range st.DCs {
+		if ds.EtcdHealthy {
+			serving[dc] = clients[dc]
+		}
+	}
+	p, ok := override.ReadPause(ctx, c, serving)
 	st.Paused = !ok || p.Paused
 	if len(c.Failover.Witnesses) > 0 {
 		st.Witnesses = witness.Ask(ctx, c.Failover.Witnesses, c.Health.Timeout)
@@ -122,14 +131,14 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 	}
 
 	if st.DCs[dr].EtcdHealthy {
-		rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		l, err := election.CurrentLeader(rctx, clients[dr], c.KeyRoot()+"election/")
+		rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+		l, err := election.CurrentLeader(rctx, clients[dr], c.Keys().Election())
 		cancel()
 		if err != nil {
 			st.Warnings = append(st.Warnings, err.Error())
 		}
 		st.Leader = l
-		cp, err := replication.ReadCheckpoint(ctx, clients[dr], c.MirrorCheckpointKey(), c.Health.Timeout)
+		cp, err := replication.ReadCheckpoint(ctx, clients[dr], c.Keys().MirrorCheckpoint(), c.RequestTimeout)
 		if err != nil {
 			st.Warnings = append(st.Warnings, err.Error())
 		}
@@ -141,7 +150,7 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 		}
 		// What a failover to the DR side would run into, found now rather than at 3 a.m.
 		if len(c.Failover.Shards) > 0 {
-			for _, w := range failover.Preflight(ctx, c, clients[dr], st.Primary.DC, dr, c.Health.Timeout) {
+			for _, w := range failover.Preflight(ctx, c, clients[dr], st.Primary.DC, dr, c.RequestTimeout) {
 				st.Warnings = append(st.Warnings, "pre-flight for a failover to "+dr+": "+w)
 			}
 		}
@@ -150,13 +159,13 @@ func ReadClusterStatus(ctx context.Context, c *config.Config, clients map[string
 }
 
 // probeDC probes every member of dc's etcd once.
-func probeDC(ctx context.Context, c *config.Config, dc string) DCStatus {
+func probeDC(ctx context.Context, c *config.Config, dc string) DC {
 	hc, err := health.ConfigFor(c, dc)
 	if err != nil {
-		return DCStatus{State: health.Down, Error: err.Error()}
+		return DC{State: health.Down, Error: err.Error()}
 	}
 	res := health.Probe(ctx, hc.Etcd, hc.Key, hc.Timeout)
-	ds := DCStatus{State: res.State(), Revision: res.Revision, Members: res.Members, Alarms: res.Alarms}
+	ds := DC{State: res.State(), Revision: res.Revision, Members: res.Members, Alarms: res.Alarms}
 	ds.EtcdHealthy = ds.State.Serving()
 	if res.Err != nil {
 		ds.Error = res.Err.Error()

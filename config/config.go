@@ -1,4 +1,4 @@
-// Package config is topoha's configuration: the YAML schema of DESIGN.md, its defaults, and its validation.
+// Package config is topoha's configuration: the YAML schema of docs/design.md, its defaults, and its validation.
 //
 // Load reads a file, rejects unknown keys, fills in defaults and validates everything at once. Every error
 // names the field it is about (for example `dcs.dc2.etcd.endpoints: must not be empty`) and says how to fix
@@ -8,6 +8,8 @@ package config
 import (
 	"strings"
 	"time"
+
+	"github.com/topoha/topoha/keys"
 )
 
 // Config is the whole of config.yaml.
@@ -23,6 +25,9 @@ type Config struct {
 	Listen         string        `yaml:"listen"`
 	HTTP           HTTP          `yaml:"http"`
 	History        History       `yaml:"history"`
+	// RequestTimeout bounds every etcd request that is not a health probe: topoha's records, the mirror's
+	// reads and writes, the election's grants, a failover's epoch bump and reads.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
 }
 
 // History bounds the event history kept in each DC's etcd.
@@ -189,20 +194,20 @@ func Default() Config {
 			SwitchoverCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
 				"PlannedReparentShard", "--new-primary", "{{.Tablet}}", "{{.Keyspace}}/{{.Shard}}"},
 		},
-		Listen:  "127.0.0.1:9464",
-		History: History{MaxEvents: 1000},
+		Listen:         "127.0.0.1:9464",
+		History:        History{MaxEvents: 1000},
+		RequestTimeout: DefaultRequestTimeout,
 	}
 }
+
+// DefaultRequestTimeout is request_timeout's default: etcdctl's --command-timeout.
+const DefaultRequestTimeout = 5 * time.Second
 
 // DefaultDialTimeout is used for a DC whose etcd.dial_timeout is not set.
 const DefaultDialTimeout = 2 * time.Second
 
-// KeyRoot is the etcd directory of topoha's own keys for this cluster, in both DCs' etcds. It is never inside
-// the mirrored prefix.
-func (c *Config) KeyRoot() string { return "/topoha/" + c.Cluster + "/" }
-
-// MirrorCheckpointKey is where the mirror keeps its checkpoint, in the destination etcd.
-func (c *Config) MirrorCheckpointKey() string { return c.KeyRoot() + "mirror/checkpoint" }
+// Keys names topoha's own keys for this cluster, below /topoha/<cluster>/: never inside the mirrored prefix.
+func (c *Config) Keys() keys.Layout { return keys.For(c.Cluster) }
 
 // OtherDC returns the name of the DC that is not dc. Validation guarantees there are exactly two.
 func (c *Config) OtherDC(dc string) string {

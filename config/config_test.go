@@ -176,8 +176,8 @@ func TestLoadExampleConfig(t *testing.T) {
 	if cfg.Mirror.SourceKeyPrefix() != "/vt/" || cfg.Mirror.DestKeyPrefix() != "/vt/" {
 		t.Errorf("key prefixes = %q, %q; want /vt/, /vt/", cfg.Mirror.SourceKeyPrefix(), cfg.Mirror.DestKeyPrefix())
 	}
-	if cfg.KeyRoot() != "/topoha/prod/" || cfg.MirrorCheckpointKey() != "/topoha/prod/mirror/checkpoint" {
-		t.Errorf("KeyRoot, MirrorCheckpointKey = %q, %q", cfg.KeyRoot(), cfg.MirrorCheckpointKey())
+	if cfg.Keys().Root() != "/topoha/prod/" || cfg.Keys().MirrorCheckpoint() != "/topoha/prod/mirror/checkpoint" {
+		t.Errorf("Keys: root, checkpoint = %q, %q", cfg.Keys().Root(), cfg.Keys().MirrorCheckpoint())
 	}
 	if cfg.Election.TTL != 10*time.Second || cfg.Failover.Mode != ModeManual || cfg.Failover.After != 30*time.Second {
 		t.Errorf("election, failover = %+v, %+v", cfg.Election, cfg.Failover)
@@ -583,7 +583,7 @@ func TestAccepted(t *testing.T) {
 	}
 }
 
-// TestFlowStyleDocument loads a whole config written in flow style, as DESIGN.md writes most sections.
+// TestFlowStyleDocument loads a whole config written in flow style, as docs/design.md writes most sections.
 func TestFlowStyleDocument(t *testing.T) {
 	cfg := mustParse(t, `{cluster: prod, initial_primary: dc2,
   dcs: {dc1: {etcd: {endpoints: [http://127.0.0.1:2379], dial_timeout: 2s}}, dc2: {etcd: {endpoints: [http://127.0.0.1:2479]}}},

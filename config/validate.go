@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"github.com/topoha/topoha/keys"
 )
 
 // FieldError is a problem with one field of the config.
@@ -102,6 +104,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.TokenFile != "" {
 		add(checkReadable("http.token_file", c.HTTP.TokenFile))
+	}
+	if c.RequestTimeout <= 0 {
+		add(fieldErr("request_timeout", "%s: must be positive, e.g. 5s (the default); it bounds each etcd request that is not a health probe", c.RequestTimeout))
 	}
 	if c.History.MaxEvents < 10 {
 		add(fieldErr("history.max_events", "%d: keep at least 10 events (default 1000); the history is bounded per DC's etcd", c.History.MaxEvents))
@@ -203,8 +208,8 @@ func (c *Config) validateMirror(add func(error)) {
 			add(fieldErr(field, "%q must start with '/', e.g. /vt", p))
 		case p == "/" || strings.HasSuffix(p, "/"):
 			add(fieldErr(field, "%q: name the directory without a trailing '/', e.g. /vt", p))
-		case strings.HasPrefix("/topoha/", p+"/") || strings.HasPrefix(p+"/", "/topoha/"):
-			add(fieldErr(field, "%q contains topoha's own keys (/topoha/); name the Vitess global root instead, e.g. /vt", p))
+		case strings.HasPrefix(keys.Dir, p+"/") || strings.HasPrefix(p+"/", keys.Dir):
+			add(fieldErr(field, "%q contains topoha's own keys (%s); name the Vitess global root instead, e.g. /vt", p, keys.Dir))
 		default:
 			return true
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/metrics"
+	"github.com/topoha/topoha/override"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
 	"github.com/topoha/topoha/witness"
@@ -50,9 +51,8 @@ type Controller struct {
 	fencer  *fence.Fencer
 	// primaryRead is set once an etcd answered with the primary record: before, Status.Primary is a guess.
 	primaryRead atomic.Bool
-	// pauseSeen is the newest pause flag this controller has read from any etcd.
-	pauseMu   sync.Mutex
-	pauseSeen Pause
+	// pauses is the newest pause flag this controller has read from any etcd.
+	pauses override.Memory
 	// changing is set while this controller's leader carries out a failover or switchover: its term (and
 	// the mirror a switchover drains) must not be ended by the election moving meanwhile.
 	changing atomic.Bool
@@ -144,21 +144,6 @@ func New(cfg Config) (*Controller, error) {
 	return ctl, nil
 }
 
-// signalRequestTTL is how long a request from a signal or --force-primary waits for a leader to take it.
-const signalRequestTTL = time.Minute
-
-// RequestFailover asks the leader, whichever controller it is, to fail over (SIGUSR1, --force-primary):
-// the request goes through etcd like `topoha failover`'s.
-func (ctl *Controller) RequestFailover(ctx context.Context, r failover.Request) error {
-	if err := WriteRequest(ctx, ctl.config(), ctl.cfg.Clients, r, signalRequestTTL); err != nil {
-		err = fmt.Errorf("failover request to %s not delivered: %w", r.To, err)
-		ctl.ev.Error(events.KindOverride, "failover request not delivered", "to", r.To, "force", r.Force, "trigger", r.Trigger, "err", err)
-		return err
-	}
-	ctl.ev.Info(events.KindOverride, "failover requested", "to", r.To, "force", r.Force, "trigger", r.Trigger)
-	return nil
-}
-
 // Clients returns the etcd clients the controller uses, for the status API.
 func (ctl *Controller) Clients() map[string]*clientv3.Client { return ctl.cfg.Clients }
 
@@ -195,12 +180,14 @@ func (ctl *Controller) reload(next *config.Config) error {
 		Election                config.Election
 		Listen                  string
 		HTTP                    config.HTTP
+		History                 config.History
+		RequestTimeout          time.Duration
 	}
 	pin := func(c *config.Config) fixed {
-		return fixed{c.Cluster, c.InitialPrimary, c.DCs, c.Mirror, c.Vitess, c.Election, c.Listen, c.HTTP}
+		return fixed{c.Cluster, c.InitialPrimary, c.DCs, c.Mirror, c.Vitess, c.Election, c.Listen, c.HTTP, c.History, c.RequestTimeout}
 	}
 	if !reflect.DeepEqual(pin(cur), pin(next)) {
-		return errors.New("config not reloaded: only health and failover settings change on reload; cluster, initial_primary, dcs, mirror, vitess, election, listen and http need a restart")
+		return errors.New("config not reloaded: only health and failover settings change on reload; cluster, initial_primary, dcs, mirror, vitess, election, listen, http, history and request_timeout need a restart")
 	}
 	ctl.conf.Store(next)
 	for _, p := range ctl.probers {
@@ -313,8 +300,8 @@ func (ctl *Controller) Run(ctx context.Context) error {
 			// The election lives in the DR DC's etcd, where the leader writes: after a failover it moves.
 			stopCampaign()
 			el, err := election.New(election.Config{
-				Client: ctl.cfg.Clients[dr], Prefix: ctl.config().KeyRoot() + "election/", ID: ctl.cfg.ID, DC: ctl.cfg.DC,
-				TTL: ctl.config().Election.TTL, RetryInterval: ctl.config().Health.Interval, Logger: ctl.log,
+				Client: ctl.cfg.Clients[dr], Prefix: ctl.config().Keys().Election(), ID: ctl.cfg.ID, DC: ctl.cfg.DC,
+				TTL: ctl.config().Election.TTL, RetryInterval: ctl.config().Health.Interval, RequestTimeout: ctl.config().RequestTimeout, Logger: ctl.log,
 				OnStartedLeading: func(lctx context.Context, term election.Term) { ctl.lead(lctx, term, rec) },
 			})
 			if err != nil {
@@ -367,9 +354,14 @@ func anyRead(obs map[string]primary.Observed) bool {
 	return false
 }
 
-// readPrimary reads the primary record from both etcds and resolves it.
+// readPrimary reads the primary record from the etcds not known to be down (from both when both are)
+// and resolves it.
 func (ctl *Controller) readPrimary(ctx context.Context) (primary.Record, map[string]primary.Observed) {
 	c := ctl.config()
-	obs := primary.ReadAll(ctx, ctl.cfg.Clients, primary.Key(c.KeyRoot()), c.Health.Timeout)
-	return primary.ResolveAll(c.InitialPrimary, c.DCNames(), obs), obs
+	clients := ctl.reachable()
+	if len(clients) == 0 {
+		clients = ctl.cfg.Clients
+	}
+	obs := primary.ReadAll(ctx, clients, c.Keys().Primary(), c.RequestTimeout)
+	return primary.HeldByAny(c.InitialPrimary, c.DCNames(), obs), obs
 }

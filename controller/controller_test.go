@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
@@ -187,7 +188,7 @@ func TestAutomaticFailoverAndReturn(t *testing.T) {
 
 	r.dc1.Stop()
 	testenv.Eventually(t, wait, func() (bool, string) {
-		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
+		got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary())
 		return got.Record != nil && got.Record.DC == "dc2" && got.Record.Epoch == 1, fmt.Sprintf("dc2 record %+v", got)
 	})
 	var s Status
@@ -219,7 +220,7 @@ func TestAutomaticFailoverAndReturn(t *testing.T) {
 	r.dc1.Start()
 	r.waitEqual(r.c2, r.c1)
 	testenv.Eventually(t, wait, func() (bool, string) {
-		got := primary.Read(context.Background(), r.c1, primary.Key(r.cfg.KeyRoot()))
+		got := primary.Read(context.Background(), r.c1, r.cfg.Keys().Primary())
 		return got.Record != nil && got.Record.Epoch == 1, fmt.Sprintf("dc1 record %+v", got)
 	})
 	if s := ctl.Status(); s.Primary.DC != "dc2" || s.Primary.Epoch != 1 {
@@ -237,7 +238,7 @@ func TestFailoverBackByALeaderElectedWithThePrimaryDown(t *testing.T) {
 	testenv.Eventually(t, wait, func() (bool, string) { return ctlB.Status().Leading, "ctl-dc2 not leading" })
 	r.dc1.Stop()
 	testenv.Eventually(t, wait, func() (bool, string) {
-		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
+		got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary())
 		return got.Record != nil && got.Record.DC == "dc2" && got.Record.Epoch == 1, fmt.Sprintf("dc2 record %+v", got)
 	})
 	r.put(r.c2, "/vt/after-first-failover", "written in dc2")
@@ -248,7 +249,7 @@ func TestFailoverBackByALeaderElectedWithThePrimaryDown(t *testing.T) {
 	r.dc2.Stop()
 	ctlA, _ := r.start("dc1", "ctl-dc1")
 	testenv.Eventually(t, wait, func() (bool, string) {
-		got := primary.Read(context.Background(), r.c1, primary.Key(r.cfg.KeyRoot()))
+		got := primary.Read(context.Background(), r.c1, r.cfg.Keys().Primary())
 		s := ctlA.Status()
 		return got.Record != nil && got.Record.DC == "dc1" && got.Record.Epoch == 2,
 			fmt.Sprintf("dc1 record %+v; ctl-dc1 leading %v, problem %q, decision %q", got.Record, s.Leading, s.Problem, s.Decision.Reason)
@@ -272,7 +273,7 @@ func TestNoFailoverOnShortOutage(t *testing.T) {
 	})
 	r.dc1.Start()
 	testenv.Eventually(t, wait, func() (bool, string) { return ctl.Status().Health["dc1"].State == "up", "dc1 not up again" })
-	if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+	if got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary()); got.Record != nil {
 		t.Fatalf("a short outage caused a failover: %+v", got.Record)
 	}
 }
@@ -291,14 +292,14 @@ func TestPauseHoldsAutomaticFailover(t *testing.T) {
 		return s.Health["dc1"].DownFor(time.Now()) > 3*r.cfg.Failover.After && s.Decision.Reason == "paused: no automatic failover",
 			fmt.Sprintf("dc1 down for %s, decision %q", s.Health["dc1"].DownFor(time.Now()), s.Decision.Reason)
 	})
-	if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+	if got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary()); got.Record != nil {
 		t.Fatalf("a paused controller failed over: %+v", got.Record)
 	}
 	if err := ctl.SetPaused(context.Background(), false, "test"); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, wait, func() (bool, string) {
-		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
+		got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary())
 		return got.Record != nil && got.Record.Epoch == 1, "no failover after resume"
 	})
 }
@@ -332,7 +333,7 @@ func TestReloadChangesFailoverSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, wait, func() (bool, string) {
-		got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot()))
+		got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary())
 		return got.Record != nil && got.Record.Epoch == 1, "no failover after mode auto was reloaded"
 	})
 }
@@ -342,7 +343,7 @@ func TestReloadChangesFailoverSettings(t *testing.T) {
 // and in `topoha status`; and once it is fixed by hand, mirroring resumes.
 func TestGarbagePrimaryRecordStopsTheLeader(t *testing.T) {
 	r := newRig(t, "auto", time.Second)
-	key := primary.Key(r.cfg.KeyRoot())
+	key := r.cfg.Keys().Primary()
 	r.put(r.c2, key, "{not a record")
 	r.put(r.c1, "/vt/keyspaces/commerce/Keyspace", "ks")
 	ctl, _ := r.start("dc2", "ctl-b")
@@ -350,7 +351,7 @@ func TestGarbagePrimaryRecordStopsTheLeader(t *testing.T) {
 		s := ctl.Status()
 		return s.Leading && strings.Contains(s.Problem, "primary record"), fmt.Sprintf("leading %v, problem %q", s.Leading, s.Problem)
 	})
-	st := ReadClusterStatus(context.Background(), r.cfg, map[string]*clientv3.Client{"dc1": r.c1, "dc2": r.c2})
+	st := clusterstatus.Read(context.Background(), r.cfg, map[string]*clientv3.Client{"dc1": r.c1, "dc2": r.c2})
 	if !strings.Contains(strings.Join(st.Warnings, "\n"), "primary record") {
 		t.Errorf("status warnings lack the garbage record: %q", st.Warnings)
 	}

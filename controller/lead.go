@@ -23,7 +23,7 @@ import (
 func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary.Record) {
 	c := ctl.config()
 	dr := c.OtherDC(rec.DC)
-	key := primary.Key(c.KeyRoot())
+	key := c.Keys().Primary()
 	seen := ctl.readPrimaryIn(ctx, dr)
 	// The terms given up here are not leadership: nothing is done in them, and they are neither counted
 	// nor announced.
@@ -77,7 +77,7 @@ func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary
 	// Every mirror write compares the term and the DR etcd's primary record: a deposed leader, or one whose
 	// view of the epoch is stale, cannot write.
 	fence := []clientv3.Cmp{term.Fence(), primary.Unchanged(key, seen)}
-	mc := MirrorConfig(c, ctl.cfg.Clients, rec.DC, dr, ctl.log)
+	mc := replication.ConfigFor(c, ctl.cfg.Clients, rec.DC, dr, ctl.log)
 	mc.Fence, mc.Metrics = fence, ctl.cfg.Metrics
 	m, err := replication.New(mc)
 	if err != nil {
@@ -222,11 +222,11 @@ func (ctl *Controller) learnFrom(ctx context.Context, dc string, rec primary.Rec
 	}
 }
 
-// readPrimaryIn reads the primary record in dc's etcd alone, within the health timeout.
+// readPrimaryIn reads the primary record in dc's etcd alone.
 func (ctl *Controller) readPrimaryIn(ctx context.Context, dc string) primary.Observed {
-	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, ctl.config().RequestTimeout)
 	defer cancel()
-	return primary.Read(ctx, ctl.cfg.Clients[dc], primary.Key(ctl.config().KeyRoot()))
+	return primary.Read(ctx, ctl.cfg.Clients[dc], ctl.config().Keys().Primary())
 }
 
 // executor carries out failovers with the configuration in force. NewExecutor cannot fail here: New
@@ -239,8 +239,8 @@ func (ctl *Controller) executor() *failover.Executor {
 
 // drain waits until the mirror has applied every revision the old primary's etcd holds now.
 func (ctl *Controller) drain(ctx context.Context, m *replication.Mirror, source string) error {
-	rctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
-	resp, err := ctl.cfg.Clients[source].Get(rctx, ctl.config().KeyRoot()+"drain")
+	rctx, cancel := context.WithTimeout(ctx, ctl.config().RequestTimeout)
+	resp, err := ctl.cfg.Clients[source].Get(rctx, ctl.config().Keys().Probe())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("read %s's current revision: %w", source, err)
@@ -262,7 +262,7 @@ func (ctl *Controller) drain(ctx context.Context, m *replication.Mirror, source 
 }
 
 func (ctl *Controller) recordDemotion(ctx context.Context, dr, key string, rec primary.Record, seen primary.Observed, term election.Term) error {
-	ctx, cancel := context.WithTimeout(ctx, ctl.config().Health.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, ctl.config().RequestTimeout)
 	defer cancel()
 	ok, err := primary.Write(ctx, ctl.cfg.Clients[dr], key, rec, seen, term.Fence())
 	if err == nil && !ok {

@@ -64,7 +64,7 @@ func noFailoverWhile(t *testing.T, r *rig, ctl *Controller, resyncs map[string]u
 		})
 		s := ctl.Status()
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		got := primary.Read(rctx, r.c2, primary.Key(r.cfg.KeyRoot()))
+		got := primary.Read(rctx, r.c2, r.cfg.Keys().Primary())
 		cancel()
 		if got.Record != nil {
 			t.Fatalf("%s: failed over: %+v (decision %q)", what, got.Record, s.Decision.Reason)
@@ -143,7 +143,7 @@ func waitFailedOver(t *testing.T, r *rig, ctl *Controller) *failover.Result {
 	testenv.Eventually(t, wait, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		res = failover.ReadResult(ctx, r.c2, r.cfg.KeyRoot())
+		res = failover.ReadResult(ctx, r.c2, r.cfg.Keys().LastFailover())
 		return res != nil && res.Epoch == 1 && res.Decision.To == "dc2", fmt.Sprintf("no failover to dc2 stored; decision here %q", ctl.Status().Decision.Reason)
 	})
 	return res
@@ -164,7 +164,7 @@ func TestNoSpaceIsNoFailover(t *testing.T) {
 	})
 	holdFor := time.Now().Add(r.cfg.Failover.After + 2*time.Second)
 	for time.Now().Before(holdFor) {
-		if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+		if got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary()); got.Record != nil {
 			t.Fatalf("NOSPACE in the primary failed over: %+v", got.Record)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -183,7 +183,7 @@ func TestNoSpaceIsNoFailover(t *testing.T) {
 	testenv.ClearNoSpace(t, r.dc2, r.c2, "/fill/")
 	r.waitEqual(r.c1, r.c2)
 	s := ctl.Status()
-	if got := primary.Read(context.Background(), r.c2, primary.Key(r.cfg.KeyRoot())); got.Record != nil {
+	if got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary()); got.Record != nil {
 		t.Fatalf("NOSPACE in the DR side failed over: %+v", got.Record)
 	}
 	if !s.Leading || !maps.Equal(s.Mirror.Resyncs, resyncs) {

@@ -14,7 +14,7 @@ import (
 	"github.com/topoha/topoha/internal/testenv"
 )
 
-// vip is the global topo VIP of DESIGN.md: one address that every tablet uses for the topo, forwarded to
+// vip is the global topo VIP of docs/design.md: one address that every tablet uses for the topo, forwarded to
 // one DC's etcd. Moving it drops the connections through it, as an LVS or keepalived move does.
 type vip struct {
 	ln      net.Listener

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/internal/clitest"
 	"github.com/topoha/topoha/internal/testenv"
 )
@@ -239,7 +239,7 @@ failover:
 	return path
 }
 
-func status(t *testing.T, config string) controller.ClusterStatus {
+func status(t *testing.T, config string) clusterstatus.Status {
 	t.Helper()
 	return clitest.Status(t, config, waitLong)
 }

@@ -32,7 +32,7 @@ type Config struct {
 	// TTL is the session lease's time to live, in whole seconds: a leader that stops refreshing it loses
 	// leadership within TTL.
 	TTL time.Duration
-	// RequestTimeout bounds every request that is not a wait (grant, resign). Default 5s.
+	// RequestTimeout bounds every request that is not a wait (grant, resign): request_timeout. Required.
 	RequestTimeout time.Duration
 	// RetryInterval is the wait after a failed session or campaign. Default TTL/4.
 	RetryInterval time.Duration
@@ -86,9 +86,8 @@ func New(cfg Config) (*Elector, error) {
 		return nil, fmt.Errorf("election: TTL %s must be a whole number of seconds, at least 1s", cfg.TTL)
 	case cfg.OnStartedLeading == nil:
 		return nil, errors.New("election: OnStartedLeading is required")
-	}
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = 5 * time.Second
+	case cfg.RequestTimeout <= 0:
+		return nil, fmt.Errorf("election: RequestTimeout %s must be positive (request_timeout)", cfg.RequestTimeout)
 	}
 	if cfg.RetryInterval == 0 {
 		cfg.RetryInterval = cfg.TTL / 4

@@ -31,7 +31,7 @@ func startCandidate(t *testing.T, cli *clientv3.Client, id string, ttl time.Dura
 	t.Helper()
 	c := &candidate{id: id, done: make(chan error, 1)}
 	e, err := New(Config{
-		Client: cli, Prefix: prefix, ID: id, DC: "dc2", TTL: ttl, RetryInterval: 50 * time.Millisecond,
+		Client: cli, Prefix: prefix, ID: id, DC: "dc2", TTL: ttl, RetryInterval: 50 * time.Millisecond, RequestTimeout: 5 * time.Second,
 		OnStartedLeading: func(ctx context.Context, term Term) {
 			c.mu.Lock()
 			c.terms = append(c.terms, term)
@@ -210,14 +210,15 @@ func (c *candidate) mustTerm(t *testing.T) Term {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	cli := testenv.StartEtcd(t, "dr").Client()
-	ok := Config{Client: cli, Prefix: prefix, ID: "a", TTL: time.Second, OnStartedLeading: func(context.Context, Term) {}}
+	ok := Config{Client: cli, Prefix: prefix, ID: "a", TTL: time.Second, RequestTimeout: 5 * time.Second, OnStartedLeading: func(context.Context, Term) {}}
 	for name, mutate := range map[string]func(*Config){
-		"no client":         func(c *Config) { c.Client = nil },
-		"prefix without /":  func(c *Config) { c.Prefix = "/topoha/x" },
-		"no id":             func(c *Config) { c.ID = "" },
-		"sub-second ttl":    func(c *Config) { c.TTL = 500 * time.Millisecond },
-		"fractional ttl":    func(c *Config) { c.TTL = 1500 * time.Millisecond },
-		"no leader routine": func(c *Config) { c.OnStartedLeading = nil },
+		"no client":          func(c *Config) { c.Client = nil },
+		"prefix without /":   func(c *Config) { c.Prefix = "/topoha/x" },
+		"no id":              func(c *Config) { c.ID = "" },
+		"sub-second ttl":     func(c *Config) { c.TTL = 500 * time.Millisecond },
+		"fractional ttl":     func(c *Config) { c.TTL = 1500 * time.Millisecond },
+		"no leader routine":  func(c *Config) { c.OnStartedLeading = nil },
+		"no request timeout": func(c *Config) { c.RequestTimeout = 0 },
 	} {
 		cfg := ok
 		mutate(&cfg)

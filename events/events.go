@@ -56,21 +56,18 @@ type Event struct {
 	Attrs      map[string]string `json:"attrs,omitempty"`
 }
 
-// HistoryPrefix is where the history lives under a cluster's key root.
-func HistoryPrefix(keyRoot string) string { return keyRoot + "history/" }
-
 // Config configures a Recorder.
 type Config struct {
 	// Clients has a client of each DC's etcd; every event is written to each. With none, events are
 	// only logged.
 	Clients map[string]*clientv3.Client
-	// KeyRoot is the cluster's key root (/topoha/<cluster>/).
-	KeyRoot string
+	// Prefix is where the history lives (keys.Layout.History).
+	Prefix string
 	// Controller and DC name who records.
 	Controller, DC string
 	// MaxEvents bounds the history kept in each etcd; the oldest entries are deleted. Default 1000.
 	MaxEvents int
-	// Timeout bounds each etcd request. Default 2s.
+	// Timeout bounds each etcd request (request_timeout); required with Clients.
 	Timeout time.Duration
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
@@ -89,14 +86,11 @@ type Recorder struct {
 
 // New returns a Recorder for cfg.
 func New(cfg Config) (*Recorder, error) {
-	if len(cfg.Clients) > 0 && cfg.KeyRoot == "" {
-		return nil, errors.New("events: KeyRoot is required with Clients")
+	if len(cfg.Clients) > 0 && (cfg.Prefix == "" || cfg.Timeout <= 0) {
+		return nil, errors.New("events: Prefix and a positive Timeout (request_timeout) are required with Clients")
 	}
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = 1000
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -206,7 +200,7 @@ func (r *Recorder) put(ctx context.Context, cli *clientv3.Client, ev Event) erro
 	if err != nil {
 		return err
 	}
-	prefix := HistoryPrefix(r.cfg.KeyRoot)
+	prefix := r.cfg.Prefix
 	key := prefix + ev.ID
 	wctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
@@ -228,10 +222,9 @@ func (r *Recorder) put(ctx context.Context, cli *clientv3.Client, ev Event) erro
 }
 
 // Read returns the history from every DC's etcd that answers, merged, oldest first, at most limit events
-// (the newest; 0 means all). Entries that are not events are skipped and reported in the error, as are
+// (the newest; 0 means all) below prefix (keys.Layout.History). Entries that are not events are skipped and reported in the error, as are
 // etcds that do not answer; events is still what could be read.
-func Read(ctx context.Context, clients map[string]*clientv3.Client, keyRoot string, timeout time.Duration, limit int) ([]Event, error) {
-	prefix := HistoryPrefix(keyRoot)
+func Read(ctx context.Context, clients map[string]*clientv3.Client, prefix string, timeout time.Duration, limit int) ([]Event, error) {
 	byKey := map[string]Event{}
 	var errs []error
 	for _, dc := range slices.Sorted(maps.Keys(clients)) {

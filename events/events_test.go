@@ -13,7 +13,7 @@ import (
 	"github.com/topoha/topoha/internal/testenv"
 )
 
-const keyRoot = "/topoha/t/"
+const history = "/topoha/t/history/"
 
 // run starts r.Run and returns a function that stops it and waits until what was queued is written.
 func run(t *testing.T, r *events.Recorder) func() {
@@ -36,7 +36,7 @@ func run(t *testing.T, r *events.Recorder) func() {
 func TestHistoryIsWrittenToBothDCsAndBounded(t *testing.T) {
 	e1, e2 := testenv.StartEtcd(t, "dc1"), testenv.StartEtcd(t, "dc2")
 	clients := map[string]*clientv3.Client{"dc1": e1.Client(), "dc2": e2.Client()}
-	r, err := events.New(events.Config{Clients: clients, KeyRoot: keyRoot, Controller: "ctl-a", DC: "dc1", MaxEvents: 10})
+	r, err := events.New(events.Config{Clients: clients, Prefix: history, Controller: "ctl-a", DC: "dc1", MaxEvents: 10, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestHistoryIsWrittenToBothDCsAndBounded(t *testing.T) {
 	stop() // writes what is still queued
 
 	for dc, cli := range clients {
-		resp, err := cli.Get(context.Background(), events.HistoryPrefix(keyRoot), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		resp, err := cli.Get(context.Background(), history, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func TestHistoryIsWrittenToBothDCsAndBounded(t *testing.T) {
 			t.Errorf("%s's etcd keeps %d events, want the bound of 10", dc, resp.Count)
 		}
 	}
-	evs, err := events.Read(context.Background(), clients, keyRoot, 5*time.Second, 0)
+	evs, err := events.Read(context.Background(), clients, history, 5*time.Second, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestHistoryIsWrittenToBothDCsAndBounded(t *testing.T) {
 		last.Message != "step" || last.Attrs["took"] != "1.5s" || last.Time.IsZero() {
 		t.Errorf("event read back as %+v", last)
 	}
-	if evs, _ := events.Read(context.Background(), clients, keyRoot, 5*time.Second, 3); len(evs) != 3 || evs[2].Attrs["n"] != "24" {
+	if evs, _ := events.Read(context.Background(), clients, history, 5*time.Second, 3); len(evs) != 3 || evs[2].Attrs["n"] != "24" {
 		t.Errorf("limit 3 read %d events ending with %v, want the newest 3", len(evs), evs)
 	}
 }
@@ -82,7 +82,7 @@ func TestHistoryWithALostDCAndGarbage(t *testing.T) {
 	e1, e2 := testenv.StartEtcd(t, "dc1"), testenv.StartEtcd(t, "dc2")
 	clients := map[string]*clientv3.Client{"dc1": e1.Client(), "dc2": e2.Client()}
 	e1.Stop()
-	r, err := events.New(events.Config{Clients: clients, KeyRoot: keyRoot, Controller: "ctl-b", DC: "dc2", Timeout: 200 * time.Millisecond})
+	r, err := events.New(events.Config{Clients: clients, Prefix: history, Controller: "ctl-b", DC: "dc2", Timeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,11 +94,11 @@ func TestHistoryWithALostDCAndGarbage(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("recording 500 events with a DC lost took %s; Record must not wait for etcd", took)
 	}
-	if _, err := clients["dc2"].Put(context.Background(), events.HistoryPrefix(keyRoot)+"0-garbage", "{not json"); err != nil {
+	if _, err := clients["dc2"].Put(context.Background(), history+"0-garbage", "{not json"); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		evs, err := events.Read(context.Background(), clients, keyRoot, 300*time.Millisecond, 0)
+		evs, err := events.Read(context.Background(), clients, history, 300*time.Millisecond, 0)
 		ok := len(evs) >= 256 && err != nil && strings.Contains(err.Error(), "dc1's etcd") && strings.Contains(err.Error(), "0-garbage is not an event")
 		return ok, fmt.Sprintf("%d events, err %v", len(evs), err)
 	})

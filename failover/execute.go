@@ -29,8 +29,6 @@ type ExecutorConfig struct {
 	Config *config.Config
 	// Clients has a client for each DC's etcd.
 	Clients map[string]*clientv3.Client
-	// RequestTimeout bounds each etcd request. Default 5s.
-	RequestTimeout time.Duration
 	// Attempts and Backoff are per shard: how often the promote command runs at most, and the first wait
 	// between attempts (doubled each time). Defaults 3 and 1s.
 	Attempts int
@@ -64,7 +62,6 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 			*d = v
 		}
 	}
-	def(&cfg.RequestTimeout, 5*time.Second)
 	def(&cfg.Backoff, time.Second)
 	def(&cfg.ConfirmTimeout, 5*time.Second)
 	def(&cfg.ConfirmPoll, 100*time.Millisecond)
@@ -128,13 +125,10 @@ func (r *Result) FailedShards() []string {
 	return out
 }
 
-// LastFailoverKey is where the last failover's Result is kept, in the new primary's etcd.
-func LastFailoverKey(keyRoot string) string { return keyRoot + "last_failover" }
-
-// ReadResult reads the Result the last failover saved in cli's etcd; nil if there is none or it cannot be
-// read.
-func ReadResult(ctx context.Context, cli *clientv3.Client, keyRoot string) *Result {
-	resp, err := cli.Get(ctx, LastFailoverKey(keyRoot))
+// ReadResult reads the Result the last failover saved at key (keys.Layout.LastFailover) in cli's etcd;
+// nil if there is none or it cannot be read.
+func ReadResult(ctx context.Context, cli *clientv3.Client, key string) *Result {
+	resp, err := cli.Get(ctx, key)
 	if err != nil || len(resp.Kvs) == 0 {
 		return nil
 	}
@@ -167,7 +161,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	cfg := x.cfg.Config
 	res := &Result{Decision: d, Epoch: d.NewEpoch, StartedAt: time.Now().UTC()}
 	target := x.cfg.Clients[d.To]
-	key := primary.Key(cfg.KeyRoot())
+	key := cfg.Keys().Primary()
 	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: res.StartedAt, Reason: string(d.Trigger) + ": " + d.Reason}
 	var errs *multierror.Error
 	command := cfg.Failover.PromoteCommand
@@ -219,7 +213,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	locks, err := x.purgeLocks(ctx, target)
 	res.Locks = locks
 	errs = multierror.Append(errs, err)
-	res.Warnings = Preflight(ctx, cfg, target, d.From, d.To, cfg.Health.Timeout)
+	res.Warnings = Preflight(ctx, cfg, target, d.From, d.To, cfg.RequestTimeout)
 	for _, w := range res.Warnings {
 		x.ev.Warn(events.KindFailover, "failover: pre-flight warning", "warning", w)
 	}
@@ -289,8 +283,8 @@ func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.
 	}
 	start := time.Now()
 	err := func() error {
-		rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
-		resp, err := target.Get(rctx, cfg.KeyRoot()+"vip", clientv3.WithCountOnly())
+		rctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
+		resp, err := target.Get(rctx, cfg.Keys().Probe(), clientv3.WithCountOnly())
 		cancel()
 		if err != nil {
 			return fmt.Errorf("read %s's cluster ID: %w", to, err)
@@ -305,7 +299,7 @@ func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.
 		defer cancel()
 		for {
 			// A fresh connection each time: one opened before the VIP moved may still lead to the old side.
-			if got, err := clusterID(wctx, cc, cfg.Health.Timeout); err == nil && got == want {
+			if got, err := clusterID(wctx, cc, cfg.Keys().Probe(), cfg.RequestTimeout); err == nil && got == want {
 				return nil
 			}
 			select {
@@ -325,7 +319,7 @@ func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.
 }
 
 // clusterID returns the cluster ID of the etcd that a new client of cc reaches.
-func clusterID(ctx context.Context, cc clientv3.Config, timeout time.Duration) (uint64, error) {
+func clusterID(ctx context.Context, cc clientv3.Config, key string, timeout time.Duration) (uint64, error) {
 	cc.DialTimeout = timeout
 	cli, err := clientv3.New(cc)
 	if err != nil {
@@ -334,7 +328,7 @@ func clusterID(ctx context.Context, cc clientv3.Config, timeout time.Duration) (
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := cli.Get(ctx, "topoha-vip-probe", clientv3.WithCountOnly())
+	resp, err := cli.Get(ctx, key, clientv3.WithCountOnly())
 	if err != nil {
 		return 0, err
 	}
@@ -353,10 +347,10 @@ func (x *Executor) stale() error {
 // side, and a mirror that resumed from it after a later failback would skip what this side wrote as
 // primary. A write whose outcome is unknown (timeout) is read back: committed is committed.
 func (x *Executor) bump(ctx context.Context, target *clientv3.Client, key string, rec primary.Record, seen primary.Observed, fence []clientv3.Cmp) (bool, error) {
-	rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
-	ok, err := primary.WriteWith(rctx, target, key, rec, seen, fence, []clientv3.Op{clientv3.OpDelete(x.cfg.Config.MirrorCheckpointKey())})
+	rctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
+	ok, err := primary.WriteWith(rctx, target, key, rec, seen, fence, []clientv3.Op{clientv3.OpDelete(x.cfg.Config.Keys().MirrorCheckpoint())})
 	cancel()
-	if err != nil && primary.Holds(ctx, target, key, rec, x.cfg.RequestTimeout) {
+	if err != nil && primary.Holds(ctx, target, key, rec, x.cfg.Config.RequestTimeout) {
 		x.log.Warn("failover: the epoch bump timed out but committed", "err", err)
 		return true, nil
 	}
@@ -367,6 +361,8 @@ func (x *Executor) bump(ctx context.Context, target *clientv3.Client, key string
 // learns of its demotion at once; when it does not (the usual case) it learns on return. It returns
 // what the old side held before, and "written" or why not.
 func (x *Executor) recordOnOldSide(ctx context.Context, dc, key string, rec primary.Record) (primary.Observed, string) {
+	// The old primary is usually the DC that was lost: it gets a probe's time, not a request's, so that
+	// the promotions never wait on it.
 	timeout := x.cfg.Config.Health.Timeout
 	cli := x.cfg.Clients[dc]
 	rctx, cancel := context.WithTimeout(ctx, timeout)
@@ -388,7 +384,7 @@ func (x *Executor) recordOnOldSide(ctx context.Context, dc, key string, rec prim
 // restoreOldSide puts back what the old primary's record held before a switchover told it, when the
 // switchover could not move the epoch on the new side: the two records must not disagree.
 func (x *Executor) restoreOldSide(ctx context.Context, dc, key string, told primary.Record, prev primary.Observed) {
-	ctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
 	defer cancel()
 	cli := x.cfg.Clients[dc]
 	now := primary.Read(ctx, cli, key)
@@ -406,7 +402,7 @@ func (x *Executor) restoreOldSide(ctx context.Context, dc, key string, told prim
 
 // checkFence returns ErrStale unless every fence condition holds in cli's etcd now.
 func (x *Executor) checkFence(ctx context.Context, cli *clientv3.Client, fence []clientv3.Cmp) error {
-	ctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
 	defer cancel()
 	resp, err := cli.Txn(ctx).If(fence...).Commit()
 	if err != nil {
@@ -423,7 +419,7 @@ func (x *Executor) checkFence(ctx context.Context, cli *clientv3.Client, fence [
 // a live process and stays.
 func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]string, error) {
 	root := x.cfg.Config.Vitess.GlobalRoot + "/"
-	rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	rctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
 	resp, err := cli.Get(rctx, root, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	cancel()
 	if err != nil {
@@ -436,7 +432,7 @@ func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]stri
 		if kv.Lease != 0 || !vitess.IsLockKey(key) {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+		rctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
 		tr, err := cli.Txn(rctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision), clientv3.Compare(clientv3.LeaseValue(key), "=", clientv3.NoLease)).
 			Then(clientv3.OpDelete(key)).Commit()
@@ -505,9 +501,9 @@ func (x *Executor) saveResult(ctx context.Context, cli *clientv3.Client, res *Re
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, x.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
 	defer cancel()
-	if _, err := cli.Put(ctx, LastFailoverKey(x.cfg.Config.KeyRoot()), string(val)); err != nil {
+	if _, err := cli.Put(ctx, x.cfg.Config.Keys().LastFailover(), string(val)); err != nil {
 		return fmt.Errorf("record the failover result: %w", err)
 	}
 	return nil

@@ -107,14 +107,14 @@ func TestExecutePromotesEveryShard(t *testing.T) {
 
 	// A checkpoint from when dc2 was the DR side: a mirror into dc2 after a later failback must not
 	// resume from it.
-	put(t, dc2, r.cfg.MirrorCheckpointKey(), `{"revision": 5}`)
+	put(t, dc2, r.cfg.Keys().MirrorCheckpoint(), `{"revision": 5}`)
 
-	key := primary.Key(r.cfg.KeyRoot())
+	key := r.cfg.Keys().Primary()
 	res, err := r.executor(t).Execute(ctxT(t), decision, primary.Read(ctxT(t), dc2, key))
 	if err != nil {
 		t.Fatalf("Execute: %v\n%+v", err, res)
 	}
-	if resp, err := dc2.Get(ctxT(t), r.cfg.MirrorCheckpointKey()); err != nil || len(resp.Kvs) != 0 {
+	if resp, err := dc2.Get(ctxT(t), r.cfg.Keys().MirrorCheckpoint()); err != nil || len(resp.Kvs) != 0 {
 		t.Errorf("the new primary still holds its old mirror checkpoint: %v %v", resp.Kvs, err)
 	}
 	if got := primary.Read(ctxT(t), dc2, key); got.Record == nil || got.Record.DC != "dc2" || got.Record.Epoch != 1 {
@@ -148,7 +148,7 @@ func TestExecutePromotesEveryShard(t *testing.T) {
 			t.Errorf("shard result %+v", s)
 		}
 	}
-	resp, err := dc2.Get(ctxT(t), LastFailoverKey(r.cfg.KeyRoot()))
+	resp, err := dc2.Get(ctxT(t), r.cfg.Keys().LastFailover())
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("no last failover record: %v", err)
 	}
@@ -190,7 +190,7 @@ func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
 				t.Errorf("failed shards = %v", res.FailedShards())
 			}
 			// Whatever the promotion did, the epoch stays bumped.
-			if got := primary.Read(ctxT(t), r.clients["dc2"], primary.Key(r.cfg.KeyRoot())); got.Record == nil || got.Record.Epoch != 1 {
+			if got := primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()); got.Record == nil || got.Record.Epoch != 1 {
 				t.Errorf("epoch after a %s promotion: %+v", tc.modes, got)
 			}
 			if tc.modes == "hang" && time.Since(start) > 20*time.Second {
@@ -213,7 +213,7 @@ func TestMissingPromoteCommand(t *testing.T) {
 func TestStaleViewOrLostFenceDoesNothing(t *testing.T) {
 	r := newRig(t, "ok", time.Second)
 	dc2 := r.clients["dc2"]
-	key := primary.Key(r.cfg.KeyRoot())
+	key := r.cfg.Keys().Primary()
 	seen := primary.Read(ctxT(t), dc2, key)
 	// Someone else failed over meanwhile.
 	if ok, err := primary.Write(ctxT(t), dc2, key, primary.Record{DC: "dc2", Epoch: 1}, seen); err != nil || !ok {

@@ -75,7 +75,7 @@ func TestBeforePromoteVetoesThePromotions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r, x, reg := hookRig(t, name)
 			start := time.Now()
-			res, err := x.Execute(ctxT(t), decision, primary.Read(ctxT(t), r.clients["dc2"], primary.Key(r.cfg.KeyRoot())))
+			res, err := x.Execute(ctxT(t), decision, primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()))
 			if err == nil || !strings.Contains(err.Error(), "before_promote hook failed, no shard promoted") {
 				t.Fatalf("Execute: %v", err)
 			}

@@ -108,12 +108,12 @@ func (f *Fencer) Run(ctx context.Context) error {
 
 func (f *Fencer) step(ctx context.Context, now time.Time) {
 	c := f.cfg.Config()
-	key := Key(c.KeyRoot())
+	key := c.Keys().Fence()
 	local := f.cfg.Clients[f.cfg.DC]
 	rec, known := f.cfg.Primary()
 	since := f.isolatedSince(ctx, c, rec, now)
 
-	rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+	rctx, cancel := context.WithTimeout(ctx, fencingTimeout(c))
 	obs := Read(rctx, local, key)
 	cancel()
 	switch {
@@ -177,8 +177,8 @@ func (f *Fencer) whileFenced(ctx context.Context, c *config.Config, obs Observed
 		}
 		mark := *r
 		mark.LiftedBy, mark.LiftedAt = f.cfg.ID, now.UTC()
-		wctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		rev, err := write(wctx, f.cfg.Clients[f.cfg.DC], Key(c.KeyRoot()), &mark, obs.ModRevision)
+		wctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+		rev, err := write(wctx, f.cfg.Clients[f.cfg.DC], c.Keys().Fence(), &mark, obs.ModRevision)
 		cancel()
 		if err != nil || rev == 0 {
 			return
@@ -189,8 +189,8 @@ func (f *Fencer) whileFenced(ctx context.Context, c *config.Config, obs Observed
 			f.ev.Error(events.KindFence, "fence not lifted; tried again next interval", "dc", r.DC, "err", err)
 			return
 		}
-		dctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		ok, err := Delete(dctx, f.cfg.Clients[f.cfg.DC], Key(c.KeyRoot()), rev)
+		dctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+		ok, err := Delete(dctx, f.cfg.Clients[f.cfg.DC], c.Keys().Fence(), rev)
 		cancel()
 		if ok {
 			f.ev.Info(events.KindFence, "fence lifted: the link is back and this DC is still primary at the fenced epoch",
@@ -292,10 +292,10 @@ func (f *Fencer) fence(ctx context.Context, c *config.Config, rec primary.Record
 	reason += fmt.Sprintf(" for %s (failover.fence_after %s)", now.Sub(since).Round(time.Millisecond), c.Failover.FenceAfter)
 	// One deadline for every etcd call before the commands: with this DC's etcd down, the fence must not
 	// wait a timeout per shard, and the time left before the other side may promote is short.
-	rctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
+	rctx, cancel := context.WithTimeout(ctx, fencingTimeout(c))
 	r := &Record{DC: f.cfg.DC, State: StateFenced, Epoch: rec.Epoch, By: f.cfg.ID, At: now.UTC(), Reason: reason,
 		Tablets: targets(rctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)}
-	rev, err := write(rctx, f.cfg.Clients[f.cfg.DC], Key(c.KeyRoot()), r, 0)
+	rev, err := write(rctx, f.cfg.Clients[f.cfg.DC], c.Keys().Fence(), r, 0)
 	cancel()
 	switch {
 	case err == nil && rev == 0:
@@ -338,8 +338,8 @@ func (f *Fencer) runFence(ctx context.Context, c *config.Config, o Observed, wha
 	f.setStatus(&r, f.Status().IsolatedSince, "")
 	recorded := false
 	if f.unrecorded == nil {
-		wctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		_, err := write(wctx, f.cfg.Clients[f.cfg.DC], Key(c.KeyRoot()), &r, o.ModRevision)
+		wctx, cancel := context.WithTimeout(ctx, fencingTimeout(c))
+		_, err := write(wctx, f.cfg.Clients[f.cfg.DC], c.Keys().Fence(), &r, o.ModRevision)
 		cancel()
 		recorded = err == nil
 	}
@@ -352,8 +352,8 @@ func (f *Fencer) runFence(ctx context.Context, c *config.Config, o Observed, wha
 // recorded meanwhile is kept, and this one's tablets' outcomes are not lost: they are retried under it.
 func (f *Fencer) record(ctx context.Context, c *config.Config, obs Observed) {
 	if obs.Record == nil {
-		wctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-		rev, err := write(wctx, f.cfg.Clients[f.cfg.DC], Key(c.KeyRoot()), f.unrecorded, 0)
+		wctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+		rev, err := write(wctx, f.cfg.Clients[f.cfg.DC], c.Keys().Fence(), f.unrecorded, 0)
 		cancel()
 		if err != nil || rev == 0 {
 			return
@@ -366,19 +366,17 @@ func (f *Fencer) record(ctx context.Context, c *config.Config, obs Observed) {
 // linkBack reads the primary record from both etcds and returns the one that holds, or nil unless both
 // answered: only then is it known whether the other side promoted.
 func (f *Fencer) linkBack(ctx context.Context, c *config.Config) *primary.Record {
-	obs := primary.ReadAll(ctx, f.cfg.Clients, primary.Key(c.KeyRoot()), c.Health.Timeout)
-	for _, o := range obs {
-		if o.Err != nil {
-			return nil
-		}
+	obs := primary.ReadAll(ctx, f.cfg.Clients, c.Keys().Primary(), c.RequestTimeout)
+	rec, err := primary.HeldByEvery(c.InitialPrimary, c.DCNames(), obs)
+	if err != nil {
+		return nil
 	}
-	rec := primary.ResolveAll(c.InitialPrimary, c.DCNames(), obs)
 	return &rec
 }
 
 func (f *Fencer) removeRecord(ctx context.Context, c *config.Config, obs Observed, why string) {
-	dctx, cancel := context.WithTimeout(ctx, c.Health.Timeout)
-	ok, err := Delete(dctx, f.cfg.Clients[f.cfg.DC], Key(c.KeyRoot()), obs.ModRevision)
+	dctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+	ok, err := Delete(dctx, f.cfg.Clients[f.cfg.DC], c.Keys().Fence(), obs.ModRevision)
 	cancel()
 	if ok {
 		f.ev.Info(events.KindFence, "fence record removed: "+why, "dc", obs.Record.DC, "epoch", obs.Record.Epoch)
@@ -386,6 +384,10 @@ func (f *Fencer) removeRecord(ctx context.Context, c *config.Config, obs Observe
 		f.log.Warn("fence: record not removed; tried again next interval", "err", err)
 	}
 }
+
+// fencingTimeout bounds the etcd calls on the way to a fence: the fence races failover.after on the other
+// side, so they get a probe's time (health.timeout), not request_timeout.
+func fencingTimeout(c *config.Config) time.Duration { return c.Health.Timeout }
 
 func (f *Fencer) setStatus(r *Record, since time.Time, problem string) {
 	f.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/keys"
 	"github.com/topoha/topoha/primary"
 )
 
@@ -108,7 +109,7 @@ func TestFenceWithOwnEtcdUnreachableIsRecordedLater(t *testing.T) {
 	})
 	r.own.Heal()
 	testenv.Eventually(t, wait, func() (bool, string) {
-		o := Read(context.Background(), r.direct, Key("/topoha/t/"))
+		o := Read(context.Background(), r.direct, keys.For("t").Fence())
 		return o.Record != nil && o.Record.FencedCount() == 1 && !r.fencer.Status().Unrecorded, fmt.Sprintf("record %+v, %v", o.Record, o.Err)
 	})
 	if got := r.commands(t); got != "fence dc1-0000000100\n" {
@@ -119,7 +120,7 @@ func TestFenceWithOwnEtcdUnreachableIsRecordedLater(t *testing.T) {
 // A fence record that is not a record is reported and acted on in neither direction.
 func TestGarbageFenceRecordIsReportedNotActedOn(t *testing.T) {
 	r := startRig(t)
-	if _, err := r.direct.Put(context.Background(), Key("/topoha/t/"), `{"dc":"dc1","state":"half"}`); err != nil {
+	if _, err := r.direct.Put(context.Background(), keys.For("t").Fence(), `{"dc":"dc1","state":"half"}`); err != nil {
 		t.Fatal(err)
 	}
 	r.toDC2.Cut()
@@ -132,7 +133,7 @@ func TestGarbageFenceRecordIsReportedNotActedOn(t *testing.T) {
 	if got := r.commands(t); got != "" {
 		t.Fatalf("commands ran on a garbage record: %q", got)
 	}
-	if _, err := r.direct.Delete(context.Background(), Key("/topoha/t/")); err != nil {
+	if _, err := r.direct.Delete(context.Background(), keys.For("t").Fence()); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, wait, func() (bool, string) {

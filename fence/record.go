@@ -73,9 +73,6 @@ func (r *Record) FencedCount() int {
 // epoch: only then may the fence be lifted with its tablets made writable.
 func (r *Record) StillPrimary(p primary.Record) bool { return p.DC == r.DC && p.Epoch == r.Epoch }
 
-// Key is where a DC's fence record lives in that DC's etcd, for a cluster's key root.
-func Key(keyRoot string) string { return keyRoot + "fence" }
-
 // Observed is what one etcd holds at the fence key.
 type Observed = etcdrec.Observed[Record]
 

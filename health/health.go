@@ -318,6 +318,6 @@ func ConfigFor(c *config.Config, dc string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	return Config{DC: dc, Etcd: cc, Key: c.KeyRoot() + "health", Interval: c.Health.Interval, Timeout: c.Health.Timeout,
+	return Config{DC: dc, Etcd: cc, Key: c.Keys().Probe(), Interval: c.Health.Interval, Timeout: c.Health.Timeout,
 		FailureThreshold: c.Health.FailureThreshold, SuccessThreshold: c.Health.SuccessThreshold}, nil
 }

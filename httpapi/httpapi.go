@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/health"
@@ -147,7 +148,7 @@ func (s *Server) primary(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	answer(w, true, controller.ReadClusterStatus(ctx, s.ctl.Config(), s.ctl.Clients()))
+	answer(w, true, clusterstatus.Read(ctx, s.ctl.Config(), s.ctl.Clients()))
 }
 
 // authorized lets a request through to next only with the bearer token of the token file.

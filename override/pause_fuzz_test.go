@@ -1,4 +1,4 @@
-package controller
+package override
 
 import (
 	"encoding/json"
@@ -22,7 +22,10 @@ func FuzzDecodePause(f *testing.F) {
 	f.Add([]byte(`{`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got := decodePause("dc1", b)
+		got := unreadable("dc1")
+		if r, err := decodePause("/topoha/t/paused", b); err == nil {
+			got = *r
+		}
 		var raw struct {
 			Paused     *bool        `json:"paused"`
 			Generation *json.Number `json:"generation"`

@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -26,69 +25,53 @@ type Record struct {
 	Reason    string    `json:"reason"`
 }
 
-// Key is the record's key for a cluster's key root (/topoha/<cluster>/).
-func Key(keyRoot string) string { return keyRoot + "primary" }
-
 // Observed is what one etcd holds at the record's key.
 type Observed = etcdrec.Observed[Record]
+
+// decode accepts only a JSON record with a dc and an epoch of at least 0, so that garbage never reads as a
+// record.
+var decode = etcdrec.JSON("primary record", func(r *Record) bool { return r.DC != "" && r.Epoch >= 0 })
 
 // Read reads the record at key from one etcd.
 func Read(ctx context.Context, cli *clientv3.Client, key string) Observed {
 	return etcdrec.Read(ctx, cli, "primary record", key, decode)
 }
 
-// decode reads the value stored at key as a record: anything but a JSON record with a dc and an epoch of
-// at least 0 is an error, so that garbage never reads as a record.
-func decode(key string, value []byte) (*Record, error) {
-	var r Record
-	if err := json.Unmarshal(value, &r); err != nil || r.DC == "" || r.Epoch < 0 {
-		return nil, fmt.Errorf("primary record %s holds %q, not a record with a dc and an epoch; fix or delete it by hand", key, truncate(value))
-	}
-	return &r, nil
+// ReadAll reads the record from every etcd of clients at once, each read within timeout, keyed like
+// clients: a lost DC costs one timeout, not one per DC.
+func ReadAll(ctx context.Context, clients map[string]*clientv3.Client, key string, timeout time.Duration) map[string]Observed {
+	return etcdrec.ReadAll(ctx, clients, timeout, "primary record", key, decode)
 }
 
-// Resolve returns the record that holds: the readable one with the highest epoch, or the initial
-// primary at epoch 0 when no etcd holds one.
-func Resolve(initial string, observed ...Observed) Record {
+// HeldByAny is the record that holds by what the etcds that answered say: the readable one with the
+// highest epoch, or the initial primary at epoch 0 when none holds one. An etcd that does not answer, or
+// holds garbage, cannot take the record back to an older epoch, so this is the rule for following the
+// primary (the control loop, `topoha status`). With two records of the same epoch, the first DC of dcs
+// holds, so that every caller agrees.
+func HeldByAny(initial string, dcs []string, observed map[string]Observed) Record {
 	best := Record{DC: initial, Epoch: 0, Reason: "initial_primary"}
-	for _, o := range observed {
-		if o.Record != nil && o.Record.Epoch > best.Epoch {
+	for _, dc := range dcs {
+		if o := observed[dc]; o.Record != nil && o.Record.Epoch > best.Epoch {
 			best = *o.Record
 		}
 	}
 	return best
 }
 
-// ReadAll reads the record from every etcd of clients at once, each read within timeout, keyed like
-// clients: a lost DC costs one timeout, not one per DC.
-func ReadAll(ctx context.Context, clients map[string]*clientv3.Client, key string, timeout time.Duration) map[string]Observed {
-	out := make(map[string]Observed, len(clients))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for dc, cli := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, timeout)
-			o := Read(rctx, cli, key)
-			cancel()
-			mu.Lock()
-			out[dc] = o
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return out
-}
-
-// ResolveAll is Resolve over what ReadAll returned, taken in the order of dcs: with two records of the
-// same epoch, the first DC's holds, so that every caller agrees.
-func ResolveAll(initial string, dcs []string, observed map[string]Observed) Record {
-	list := make([]Observed, 0, len(dcs))
+// HeldByEvery is the record that holds when every DC of dcs answered with a record or with none, and an
+// error naming the first DC that did not: the rule for acting on the direction itself (starting a
+// mirror, lifting a fence), where a DC that cannot be read may hold a newer epoch.
+func HeldByEvery(initial string, dcs []string, observed map[string]Observed) (Record, error) {
 	for _, dc := range dcs {
-		list = append(list, observed[dc])
+		o, read := observed[dc]
+		switch {
+		case !read:
+			return Record{}, fmt.Errorf("%s's primary record was not read", dc)
+		case o.Err != nil:
+			return Record{}, fmt.Errorf("%s's primary record: %w", dc, o.Err)
+		}
 	}
-	return Resolve(initial, list...)
+	return HeldByAny(initial, dcs, observed), nil
 }
 
 // Holds says whether the record in one etcd is rec, for a write whose outcome is unknown (a timeout
@@ -125,11 +108,4 @@ func WriteWith(ctx context.Context, cli *clientv3.Client, key string, rec Record
 		return false, fmt.Errorf("write primary record %s: %w", key, err)
 	}
 	return resp.Succeeded, nil
-}
-
-func truncate(b []byte) string {
-	if len(b) > 80 {
-		return string(b[:80]) + "..."
-	}
-	return string(b)
 }

@@ -99,7 +99,7 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzResolve resolves the records two etcds hold, whatever they hold: the highest readable epoch wins,
+// FuzzResolve resolves, by HeldByAny, the records two etcds hold, whatever they hold: the highest readable epoch wins,
 // an unreadable record never wins, and without a record above epoch 0 the initial primary holds.
 func FuzzResolve(f *testing.F) {
 	good, _ := json.Marshal(Record{DC: "dc2", Epoch: 4, Reason: "failover"})
@@ -111,7 +111,7 @@ func FuzzResolve(f *testing.F) {
 		oa, ob := observe(a), observe(b)
 		checkDecoded(t, a, oa.Record, oa.Err)
 		checkDecoded(t, b, ob.Record, ob.Err)
-		got := Resolve(initial, oa, ob)
+		got := heldByAny(initial, oa, ob)
 
 		var want int64
 		for _, o := range []Observed{oa, ob} {
@@ -120,11 +120,11 @@ func FuzzResolve(f *testing.F) {
 			}
 		}
 		if got.Epoch != want {
-			t.Fatalf("Resolve(%q, %+v, %+v) = %+v: want the highest readable epoch %d", initial, oa.Record, ob.Record, got, want)
+			t.Fatalf("HeldByAny(%q, %+v, %+v) = %+v: want the highest readable epoch %d", initial, oa.Record, ob.Record, got, want)
 		}
 		if want == 0 {
 			if got.DC != initial || got.Reason != "initial_primary" {
-				t.Fatalf("Resolve(%q, %+v, %+v) = %+v: with no epoch above 0 the initial primary holds", initial, oa.Record, ob.Record, got)
+				t.Fatalf("HeldByAny(%q, %+v, %+v) = %+v: with no epoch above 0 the initial primary holds", initial, oa.Record, ob.Record, got)
 			}
 			return
 		}
@@ -139,11 +139,11 @@ func FuzzResolve(f *testing.F) {
 			}
 		}
 		if got != *winner {
-			t.Fatalf("Resolve(%q, %+v, %+v) = %+v, want %+v", initial, oa.Record, ob.Record, got, *winner)
+			t.Fatalf("HeldByAny(%q, %+v, %+v) = %+v, want %+v", initial, oa.Record, ob.Record, got, *winner)
 		}
 		if oa.Record == nil || ob.Record == nil || oa.Record.Epoch != ob.Record.Epoch {
-			if rev := Resolve(initial, ob, oa); rev != got {
-				t.Fatalf("Resolve depends on the order of its arguments: %+v vs %+v", got, rev)
+			if rev := heldByAny(initial, ob, oa); rev != got {
+				t.Fatalf("HeldByAny depends on the order of its arguments: %+v vs %+v", got, rev)
 			}
 		}
 	})

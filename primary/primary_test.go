@@ -2,6 +2,7 @@ package primary
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -25,9 +26,55 @@ func TestResolveHighestEpochWins(t *testing.T) {
 		"garbage is not a record":   {[]Observed{{Err: context.Canceled, ModRevision: 5}, {}}, Record{DC: "dc1", Epoch: 0}},
 		"epoch 0 record is initial": {[]Observed{{Record: &Record{DC: "dc2", Epoch: 0}}}, Record{DC: "dc1", Epoch: 0}},
 	} {
-		got := Resolve("dc1", tc.obs...)
+		got := heldByAny("dc1", tc.obs...)
 		if got.DC != tc.want.DC || got.Epoch != tc.want.Epoch {
-			t.Errorf("%s: Resolve = %s@%d, want %s@%d", name, got.DC, got.Epoch, tc.want.DC, tc.want.Epoch)
+			t.Errorf("%s: HeldByAny = %s@%d, want %s@%d", name, got.DC, got.Epoch, tc.want.DC, tc.want.Epoch)
+		}
+	}
+}
+
+// heldByAny is HeldByAny over observations in the order given, named d0, d1, ...
+func heldByAny(initial string, obs ...Observed) Record {
+	dcs, m := named(obs)
+	return HeldByAny(initial, dcs, m)
+}
+
+func named(obs []Observed) ([]string, map[string]Observed) {
+	var dcs []string
+	m := map[string]Observed{}
+	for i, o := range obs {
+		dc := fmt.Sprintf("d%d", i)
+		dcs = append(dcs, dc)
+		m[dc] = o
+	}
+	return dcs, m
+}
+
+// TestHeldByEveryNeedsEveryDC is the rule for acting on the direction: a DC that did not answer, or holds
+// garbage, may hold a newer epoch, so no record holds; a DC with no record at all is an answer.
+func TestHeldByEveryNeedsEveryDC(t *testing.T) {
+	dc2 := Observed{Record: &Record{DC: "d1", Epoch: 2}}
+	for name, tc := range map[string]struct {
+		obs     []Observed
+		want    Record
+		wantErr string
+	}{
+		"both answered":        {[]Observed{{Record: &Record{DC: "d0", Epoch: 1}}, dc2}, Record{DC: "d1", Epoch: 2}, ""},
+		"no record anywhere":   {[]Observed{{}, {}}, Record{DC: "d0", Epoch: 0}, ""},
+		"one side unreachable": {[]Observed{{Err: context.DeadlineExceeded}, dc2}, Record{}, "d0's primary record"},
+		"garbage on one side":  {[]Observed{dc2, {Err: context.Canceled, ModRevision: 5}}, Record{}, "d1's primary record"},
+		"a DC not read":        {[]Observed{dc2}, Record{}, "d9's primary record was not read"},
+	} {
+		dcs, m := named(tc.obs)
+		if name == "a DC not read" {
+			dcs = append(dcs, "d9")
+		}
+		got, err := HeldByEvery("d0", dcs, m)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: err = %v, want one naming %q", name, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || got.DC != tc.want.DC || got.Epoch != tc.want.Epoch):
+			t.Errorf("%s: HeldByEvery = %s@%d, %v; want %s@%d", name, got.DC, got.Epoch, err, tc.want.DC, tc.want.Epoch)
 		}
 	}
 }

@@ -48,7 +48,7 @@ type Config struct {
 	// Fence is added to the conditions of every transaction; when one fails, Run returns ErrFenced.
 	Fence []clientv3.Cmp
 
-	RequestTimeout time.Duration // every RPC; default 5s
+	RequestTimeout time.Duration // every RPC (request_timeout); required
 	PageSize       int           // keys per read in a full sync; default 1000
 	// SyncConcurrency is how many transactions a full sync runs at once; etcd commits concurrent
 	// transactions together. Streaming stays strictly ordered. Default 8.
@@ -80,7 +80,6 @@ func (c *Config) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.RequestTimeout, 5*time.Second)
 	def(&c.ProgressInterval, time.Second)
 	def(&c.StallTimeout, 10*time.Second)
 	def(&c.BatchDelay, time.Millisecond)
@@ -125,6 +124,9 @@ func (c *Config) validate() error {
 	}
 	if c.Prefix == "" || c.DestPrefix == "" {
 		problems = append(problems, "Prefix and DestPrefix are required (an empty prefix would mirror the whole keyspace)")
+	}
+	if c.RequestTimeout <= 0 {
+		problems = append(problems, "RequestTimeout must be positive (request_timeout)")
 	}
 	if c.CheckpointKey == "" {
 		problems = append(problems, "CheckpointKey is required")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/keys"
 )
 
 // partition is a pair of configs, one per DC's controllers, whose view of the other DC's etcd goes through
@@ -74,7 +75,7 @@ func (p *partition) runs(t *testing.T, action string) int {
 
 func (d *dcs) fenceRecord(t *testing.T) *fence.Record {
 	t.Helper()
-	o := fence.Read(ctxT(t), d.c1, fence.Key("/topoha/t/"))
+	o := fence.Read(ctxT(t), d.c1, keys.For("t").Fence())
 	if o.Err != nil {
 		t.Fatalf("dc1's fence record: %v", o.Err)
 	}
@@ -140,7 +141,7 @@ func TestSelfFenceOnAPartitionBeforeTheOtherSidePromotes(t *testing.T) {
 		t.Errorf("fenced at %s, but the other side promoted at %s: the fence must come first", r.At, st.LastFailover.StartedAt)
 	}
 
-	if o := fence.Read(ctxT(t), d.c2, fence.Key("/topoha/t/")); o.Record != nil || o.Err != nil {
+	if o := fence.Read(ctxT(t), d.c2, keys.For("t").Fence()); o.Record != nil || o.Err != nil {
 		t.Errorf("the new primary fenced itself for the loss it replaced: %+v %v", o.Record, o.Err)
 	}
 	p.heal()

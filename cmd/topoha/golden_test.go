@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
-	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
@@ -76,32 +76,32 @@ func members(subnet int, down int, err string) []health.Member {
 
 func TestStatusTextGolden(t *testing.T) {
 	cfg := goldenConfig(t)
-	up := func(subnet int, rev int64) controller.DCStatus {
-		return controller.DCStatus{EtcdHealthy: true, State: health.Up, Revision: rev, Members: members(subnet, 0, "")}
+	up := func(subnet int, rev int64) clusterstatus.DC {
+		return clusterstatus.DC{EtcdHealthy: true, State: health.Up, Revision: rev, Members: members(subnet, 0, "")}
 	}
-	down := func(subnet int, err string) controller.DCStatus {
+	down := func(subnet int, err string) clusterstatus.DC {
 		ms := members(subnet, 3, "status: "+err)
-		return controller.DCStatus{State: health.Down, Members: ms, Error: fmt.Sprintf("no member serves a linearizable read within 1s "+
+		return clusterstatus.DC{State: health.Down, Members: ms, Error: fmt.Sprintf("no member serves a linearizable read within 1s "+
 			"(%[1]s: status: %[2]s; %[3]s: status: %[2]s; %[4]s: status: %[2]s)", ms[0].Endpoint, err, ms[1].Endpoint, ms[2].Endpoint)}
 	}
 	at := func(d time.Duration) time.Time { return goldenNow.Add(-d) }
-	healthy := &controller.ClusterStatus{
+	healthy := &clusterstatus.Status{
 		Cluster: "prod",
 		Primary: primary.Record{DC: "dc1"},
 		Leader:  &election.Leader{ID: "ctl-b", DC: "dc2", Since: at(2 * time.Hour)},
-		DCs:     map[string]controller.DCStatus{"dc1": up(1, 81234), "dc2": up(2, 90211)},
-		Mirror: controller.MirrorStatus{Source: "dc1", Destination: "dc2", AppliedRevision: 81231, SourceRevision: 81234,
+		DCs:     map[string]clusterstatus.DC{"dc1": up(1, 81234), "dc2": up(2, 90211)},
+		Mirror: clusterstatus.Mirror{Source: "dc1", Destination: "dc2", AppliedRevision: 81231, SourceRevision: 81234,
 			LagRevisions: 3, UpdatedAt: at(2 * time.Second)},
 	}
 	syncing := *healthy
-	syncing.Mirror = controller.MirrorStatus{Source: "dc1", Destination: "dc2", Syncing: true}
+	syncing.Mirror = clusterstatus.Mirror{Source: "dc1", Destination: "dc2", Syncing: true}
 
-	failedOver := &controller.ClusterStatus{
+	failedOver := &clusterstatus.Status{
 		Cluster: "prod",
 		Primary: primary.Record{DC: "dc2", Epoch: 4, ChangedAt: at(5 * time.Minute), Reason: "auto: dc1's etcd down for 30s"},
 		Paused:  true,
-		DCs:     map[string]controller.DCStatus{"dc1": down(1, "context deadline exceeded"), "dc2": up(2, 90500)},
-		Mirror:  controller.MirrorStatus{Source: "dc2", Destination: "dc1"},
+		DCs:     map[string]clusterstatus.DC{"dc1": down(1, "context deadline exceeded"), "dc2": up(2, 90500)},
+		Mirror:  clusterstatus.Mirror{Source: "dc2", Destination: "dc1"},
 		LastFailover: &failover.Result{
 			Decision: failover.Decision{Action: failover.ActionFailover, From: "dc1", To: "dc2", Trigger: failover.TriggerAuto},
 			Outcome:  failover.ResultPartial, Epoch: 4, StartedAt: at(5 * time.Minute), FinishedAt: at(5*time.Minute - 2345*time.Millisecond),
@@ -113,20 +113,20 @@ func TestStatusTextGolden(t *testing.T) {
 		Warnings: []string{"dc1's etcd holds epoch 3 (primary dc1): it is stale until it returns and is told"},
 	}
 	partition := *healthy
-	partition.DCs = map[string]controller.DCStatus{"dc1": down(1, "context deadline exceeded"), "dc2": up(2, 90211)}
+	partition.DCs = map[string]clusterstatus.DC{"dc1": down(1, "context deadline exceeded"), "dc2": up(2, 90211)}
 	// A member lost in dc1 and a full etcd in dc2: neither is a DC loss.
 	degraded := *healthy
 	dc1 := up(1, 81234)
 	dc1.Members = members(1, 1, "status: connection refused")
 	dc2 := up(2, 90211)
 	dc2.State, dc2.Alarms = health.Degraded, []health.Alarm{{Type: "NOSPACE", Member: "8e9e05c521646941"}}
-	degraded.DCs = map[string]controller.DCStatus{"dc1": dc1, "dc2": dc2}
+	degraded.DCs = map[string]clusterstatus.DC{"dc1": dc1, "dc2": dc2}
 	partition.Witnesses = []witness.Answer{
 		{URL: "http://10.0.3.7:9465", View: &witness.View{ID: "w1", DCs: map[string]health.Snapshot{"dc1": {State: health.Up}, "dc2": {State: health.Up}}}},
 		{URL: "http://10.0.4.7:9465", View: &witness.View{ID: "w2", DCs: map[string]health.Snapshot{"dc1": {State: health.Down}, "dc2": {State: health.Up}}}},
 		{URL: "http://10.0.5.7:9465", Error: "unreachable: dial tcp 10.0.5.7:9465: i/o timeout"},
 	}
-	for name, st := range map[string]*controller.ClusterStatus{"healthy": healthy, "syncing": &syncing, "failed-over": failedOver, "partition": &partition,
+	for name, st := range map[string]*clusterstatus.Status{"healthy": healthy, "syncing": &syncing, "failed-over": failedOver, "partition": &partition,
 		"degraded": &degraded} {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -29,7 +28,7 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return fail(stderr, "history", err)
 	}
 	defer closeAll()
-	evs, err := events.Read(ctx, clients, cfg.KeyRoot(), requestTimeout(cfg), *limit)
+	evs, err := events.Read(ctx, clients, cfg.Keys().History(), cfg.RequestTimeout, *limit)
 	if err != nil {
 		// What one etcd holds is still worth showing while the other is lost.
 		fmt.Fprintf(stderr, "topoha history: warning: %v\n", err)
@@ -49,20 +48,17 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitOK
 	}
 	if len(evs) == 0 {
-		fmt.Fprintf(stdout, "no events under %s in either etcd\n", events.HistoryPrefix(cfg.KeyRoot()))
+		fmt.Fprintf(stdout, "no events under %s in either etcd\n", cfg.Keys().History())
 	}
 	events.WriteText(stdout, evs)
 	return exitOK
 }
 
-// requestTimeout bounds one etcd request of a command.
-func requestTimeout(cfg *config.Config) time.Duration { return max(cfg.Health.Timeout, 2*time.Second) }
-
 // cliEvents returns a recorder of this command's actions into the history, and a function that writes
 // what was recorded and stops it.
 func cliEvents(cfg *config.Config, clients map[string]*clientv3.Client) (*events.Recorder, func(), error) {
-	rec, err := events.New(events.Config{Clients: clients, KeyRoot: cfg.KeyRoot(), Controller: "cli:" + userAtHost(),
-		DC: "-", MaxEvents: cfg.History.MaxEvents, Timeout: requestTimeout(cfg)})
+	rec, err := events.New(events.Config{Clients: clients, Prefix: cfg.Keys().History(), Controller: "cli:" + userAtHost(),
+		DC: "-", MaxEvents: cfg.History.MaxEvents, Timeout: cfg.RequestTimeout})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,5 +1,5 @@
 // Command topoha keeps a two-datacenter Vitess topo alive: it mirrors the topo between the DCs' etcd
-// clusters and (with `run`) fails over when the primary DC is lost. See README.md and DESIGN.md.
+// clusters and (with `run`) fails over when the primary DC is lost. See README.md and docs/design.md.
 package main
 
 import (

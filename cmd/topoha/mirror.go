@@ -13,7 +13,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
-	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
 )
@@ -45,13 +44,13 @@ func runMirror(ctx context.Context, args []string, _, stderr io.Writer) int {
 	defer dst.client.Close()
 	// A failover recorded in the destination while this runs fences it: the direction would be wrong.
 	mc := mirrorConfig(cfg, src, dst, log)
-	mc.Fence = []clientv3.Cmp{primary.Unchanged(primary.Key(cfg.KeyRoot()), destRecord)}
+	mc.Fence = []clientv3.Cmp{primary.Unchanged(cfg.Keys().Primary(), destRecord)}
 	m, err := replication.New(mc)
 	if err != nil {
 		return fail(stderr, "mirror", err)
 	}
 	log.Info("mirroring", "from", src.dc, "to", dst.dc, "prefix", cfg.Mirror.SourceKeyPrefix(),
-		"dest_prefix", cfg.Mirror.DestKeyPrefix(), "checkpoint", cfg.MirrorCheckpointKey())
+		"dest_prefix", cfg.Mirror.DestKeyPrefix(), "checkpoint", cfg.Keys().MirrorCheckpoint())
 	go logProgress(ctx, m, log)
 	err = m.Run(ctx)
 	if errors.Is(err, context.Canceled) {
@@ -164,7 +163,6 @@ func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dc
 			c.Close()
 		}
 	}
-	observed := map[string]primary.Observed{}
 	for _, dc := range cfg.DCNames() {
 		cli, err := connect(ctx, cfg, dc)
 		if err != nil {
@@ -172,15 +170,13 @@ func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dc
 			return nil, dcClient{}, dcClient{}, none, err
 		}
 		clients[dc] = cli
-		rctx, cancel := context.WithTimeout(ctx, cfg.DCs[dc].Etcd.DialTimeout)
-		observed[dc] = primary.Read(rctx, cli, primary.Key(cfg.KeyRoot()))
-		cancel()
-		if err := observed[dc].Err; err != nil {
-			closeAll()
-			return nil, dcClient{}, dcClient{}, none, err
-		}
 	}
-	rec := primary.Resolve(cfg.InitialPrimary, observed[cfg.DCNames()[0]], observed[cfg.DCNames()[1]])
+	observed := primary.ReadAll(ctx, clients, cfg.Keys().Primary(), cfg.RequestTimeout)
+	rec, err := primary.HeldByEvery(cfg.InitialPrimary, cfg.DCNames(), observed)
+	if err != nil {
+		closeAll()
+		return nil, dcClient{}, dcClient{}, none, err
+	}
 	dst := cfg.OtherDC(rec.DC)
 	return cfg, dcClient{rec.DC, clients[rec.DC]}, dcClient{dst, clients[dst]}, observed[dst], nil
 }
@@ -223,7 +219,7 @@ func probe(ctx context.Context, cfg *config.Config, dc string, cli *clientv3.Cli
 	var err error
 	for range len(e.Endpoints) {
 		pctx, cancel := context.WithTimeout(ctx, e.DialTimeout)
-		_, err = cli.Get(pctx, cfg.KeyRoot(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		_, err = cli.Get(pctx, cfg.Keys().Probe())
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			break
@@ -239,7 +235,7 @@ func probe(ctx context.Context, cfg *config.Config, dc string, cli *clientv3.Cli
 // mirrorConfig is the mirror from src to dst as the config describes it.
 func mirrorConfig(cfg *config.Config, src, dst dcClient, log *slog.Logger) replication.Config {
 	clients := map[string]*clientv3.Client{src.dc: src.client, dst.dc: dst.client}
-	return controller.MirrorConfig(cfg, clients, src.dc, dst.dc, log)
+	return replication.ConfigFor(cfg, clients, src.dc, dst.dc, log)
 }
 
 // fail prints err for a person and returns the exit code for errors.

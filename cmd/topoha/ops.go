@@ -12,12 +12,13 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
-	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/override"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/witness"
 )
@@ -58,7 +59,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fail(stderr, "status", err)
 	}
 	defer closeAll()
-	st := controller.ReadClusterStatus(ctx, cfg, clients)
+	st := clusterstatus.Read(ctx, cfg, clients)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -72,7 +73,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 // printStatus writes the status for a person at 3 a.m.: the answer first. Ages are counted up to now.
-func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, now time.Time) {
+func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now time.Time) {
 	p := st.Primary
 	since := "never failed over (initial_primary)"
 	if p.Epoch > 0 {
@@ -151,7 +152,7 @@ func printStatus(w io.Writer, cfg *config.Config, st *controller.ClusterStatus, 
 }
 
 // describeEtcd says in one phrase how a DC's etcd cluster answered: its state, and how many members serve.
-func describeEtcd(dc string, d controller.DCStatus) string {
+func describeEtcd(dc string, d clusterstatus.DC) string {
 	serving, leader := 0, "none"
 	for _, m := range d.Members {
 		if m.Serving {
@@ -172,7 +173,7 @@ func describeEtcd(dc string, d controller.DCStatus) string {
 }
 
 // stalledBy says why the mirror cannot write into the destination, if its etcd has an alarm.
-func stalledBy(dst controller.DCStatus) string {
+func stalledBy(dst clusterstatus.DC) string {
 	if dst.State != health.Degraded {
 		return ""
 	}
@@ -181,7 +182,7 @@ func stalledBy(dst controller.DCStatus) string {
 }
 
 // noLeaderWhy explains, for the DR side's etcd, why nobody leads.
-func noLeaderWhy(d controller.DCStatus) string {
+func noLeaderWhy(d clusterstatus.DC) string {
 	switch d.State {
 	case health.Down:
 		return ", which is down"
@@ -232,7 +233,7 @@ func setPause(ctx context.Context, name string, on bool, args []string, stdout, 
 		return fail(stderr, name, err)
 	}
 	defer flush()
-	_, missed, err := controller.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost())
+	_, missed, err := override.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost())
 	if err != nil {
 		return fail(stderr, name, err)
 	}
@@ -283,7 +284,7 @@ func changePrimary(ctx context.Context, name string, trigger failover.Trigger, a
 	if _, ok := cfg.DCs[*to]; !ok {
 		return fail(stderr, name, fmt.Errorf("--to %q: name the DC to make primary, one of %v", *to, cfg.DCNames()))
 	}
-	st := controller.ReadClusterStatus(ctx, cfg, clients)
+	st := clusterstatus.Read(ctx, cfg, clients)
 	if st.Primary.DC == *to {
 		fmt.Fprintf(stdout, "%s is already primary (epoch %d); nothing to do\n", *to, st.Primary.Epoch)
 		return exitOK
@@ -296,7 +297,7 @@ func changePrimary(ctx context.Context, name string, trigger failover.Trigger, a
 		}
 		return failoverDirectly(ctx, stdout, stderr, cfg, clients, st, req)
 	}
-	if err := controller.WriteRequest(ctx, cfg, clients, req, *wait); err != nil {
+	if err := override.WriteRequest(ctx, cfg, clients, req, *wait); err != nil {
 		return fail(stderr, name, err)
 	}
 	fmt.Fprintf(stdout, "asked leader %s (in %s) for a %s to %s; waiting up to %s\n", st.Leader.ID, st.Leader.DC, name, *to, *wait)
@@ -312,7 +313,7 @@ func awaitFailover(ctx context.Context, stdout, stderr io.Writer, cfg *config.Co
 	answered, epoch := false, int64(0)
 	for {
 		if !answered {
-			if ans := readAnswer(ctx, cfg, clients, req); ans != nil {
+			if ans := override.ReadAnswer(ctx, cfg, clients, req); ans != nil {
 				if ans.Decision.Action != failover.ActionFailover {
 					fmt.Fprintf(stdout, "the leader refused: %s\n", ans.Decision.Reason)
 					return exitDiffer
@@ -320,7 +321,7 @@ func awaitFailover(ctx context.Context, stdout, stderr io.Writer, cfg *config.Co
 				answered, epoch = true, ans.Decision.NewEpoch
 				fmt.Fprintf(stdout, "the leader is carrying it out (epoch %d): %s\n", epoch, ans.Decision.Reason)
 			}
-		} else if st := controller.ReadClusterStatus(ctx, cfg, clients); st.LastFailover != nil && st.LastFailover.Epoch == epoch &&
+		} else if st := clusterstatus.Read(ctx, cfg, clients); st.LastFailover != nil && st.LastFailover.Epoch == epoch &&
 			!st.LastFailover.FinishedAt.IsZero() {
 			printResult(stdout, st.LastFailover)
 			if len(st.LastFailover.FailedShards()) > 0 {
@@ -339,24 +340,8 @@ func awaitFailover(ctx context.Context, stdout, stderr io.Writer, cfg *config.Co
 	}
 }
 
-func readAnswer(ctx context.Context, cfg *config.Config, clients map[string]*clientv3.Client, req failover.Request) *controller.RequestResult {
-	for _, dc := range cfg.DCNames() {
-		rctx, cancel := context.WithTimeout(ctx, cfg.Health.Timeout)
-		resp, err := clients[dc].Get(rctx, controller.RequestResultKey(cfg.KeyRoot()))
-		cancel()
-		if err != nil || len(resp.Kvs) == 0 {
-			continue
-		}
-		var ans controller.RequestResult
-		if json.Unmarshal(resp.Kvs[0].Value, &ans) == nil && ans.Request.At.Equal(req.At) {
-			return &ans
-		}
-	}
-	return nil
-}
-
 // failoverDirectly carries out a forced failover from this process, for when no controller leads.
-func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config.Config, clients map[string]*clientv3.Client, st *controller.ClusterStatus, req failover.Request) int {
+func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config.Config, clients map[string]*clientv3.Client, st *clusterstatus.Status, req failover.Request) int {
 	d := failover.Decision{Action: failover.ActionFailover, From: st.Primary.DC, To: req.To, Trigger: failover.TriggerCLI, Forced: true,
 		NewEpoch: st.Primary.Epoch + 1, Reason: "forced from the command line by " + userAtHost() + " with no leader"}
 	fmt.Fprintf(stdout, "no controller leads: failing over to %s from here (epoch %d)\n", req.To, d.NewEpoch)
@@ -369,8 +354,8 @@ func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config
 	if err != nil {
 		return fail(stderr, "failover", err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, cfg.Health.Timeout)
-	seen := primary.Read(rctx, clients[req.To], primary.Key(cfg.KeyRoot()))
+	rctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+	seen := primary.Read(rctx, clients[req.To], cfg.Keys().Primary())
 	cancel()
 	if seen.Err != nil && seen.ModRevision == 0 {
 		return fail(stderr, "failover", fmt.Errorf("cannot read the primary record in %s's etcd: %w", req.To, seen.Err))

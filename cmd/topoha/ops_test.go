@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/internal/clitest"
 	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/keys"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
 )
@@ -63,7 +64,7 @@ func editConfig(t *testing.T, path, old, new string) {
 	}
 }
 
-func status(t *testing.T, config string) controller.ClusterStatus {
+func status(t *testing.T, config string) clusterstatus.Status {
 	t.Helper()
 	return clitest.Status(t, config, waitLong)
 }
@@ -158,7 +159,7 @@ func TestForcedFailoverWithoutControllers(t *testing.T) {
 // `topoha mirror` follows the primary record, and stops when a failover is recorded in its destination.
 func TestMirrorFollowsThePrimaryRecord(t *testing.T) {
 	d := startDCs(t)
-	key := primary.Key("/topoha/t/")
+	key := keys.For("t").Primary()
 	if ok, err := primary.Write(ctxT(t), d.c2, key, primary.Record{DC: "dc2", Epoch: 1}, primary.Observed{}); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
@@ -249,7 +250,7 @@ func TestAutomaticFailoverWithProcesses(t *testing.T) {
 	d.waitEqual(t)
 
 	d.dc1.Stop()
-	var st controller.ClusterStatus
+	var st clusterstatus.Status
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		st = status(t, config)
 		return st.LastFailover != nil && st.LastFailover.Epoch == 1, fmt.Sprintf("primary %s@%d", st.Primary.DC, st.Primary.Epoch)

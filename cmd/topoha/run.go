@@ -71,8 +71,8 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return fail(stderr, "run", err)
 	}
 	m.KnownDCs(cfg.DCNames()...)
-	rec, err := events.New(events.Config{Clients: clients, KeyRoot: cfg.KeyRoot(), Controller: *id, DC: *dc,
-		MaxEvents: cfg.History.MaxEvents, Logger: log, Metrics: m})
+	rec, err := events.New(events.Config{Clients: clients, Prefix: cfg.Keys().History(), Controller: *id, DC: *dc,
+		MaxEvents: cfg.History.MaxEvents, Timeout: cfg.RequestTimeout, Logger: log, Metrics: m})
 	if err != nil {
 		return fail(stderr, "run", err)
 	}

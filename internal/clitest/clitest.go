@@ -7,19 +7,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/internal/testenv"
 )
 
 // Status runs `topoha status --config config --json` and decodes it; the test fails if it does not exit 0
 // within timeout.
-func Status(t testing.TB, config string, timeout time.Duration) controller.ClusterStatus {
+func Status(t testing.TB, config string, timeout time.Duration) clusterstatus.Status {
 	t.Helper()
 	code, out, errOut := testenv.RunProcess(t, timeout, testenv.Binary(t), "status", "--config", config, "--json")
 	if code != 0 {
 		t.Fatalf("status exit %d: %s", code, errOut)
 	}
-	var st controller.ClusterStatus
+	var st clusterstatus.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}

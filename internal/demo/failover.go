@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/events"
@@ -55,7 +56,7 @@ func (d *demo) startControllers(ctx context.Context) error {
 	clients := map[string]*clientv3.Client{"dc1": d.c1, "dc2": d.c2}
 	for _, dc := range []string{"dc1", "dc2"} {
 		id := "ctl-" + dc
-		rec, err := events.New(events.Config{Clients: clients, KeyRoot: cfg.KeyRoot(), Controller: id, DC: dc, MaxEvents: cfg.History.MaxEvents})
+		rec, err := events.New(events.Config{Clients: clients, Prefix: cfg.Keys().History(), Controller: id, DC: dc, MaxEvents: cfg.History.MaxEvents, Timeout: cfg.RequestTimeout})
 		if err != nil {
 			return err
 		}
@@ -159,7 +160,7 @@ func (d *demo) dc1Returns(ctx context.Context) error {
 	if _, err := poll(ctx, func() (string, bool) {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		got := primary.Read(rctx, d.c1, primary.Key(d.cfg.KeyRoot()))
+		got := primary.Read(rctx, d.c1, d.cfg.Keys().Primary())
 		return "", got.Record != nil && got.Record.DC == "dc2" && got.Record.Epoch == 1
 	}); err != nil {
 		return err
@@ -169,7 +170,7 @@ func (d *demo) dc1Returns(ctx context.Context) error {
 	if err := d.waitMirrored(ctx, d.c2, d.c1); err != nil {
 		return err
 	}
-	st := controller.ReadClusterStatus(ctx, d.cfg, map[string]*clientv3.Client{"dc1": d.c1, "dc2": d.c2})
+	st := clusterstatus.Read(ctx, d.cfg, map[string]*clientv3.Client{"dc1": d.c1, "dc2": d.c2})
 	leader := "none"
 	if st.Leader != nil {
 		leader = st.Leader.ID
@@ -183,7 +184,7 @@ func (d *demo) dc1Returns(ctx context.Context) error {
 func (d *demo) history(ctx context.Context) error {
 	clients := map[string]*clientv3.Client{"dc1": d.c1, "dc2": d.c2}
 	evs, err := poll(ctx, func() ([]events.Event, bool) {
-		evs, err := events.Read(ctx, clients, d.cfg.KeyRoot(), time.Second, 0)
+		evs, err := events.Read(ctx, clients, d.cfg.Keys().History(), time.Second, 0)
 		for _, ev := range evs {
 			if err == nil && ev.Message == "failover done" && ev.Attrs["result"] == failover.ResultSuccess {
 				return evs, true
