@@ -507,7 +507,7 @@ func (c *cluster) waitLeader(not string) string {
 func (c *cluster) lastFailover(dc string) *failover.Result {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return failover.ReadResult(ctx, c.direct[dc], topohaKeys.LastFailover())
+	return failover.ReadResult(ctx, c.direct[dc], topohaKeys.LastFailover()).Record
 }
 
 // waitResult waits until the failover to epoch has stored its result in dc's etcd.

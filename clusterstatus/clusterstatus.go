@@ -5,7 +5,6 @@ package clusterstatus
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,6 +14,7 @@ import (
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/health"
+	"github.com/topoha/topoha/internal/etcdrec"
 	"github.com/topoha/topoha/override"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
@@ -62,65 +62,38 @@ type Mirror struct {
 	UpdatedAt       time.Time `json:"updated_at,omitzero"`
 }
 
-// Read probes both DCs' etcds and reads topoha's records from them. Nothing in it needs a
-// controller; what cannot be read is reported as such.
+// Read probes both DCs' etcds and reads topoha's records from them. Nothing in it needs a controller;
+// what cannot be read is reported as such.
 func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) *Status {
 	st := &Status{Cluster: c.Cluster, DCs: map[string]DC{}}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	reads := readDCs(ctx, c, clients)
 	observed := map[string]primary.Observed{}
+	serving := map[string]*clientv3.Client{}
 	for _, dc := range c.DCNames() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ds := probeDC(ctx, c, dc)
-			var obs primary.Observed
-			var fenced fence.Observed
-			var last *failover.Result
-			if ds.EtcdHealthy {
-				rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
-				// The result before the record: a failover bumps the record before it saves its result,
-				// so the record read next is at least as new as the result, and status never shows a
-				// failover to an epoch beyond the primary it names.
-				last = failover.ReadResult(rctx, clients[dc], c.Keys().LastFailover())
-				obs = primary.Read(rctx, clients[dc], c.Keys().Primary())
-				fenced = fence.Read(rctx, clients[dc], c.Keys().Fence())
-				cancel()
+		r := reads[dc]
+		st.DCs[dc], observed[dc] = r.dc, r.primary
+		if r.dc.EtcdHealthy {
+			serving[dc] = clients[dc]
+		}
+		if last := r.last.Record; last != nil && (st.LastFailover == nil || last.Epoch > st.LastFailover.Epoch) {
+			st.LastFailover = last
+		}
+		if r.fence.Record != nil {
+			if st.Fences == nil {
+				st.Fences = map[string]*fence.Record{}
 			}
-			mu.Lock()
-			st.DCs[dc] = ds
-			observed[dc] = obs
-			if last != nil && (st.LastFailover == nil || last.Epoch > st.LastFailover.Epoch) {
-				st.LastFailover = last
+			st.Fences[dc] = r.fence.Record
+		}
+		for _, err := range []error{r.primary.Err, r.fence.Err, r.last.Err} {
+			if err != nil {
+				st.Warnings = append(st.Warnings, err.Error())
 			}
-			if fenced.Record != nil {
-				if st.Fences == nil {
-					st.Fences = map[string]*fence.Record{}
-				}
-				st.Fences[dc] = fenced.Record
-			}
-			if fenced.Err != nil {
-				st.Warnings = append(st.Warnings, fenced.Err.Error())
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	for _, dc := range c.DCNames() {
-		if err := observed[dc].Err; err != nil {
-			st.Warnings = append(st.Warnings, err.Error())
 		}
 	}
 	st.Primary = primary.HeldByAny(c.InitialPrimary, c.DCNames(), observed)
 	dr := c.OtherDC(st.Primary.DC)
 	st.Mirror = Mirror{Source: st.Primary.DC, Destination: dr, SourceRevision: st.DCs[st.Primary.DC].Revision}
 	// Only from the etcds that answered the probe: a lost DC would cost a request timeout.
-	serving := map[string]*clientv3.Client{}
-	for dc, ds := range st.DCs {
-		if ds.EtcdHealthy {
-			serving[dc] = clients[dc]
-		}
-	}
 	p, ok := override.ReadPause(ctx, c, serving)
 	st.Paused = !ok || p.Paused
 	if len(c.Failover.Witnesses) > 0 {
@@ -129,33 +102,63 @@ func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Cl
 	if c.Failover.Mode == config.ModeAuto && len(c.Failover.Witnesses) == 0 {
 		st.Warnings = append(st.Warnings, "automatic failover with two sites and no witnesses: a partition between the DCs can make both primary")
 	}
-
 	if st.DCs[dr].EtcdHealthy {
-		rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
-		l, err := election.CurrentLeader(rctx, clients[dr], c.Keys().Election())
-		cancel()
-		if err != nil {
-			st.Warnings = append(st.Warnings, err.Error())
-		}
-		st.Leader = l
-		cp, err := replication.ReadCheckpoint(ctx, clients[dr], c.Keys().MirrorCheckpoint(), c.RequestTimeout)
-		if err != nil {
-			st.Warnings = append(st.Warnings, err.Error())
-		}
-		if cp != nil {
-			st.Mirror.AppliedRevision, st.Mirror.Syncing, st.Mirror.UpdatedAt = cp.Revision, cp.Sync != nil, cp.UpdatedAt
-			if st.Mirror.SourceRevision > 0 && cp.Sync == nil {
-				st.Mirror.LagRevisions = max(0, st.Mirror.SourceRevision-cp.Revision)
-			}
-		}
-		// What a failover to the DR side would run into, found now rather than at 3 a.m.
-		if len(c.Failover.Shards) > 0 {
-			for _, w := range failover.Preflight(ctx, c, clients[dr], st.Primary.DC, dr, c.RequestTimeout) {
-				st.Warnings = append(st.Warnings, "pre-flight for a failover to "+dr+": "+w)
-			}
-		}
+		readDR(ctx, c, clients[dr], dr, st)
 	}
 	return st
+}
+
+// dcRead is what one DC's etcd answered.
+type dcRead struct {
+	dc      DC
+	primary primary.Observed
+	fence   fence.Observed
+	last    failover.ResultObserved
+}
+
+// readDCs probes every DC's etcd at once and reads topoha's records from those that serve.
+func readDCs(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) map[string]dcRead {
+	return etcdrec.EachDC(clients, func(dc string, cli *clientv3.Client) dcRead {
+		r := dcRead{dc: probeDC(ctx, c, dc)}
+		if r.dc.EtcdHealthy {
+			rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+			defer cancel()
+			// The result before the record: a failover bumps the record before it saves its result, so
+			// the record read next is at least as new as the result, and status never shows a failover
+			// to an epoch beyond the primary it names.
+			r.last = failover.ReadResult(rctx, cli, c.Keys().LastFailover())
+			r.primary = primary.Read(rctx, cli, c.Keys().Primary())
+			r.fence = fence.Read(rctx, cli, c.Keys().Fence())
+		}
+		return r
+	})
+}
+
+// readDR reads what lives in the DR DC's etcd: the leader, the mirror's checkpoint, and what a failover
+// to the DR side would run into, found now rather than at 3 a.m.
+func readDR(ctx context.Context, c *config.Config, cli *clientv3.Client, dr string, st *Status) {
+	rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+	l, err := election.CurrentLeader(rctx, cli, c.Keys().Election())
+	cancel()
+	if err != nil {
+		st.Warnings = append(st.Warnings, err.Error())
+	}
+	st.Leader = l
+	cp, err := replication.ReadCheckpoint(ctx, cli, c.Keys().MirrorCheckpoint(), c.RequestTimeout)
+	if err != nil {
+		st.Warnings = append(st.Warnings, err.Error())
+	}
+	if cp != nil {
+		st.Mirror.AppliedRevision, st.Mirror.Syncing, st.Mirror.UpdatedAt = cp.Revision, cp.Sync != nil, cp.UpdatedAt
+		if st.Mirror.SourceRevision > 0 && cp.Sync == nil {
+			st.Mirror.LagRevisions = max(0, st.Mirror.SourceRevision-cp.Revision)
+		}
+	}
+	if len(c.Failover.Shards) > 0 {
+		for _, w := range failover.Preflight(ctx, c, cli, st.Primary.DC, dr, c.RequestTimeout) {
+			st.Warnings = append(st.Warnings, "pre-flight for a failover to "+dr+": "+w)
+		}
+	}
 }
 
 // probeDC probes every member of dc's etcd once.

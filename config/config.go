@@ -102,15 +102,17 @@ type Health struct {
 	SuccessThreshold int           `yaml:"success_threshold"`
 }
 
-// Failover modes.
+// Mode is failover.mode: whether the leader fails over by itself.
+type Mode string
+
 const (
-	ModeAuto   = "auto"
-	ModeManual = "manual"
+	ModeAuto   Mode = "auto"
+	ModeManual Mode = "manual"
 )
 
 // Failover configures when and how the DR side is promoted.
 type Failover struct {
-	Mode              string        `yaml:"mode"`
+	Mode              Mode          `yaml:"mode"`
 	After             time.Duration `yaml:"after"`
 	Cooldown          time.Duration `yaml:"cooldown"`
 	Witnesses         []string      `yaml:"witnesses"`

@@ -891,9 +891,6 @@ func TestFieldError(t *testing.T) {
 	if got, want := err.Error(), "dcs.dc2.etcd.endpoints: must not be empty: list one"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
-	if formatErrors(nil) != nil {
-		t.Error("formatErrors(nil) is not nil")
-	}
 }
 
 func FuzzParse(f *testing.F) {

@@ -3,10 +3,13 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -81,3 +84,34 @@ func (e Etcd) usesHTTPS() bool {
 
 // String describes the endpoints for messages, e.g. "http://10.0.0.1:2379,http://10.0.0.2:2379".
 func (e Etcd) String() string { return strings.Join(e.Endpoints, ",") }
+
+// OpenClients opens a client of every DC's etcd: the one way topoha's commands and controllers open them.
+// clientv3.New does not dial (without auth), so this does not say that the etcds answer. closeAll closes
+// them all.
+func (c *Config) OpenClients() (clients map[string]*clientv3.Client, closeAll func(), err error) {
+	clients = map[string]*clientv3.Client{}
+	closeAll = func() {
+		for _, cli := range clients {
+			cli.Close()
+		}
+	}
+	for _, dc := range c.DCNames() {
+		field := "dcs." + dc + ".etcd"
+		cc, err := c.DCs[dc].Etcd.ClientConfig(field)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		cli, err := clientv3.New(cc)
+		switch {
+		case errors.Is(err, rpctypes.ErrAuthFailed):
+			closeAll()
+			return nil, nil, fmt.Errorf("%s.username/password_file: etcd refused the credentials of user %q: check the user and the password file's content", field, cc.Username)
+		case err != nil:
+			closeAll()
+			return nil, nil, fmt.Errorf("%s.endpoints: %w", field, err)
+		}
+		clients[dc] = cli
+	}
+	return clients, closeAll, nil
+}

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hashicorp/go-multierror"
 	"gopkg.in/yaml.v3"
 )
 
@@ -60,11 +59,11 @@ func decodeStrict(data []byte, out *Config) error {
 	err := dec.Decode(out)
 	var typeErr *yaml.TypeError
 	if errors.As(err, &typeErr) {
-		var all *multierror.Error
+		var all []error
 		for _, msg := range typeErr.Errors {
-			all = multierror.Append(all, describeYAMLError(msg, fields))
+			all = append(all, describeYAMLError(msg, fields))
 		}
-		return formatErrors(all)
+		return errors.Join(all...)
 	}
 	if err != nil {
 		return fmt.Errorf("not valid YAML: %w", err)

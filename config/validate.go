@@ -12,8 +12,6 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
-
 	"github.com/topoha/topoha/keys"
 )
 
@@ -27,22 +25,6 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
 func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
-}
-
-// formatErrors lists every error on a line of its own, without multierror's bullet header, so that the
-// first line an operator reads is already a field name.
-func formatErrors(all *multierror.Error) error {
-	if all == nil || len(all.Errors) == 0 {
-		return nil
-	}
-	all.ErrorFormat = func(errs []error) string {
-		lines := make([]string, len(errs))
-		for i, e := range errs {
-			lines[i] = e.Error()
-		}
-		return strings.Join(lines, "\n")
-	}
-	return all
 }
 
 func (c *Config) applyDefaults() {
@@ -67,10 +49,10 @@ var (
 
 // Validate checks the whole config and returns every problem found, each naming its field.
 func (c *Config) Validate() error {
-	var all *multierror.Error
+	var all []error
 	add := func(err error) {
 		if err != nil {
-			all = multierror.Append(all, err)
+			all = append(all, err)
 		}
 	}
 
@@ -111,7 +93,7 @@ func (c *Config) Validate() error {
 	if c.History.MaxEvents < 10 {
 		add(fieldErr("history.max_events", "%d: keep at least 10 events (default 1000); the history is bounded per DC's etcd", c.History.MaxEvents))
 	}
-	return formatErrors(all)
+	return errors.Join(all...)
 }
 
 func (c *Config) validateDCs(add func(error)) {
@@ -151,44 +133,42 @@ func (c *Config) dcList() string {
 }
 
 func (e Etcd) validate(base string) error {
-	var all *multierror.Error
+	var all []error
 	if len(e.Endpoints) == 0 {
-		all = multierror.Append(all, fieldErr(base+".endpoints", "must not be empty: list every member of this DC's etcd cluster, e.g. [http://etcd-dc1-a:2379, http://etcd-dc1-b:2379, http://etcd-dc1-c:2379], or its VIP"))
+		all = append(all, fieldErr(base+".endpoints", "must not be empty: list every member of this DC's etcd cluster, e.g. [http://etcd-dc1-a:2379, http://etcd-dc1-b:2379, http://etcd-dc1-c:2379], or its VIP"))
 	}
 	for i, ep := range e.Endpoints {
 		u, err := url.Parse(ep)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			all = multierror.Append(all, fieldErr(fmt.Sprintf("%s.endpoints[%d]", base, i),
+			all = append(all, fieldErr(fmt.Sprintf("%s.endpoints[%d]", base, i),
 				"%q is not an http:// or https:// URL with a host, e.g. http://10.0.0.1:2379", ep))
 		}
 	}
 	if e.DialTimeout < 0 {
-		all = multierror.Append(all, fieldErr(base+".dial_timeout", "must be positive, e.g. 2s"))
+		all = append(all, fieldErr(base+".dial_timeout", "must be positive, e.g. 2s"))
 	}
 	if e.PasswordFile != "" {
 		if e.Username == "" {
-			all = multierror.Append(all, fieldErr(base+".username", "must be set when password_file is"))
+			all = append(all, fieldErr(base+".username", "must be set when password_file is"))
 		}
 		if err := checkReadable(base+".password_file", e.PasswordFile); err != nil {
-			all = multierror.Append(all, err)
+			all = append(all, err)
 		}
 	} else if e.Username != "" {
-		all = multierror.Append(all, fieldErr(base+".password_file", "must name a file holding the password of user %q", e.Username))
+		all = append(all, fieldErr(base+".password_file", "must name a file holding the password of user %q", e.Username))
 	}
 	if (e.TLS.CertFile == "") != (e.TLS.KeyFile == "") {
-		all = multierror.Append(all, fieldErr(base+".tls", "cert_file and key_file go together; set both or neither"))
+		all = append(all, fieldErr(base+".tls", "cert_file and key_file go together; set both or neither"))
 	}
 	for field, path := range map[string]string{"ca_file": e.TLS.CAFile, "cert_file": e.TLS.CertFile, "key_file": e.TLS.KeyFile} {
 		if path != "" {
 			if err := checkReadable(base+".tls."+field, path); err != nil {
-				all = multierror.Append(all, err)
+				all = append(all, err)
 			}
 		}
 	}
-	if all != nil {
-		sort.Slice(all.Errors, func(i, j int) bool { return all.Errors[i].Error() < all.Errors[j].Error() })
-	}
-	return all.ErrorOrNil()
+	sort.Slice(all, func(i, j int) bool { return all[i].Error() < all[j].Error() })
+	return errors.Join(all...)
 }
 
 func checkReadable(field, path string) error {
@@ -357,14 +337,14 @@ func validateCommand(field string, argv []string, required bool) error {
 		return nil
 	}
 	sample := CommandVars{Keyspace: "ks", Shard: "0", Tablet: "dc-1", IgnoreTablets: "dc-2", Vtctld: "vtctld:15999", DC: "dc", OldDC: "old", Epoch: 1, Timeout: "60s"}
-	var all *multierror.Error
+	var all []error
 	for i, arg := range argv {
 		if _, err := RenderArg(arg, sample); err != nil {
-			all = multierror.Append(all, fieldErr(fmt.Sprintf("%s[%d]", field, i),
+			all = append(all, fieldErr(fmt.Sprintf("%s[%d]", field, i),
 				"bad template %q: %v; the fields are .Keyspace .Shard .Tablet .IgnoreTablets .Vtctld .DC .OldDC .Epoch .Timeout", arg, err))
 		}
 	}
-	return all.ErrorOrNil()
+	return errors.Join(all...)
 }
 
 // RenderArg executes one argument of a command vector as a template over vars. An unknown field is an

@@ -16,7 +16,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
-	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/fence"
@@ -53,9 +52,6 @@ type Controller struct {
 	primaryRead atomic.Bool
 	// pauses is the newest pause flag this controller has read from any etcd.
 	pauses override.Memory
-	// changing is set while this controller's leader carries out a failover or switchover: its term (and
-	// the mirror a switchover drains) must not be ended by the election moving meanwhile.
-	changing atomic.Bool
 	// learned is a newer primary record a leadership term read or wrote, for the control loop to adopt at
 	// once (woken by relearn) rather than after its next read of both etcds: until it does, the election
 	// stays where the old record put it, and this controller and the others win terms there for nothing.
@@ -69,15 +65,18 @@ type Controller struct {
 
 // Status is what this controller knows, for the status API.
 type Status struct {
-	DC       string                     `json:"dc"`
-	ID       string                     `json:"id"`
-	Primary  primary.Record             `json:"primary"`
-	Leading  bool                       `json:"leading"`
-	Paused   bool                       `json:"paused"`
-	Health   map[string]health.Snapshot `json:"health"`
-	Mirror   *replication.Status        `json:"mirror,omitempty"`
-	Decision failover.Decision          `json:"last_decision"`
-	Failover *failover.Result           `json:"last_failover,omitempty"`
+	DC      string         `json:"dc"`
+	ID      string         `json:"id"`
+	Primary primary.Record `json:"primary"`
+	Leading bool           `json:"leading"`
+	// Phase is what this controller is doing, since PhaseSince.
+	Phase      Phase                      `json:"phase"`
+	PhaseSince time.Time                  `json:"phase_since"`
+	Paused     bool                       `json:"paused"`
+	Health     map[string]health.Snapshot `json:"health"`
+	Mirror     *replication.Status        `json:"mirror,omitempty"`
+	Decision   failover.Decision          `json:"last_decision"`
+	Failover   *failover.Result           `json:"last_failover,omitempty"`
 	// Witnesses are the witnesses' last answers, asked while the primary's etcd looks down from here.
 	Witnesses []witness.Answer `json:"witnesses,omitempty"`
 	// Fence is this DC's self-fencing state.
@@ -128,7 +127,7 @@ func New(cfg Config) (*Controller, error) {
 		}
 		ctl.probers[dc] = p
 	}
-	ctl.status = Status{DC: cfg.DC, ID: cfg.ID}
+	ctl.status = Status{DC: cfg.DC, ID: cfg.ID, Phase: PhaseFollowing, PhaseSince: time.Now()}
 	var err error
 	ctl.fencer, err = fence.New(fence.Config{Config: ctl.config, DC: cfg.DC, ID: cfg.ID, Clients: cfg.Clients,
 		Primary: func() (primary.Record, bool) {
@@ -215,105 +214,24 @@ func (ctl *Controller) update(f func(*Status)) {
 	ctl.mu.Unlock()
 }
 
-// Run runs the probes and the control loop until ctx is done; a leader resigns before Run returns.
+// Run runs the probes, the self-fence, the role hooks and the control loop until ctx is done; a leader
+// resigns before Run returns.
 func (ctl *Controller) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for _, p := range ctl.probers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = p.Run(ctx)
-		}()
-	}
-
-	var campaign struct {
-		dr     string
-		epoch  int64
-		cancel context.CancelFunc
-		done   chan struct{}
-	}
-	stopCampaign := func() {
-		if campaign.cancel != nil {
-			campaign.cancel()
-			<-campaign.done
-			campaign.cancel = nil
-		}
-	}
-	defer stopCampaign()
-
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = ctl.fencer.Run(ctx)
-	}()
-
 	roles := make(chan roleChange, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ctl.runRoleHooks(ctx, roles)
-	}()
-	role := ""
-
+	ctl.startWorkers(ctx, &wg, roles)
+	f := follower{roles: roles}
+	var camp campaign
+	defer camp.stop()
 	tick := time.NewTicker(ctl.config().Health.Interval)
 	defer tick.Stop()
-	var known primary.Record
 	for {
-		// A record a term handed over is used as it is: reading both etcds first would wait out the
-		// timeout of the one that is down, while the election stays where it was.
-		rec, read := ctl.takeLearned(), true
-		if rec.DC == "" {
-			var obs map[string]primary.Observed
-			rec, obs = ctl.readPrimary(ctx)
-			read = anyRead(obs)
-		}
-		// The highest epoch ever seen holds: an etcd that does not answer, or answers from before a
-		// failover, cannot take this controller back to an older primary.
-		if known.DC == "" || rec.Epoch > known.Epoch {
-			if known.DC != "" {
-				ctl.ev.Info(events.KindPrimary, "primary changed", "from", known.DC, "to", rec.DC, "epoch", rec.Epoch, "reason", rec.Reason)
-			}
-			known = rec
-		}
-		rec = known
-		if read {
-			ctl.primaryRead.Store(true)
-		}
-		// A role is only taken from a record some etcd answered with: a guess from initial_primary while
-		// both are unreachable must not move a VIP.
-		if now := ctl.roleOf(rec); now != role && read {
-			ctl.ev.Info(events.KindRole, "role of this DC changed", "role", now, "old_role", orNone(role), "primary", rec.DC, "epoch", rec.Epoch)
-			select {
-			case <-roles: // superseded before its hook ran
-			default:
-			}
-			roles <- roleChange{role: now, rec: rec}
-			role = now
-		}
-		_, paused := ctl.pause(ctx)
-		ctl.update(func(s *Status) { s.Primary, s.Paused, s.LoopAt = rec, paused, time.Now() })
-		dr := ctl.config().OtherDC(rec.DC)
-		if ((campaign.dr != dr || campaign.epoch != rec.Epoch) && !ctl.changing.Load()) || campaign.cancel == nil {
-			// The election lives in the DR DC's etcd, where the leader writes: after a failover it moves.
-			stopCampaign()
-			el, err := election.New(election.Config{
-				Client: ctl.cfg.Clients[dr], Prefix: ctl.config().Keys().Election(), ID: ctl.cfg.ID, DC: ctl.cfg.DC,
-				TTL: ctl.config().Election.TTL, RetryInterval: ctl.config().Health.Interval, RequestTimeout: ctl.config().RequestTimeout, Logger: ctl.log,
-				OnStartedLeading: func(lctx context.Context, term election.Term) { ctl.lead(lctx, term, rec) },
-			})
-			if err != nil {
-				return err
-			}
-			cctx, ccancel := context.WithCancel(ctx)
-			campaign.dr, campaign.epoch, campaign.cancel, campaign.done = dr, rec.Epoch, ccancel, make(chan struct{})
-			go func() {
-				defer close(campaign.done)
-				_ = el.Run(cctx)
-			}()
-			ctl.log.Info("campaigning", "election_in", dr, "primary", rec.DC, "epoch", rec.Epoch)
+		rec := ctl.follow(ctx, &f)
+		if err := ctl.campaignUnder(ctx, &camp, rec); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -322,6 +240,16 @@ func (ctl *Controller) Run(ctx context.Context) error {
 		case <-ctl.relearn:
 		}
 	}
+}
+
+// startWorkers starts the goroutines that run beside the control loop until ctx ends: one prober per DC,
+// the self-fence, and the role hooks, which take role changes from roles.
+func (ctl *Controller) startWorkers(ctx context.Context, wg *sync.WaitGroup, roles <-chan roleChange) {
+	for _, p := range ctl.probers {
+		wg.Go(func() { _ = p.Run(ctx) })
+	}
+	wg.Go(func() { _ = ctl.fencer.Run(ctx) })
+	wg.Go(func() { ctl.runRoleHooks(ctx, roles) })
 }
 
 // learn hands the control loop a primary record newer than the one a term was started with.
@@ -343,25 +271,4 @@ func (ctl *Controller) takeLearned() primary.Record {
 	l := ctl.learned
 	ctl.learned = primary.Record{}
 	return l
-}
-
-func anyRead(obs map[string]primary.Observed) bool {
-	for _, o := range obs {
-		if o.Err == nil {
-			return true
-		}
-	}
-	return false
-}
-
-// readPrimary reads the primary record from the etcds not known to be down (from both when both are)
-// and resolves it.
-func (ctl *Controller) readPrimary(ctx context.Context) (primary.Record, map[string]primary.Observed) {
-	c := ctl.config()
-	clients := ctl.reachable()
-	if len(clients) == 0 {
-		clients = ctl.cfg.Clients
-	}
-	obs := primary.ReadAll(ctx, clients, c.Keys().Primary(), c.RequestTimeout)
-	return primary.HeldByAny(c.InitialPrimary, c.DCNames(), obs), obs
 }

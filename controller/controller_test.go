@@ -14,6 +14,7 @@ import (
 
 	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
@@ -29,64 +30,45 @@ type rig struct {
 	yaml     string
 }
 
-// newRig starts two DCs, each a 3-member etcd cluster with every member listed, and a config in mode
-// with failover.after after; tune changes the etcd members (a quota).
+// newRig starts the two-DC fixture (each DC a 3-member etcd cluster, every member listed) with a config
+// in mode with failover.after after; tune changes the etcd members (a quota).
 func newRig(t *testing.T, mode string, after time.Duration, tune ...testenv.EtcdOption) *rig {
 	t.Helper()
-	dc1, dc2 := testenv.StartCluster(t, "dc1", testenv.Members, tune...), testenv.StartCluster(t, "dc2", testenv.Members, tune...)
-	return newRigOn(t, mode, after, dc1, dc2, dc1.Endpoints(), dc2.Endpoints())
+	return newRigWith(t, mode, after, testenv.WithEtcd(tune...))
 }
 
 // newVIPRig is newRig with the other layout: each DC's etcd configured as one endpoint, a VIP in front of
 // its members.
 func newVIPRig(t *testing.T, mode string, after time.Duration) *rig {
 	t.Helper()
-	dc1, dc2 := testenv.StartCluster(t, "dc1", testenv.Members), testenv.StartCluster(t, "dc2", testenv.Members)
-	vip := func(c *testenv.Cluster) []string {
+	return newRigWith(t, mode, after, testenv.WithEndpoints(func(_ string, c *testenv.Cluster) []string {
 		var members []string
 		for _, ep := range c.Endpoints() {
 			members = append(members, strings.TrimPrefix(ep, "http://"))
 		}
 		return []string{"http://" + testenv.StartVIP(t, members).Addr()}
-	}
-	return newRigOn(t, mode, after, dc1, dc2, vip(dc1), vip(dc2))
+	}))
 }
 
-// newRigOn writes the config for two clusters reached at endpoints ep1 and ep2.
-func newRigOn(t *testing.T, mode string, after time.Duration, dc1, dc2 *testenv.Cluster, ep1, ep2 []string) *rig {
+func newRigWith(t *testing.T, mode string, after time.Duration, layout testenv.DCsOption) *rig {
 	t.Helper()
-	r := &rig{t: t, dc1: dc1, dc2: dc2}
-	fake := testenv.Build(t, "./internal/fakepromote")
-	logDir := t.TempDir()
-	yaml := fmt.Sprintf(`cluster: t
-initial_primary: dc1
-dcs:
-  dc1: {etcd: {endpoints: %[1]s, dial_timeout: 500ms}}
-  dc2: {etcd: {endpoints: %[2]s, dial_timeout: 500ms}}
-election: {ttl: 2s}
+	logs := t.TempDir()
+	d := testenv.StartDCs(t, layout, testenv.WithConfigFor(func(d *testenv.DCs) string {
+		return fmt.Sprintf(`election: {ttl: 2s}
 health: {interval: 100ms, timeout: 1s, failure_threshold: 2, success_threshold: 1}
 failover:
-  mode: %[3]s
+  mode: %s
   allow_two_site_auto: true
-  after: %[6]s
+  after: %s
   promote_timeout: 5s
-  promote_command: [%[4]s, -etcd, "{{if eq .DC \"dc1\"}}%[7]s{{else}}%[8]s{{end}}", -log, "%[5]s/{{.Keyspace}}.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  promote_command: %s
   shards:
-    - {keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}
-`, "["+strings.Join(ep1, ",")+"]", "["+strings.Join(ep2, ",")+"]", mode, fake, logDir, after,
-		strings.Join(ep1, ","), strings.Join(ep2, ","))
-	cfg, err := config.Parse([]byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.cfg, r.yaml = cfg, yaml
+    - {keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}`, mode, after, d.FakePromote(logs+"/{{.Keyspace}}.log"))
+	}))
+	r := &rig{t: t, dc1: d.Cluster["dc1"], dc2: d.Cluster["dc2"], cfg: d.Config, yaml: d.YAML}
 	// The controllers' clients are the ones `topoha run` makes from the config.
 	r.c1, r.c2 = r.client("dc1"), r.client("dc2")
-	shard, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.put(r.c1, vitess.ShardKey("/vt", "commerce", "0"), string(shard))
+	d.SetShardPrimary("dc1", "commerce", "0", vitess.TabletAlias{Cell: "dc1", UID: 100})
 	return r
 }
 
@@ -185,6 +167,7 @@ func TestAutomaticFailoverAndReturn(t *testing.T) {
 		s := ctl.Status()
 		return s.Leading && s.Mirror != nil, fmt.Sprintf("leading %v", s.Leading)
 	})
+	r.waitAnnounced(ctl, r.c2, PhaseMirroring)
 
 	r.dc1.Stop()
 	testenv.Eventually(t, wait, func() (bool, string) {
@@ -226,6 +209,22 @@ func TestAutomaticFailoverAndReturn(t *testing.T) {
 	if s := ctl.Status(); s.Primary.DC != "dc2" || s.Primary.Epoch != 1 {
 		t.Errorf("controller's primary after the return = %+v", s.Primary)
 	}
+	// The election moved to dc1, the DR side now, and the leader there mirrors dc2 into it.
+	r.waitAnnounced(ctl, r.c1, PhaseMirroring)
+}
+
+// waitAnnounced waits until ctl is in phase p and, as the leader, has announced p in the election in the
+// etcd of cli: what `topoha status` shows.
+func (r *rig) waitAnnounced(ctl *Controller, cli *clientv3.Client, p Phase) {
+	r.t.Helper()
+	testenv.Eventually(r.t, wait, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		l, err := election.CurrentLeader(ctx, cli, r.cfg.Keys().Election())
+		s := ctl.Status()
+		return s.Phase == p && err == nil && l != nil && l.ID == s.ID && l.Phase == string(p) && !l.PhaseSince.IsZero(),
+			fmt.Sprintf("phase %s since %s; leader in the election %+v %v", s.Phase, s.PhaseSince, l, err)
+	})
 }
 
 // The second failover, decided by a leader elected while the primary's etcd is already down: dc1 lost
@@ -351,9 +350,13 @@ func TestGarbagePrimaryRecordStopsTheLeader(t *testing.T) {
 		s := ctl.Status()
 		return s.Leading && strings.Contains(s.Problem, "primary record"), fmt.Sprintf("leading %v, problem %q", s.Leading, s.Problem)
 	})
+	r.waitAnnounced(ctl, r.c2, PhaseBlocked)
 	st := clusterstatus.Read(context.Background(), r.cfg, map[string]*clientv3.Client{"dc1": r.c1, "dc2": r.c2})
 	if !strings.Contains(strings.Join(st.Warnings, "\n"), "primary record") {
 		t.Errorf("status warnings lack the garbage record: %q", st.Warnings)
+	}
+	if st.Leader == nil || st.Leader.Phase != string(PhaseBlocked) {
+		t.Errorf("status shows the leader as %+v, want it blocked", st.Leader)
 	}
 	r.dc1.Stop()
 	testenv.Eventually(t, wait, func() (bool, string) {

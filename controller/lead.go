@@ -17,176 +17,92 @@ import (
 	"github.com/topoha/topoha/witness"
 )
 
-// lead is one leadership term: mirror the primary's topo into the DR etcd under the term's fence and the
-// epoch seen there, decide every interval, and fail over when the decision says so. It returns when the
-// term ends, the mirror is fenced, or a failover ran (the primary record then moved the election).
-func (ctl *Controller) lead(ctx context.Context, term election.Term, rec primary.Record) {
-	c := ctl.config()
-	dr := c.OtherDC(rec.DC)
-	key := c.Keys().Primary()
+// lead is one leadership term won under rec. What it does first is decideTermStart's; then it mirrors
+// the primary's topo into the DR etcd under the term's fence, decides every interval, and fails over when
+// the decision says so. It returns when the term ends, the mirror is fenced, or a failover ran (the
+// primary record then moved the election).
+func (ctl *Controller) lead(ctx context.Context, et election.Term, rec primary.Record) {
+	dr := ctl.config().OtherDC(rec.DC)
 	seen := ctl.readPrimaryIn(ctx, dr)
+	start := decideTermStart(rec, seen)
 	// The terms given up here are not leadership: nothing is done in them, and they are neither counted
 	// nor announced.
 	switch {
 	case ctx.Err() != nil:
 		return
-	case seen.Err != nil && seen.ModRevision == 0:
-		// Not read (a timeout under load): give the term up and campaign again rather than idle in it.
+	case start == startGiveUp:
 		ctl.log.Warn("won the election but cannot read the primary record in the DR etcd; campaigning again", "dc", dr, "err", seen.Err)
 		return
-	case seen.Record != nil && seen.Record.Epoch > rec.Epoch:
-		// Won where the election was before a failover this controller has not read yet: hand the record to
-		// the control loop, which moves the campaign and so ends this term. Giving the term up at once
-		// would only win it again on the same stale record until the loop gets round to it.
+	case start == startAdopt:
 		ctl.log.Info("won the election with a stale primary record; adopting the DR etcd's and campaigning where it says",
 			"epoch", rec.Epoch, "newer_epoch", seen.Record.Epoch, "primary", seen.Record.DC)
 		ctl.learn(*seen.Record)
 		select {
 		case <-ctx.Done():
-		case <-time.After(c.Election.TTL):
+		case <-time.After(ctl.config().Election.TTL):
 		}
 		return
 	}
+	t := &term{ctl: ctl, et: et, rec: rec, dr: dr, seen: seen, mdone: make(chan error, 1)}
+	ctl.beginTerm(t)
+	defer ctl.endTerm()
+	switch start {
+	case startBlocked:
+		t.blocked(ctx)
+		return
+	case startDemote:
+		if !t.demote(ctx) {
+			return
+		}
+	}
+	t.run(ctx)
+}
 
+func (ctl *Controller) beginTerm(t *term) {
 	ctl.update(func(s *Status) { s.Leading = true })
 	ctl.cfg.Metrics.LeaderChanged()
-	ctl.ev.Info(events.KindLeadership, "became the leader", "election_in", dr, "primary", rec.DC, "epoch", rec.Epoch)
-	defer func() {
-		ctl.update(func(s *Status) { s.Leading = false; s.Mirror = nil })
-		ctl.cfg.Metrics.LeaderChanged()
-		ctl.ev.Info(events.KindLeadership, "no longer the leader")
-	}()
-	switch {
-	case seen.Err != nil:
-		ctl.ev.Error(events.KindLeadership, "the primary record in the DR etcd is not a record; doing nothing until it is fixed", "dc", dr, "err", seen.Err)
-		ctl.update(func(s *Status) { s.Problem = seen.Err.Error() })
-		defer ctl.update(func(s *Status) { s.Problem = "" })
-		ctl.waitRecordFixed(ctx, dr)
-		return
-	case rec.Epoch > 0 && (seen.Record == nil || seen.Record.Epoch < rec.Epoch):
-		// The DR side is the old primary, back from a loss: tell it it is not primary any more before
-		// anything is mirrored into it.
-		if err := ctl.recordDemotion(ctx, dr, key, rec, seen, term); err != nil {
-			ctl.log.Error("leader: cannot record the current primary in the returning DC's etcd", "dc", dr, "err", err)
-			return
-		}
-		if seen = ctl.readPrimaryIn(ctx, dr); seen.Err != nil {
-			return
-		}
-	}
-	// Every mirror write compares the term and the DR etcd's primary record: a deposed leader, or one whose
-	// view of the epoch is stale, cannot write.
-	fence := []clientv3.Cmp{term.Fence(), primary.Unchanged(key, seen)}
-	mc := replication.ConfigFor(c, ctl.cfg.Clients, rec.DC, dr, ctl.log)
-	mc.Fence, mc.Metrics = fence, ctl.cfg.Metrics
-	m, err := replication.New(mc)
-	if err != nil {
-		ctl.log.Error("leader: cannot start the mirror", "err", err)
-		<-ctx.Done()
-		return
-	}
-	var mcancel context.CancelFunc // nil while the mirror does not run
-	mdone := make(chan error, 1)
-	startMirror := func() {
-		mctx, cancel := context.WithCancel(ctx)
-		mcancel = cancel
-		go func() { mdone <- m.Run(mctx) }()
-	}
-	stopMirror := func() {
-		if mcancel != nil {
-			mcancel()
-			<-mdone
-			mcancel = nil
-		}
-	}
-	defer stopMirror()
-	defer ctl.update(func(s *Status) { s.Problem = "" })
+	ctl.ev.Info(events.KindLeadership, "became the leader", "election_in", t.dr, "primary", t.rec.DC, "epoch", t.rec.Epoch)
+}
 
-	tick := time.NewTicker(c.Health.Interval)
-	defer tick.Stop()
-	var last failover.Decision
-	waiting := false
-	for {
-		// A switchover tells the old primary first: until the new primary's own record carries the epoch,
-		// nothing may be mirrored out of it. The decisions do not wait for that: with the primary's etcd
-		// down it never will, and that is when a failover is needed.
-		switch {
-		case mcancel != nil:
-		case ctl.mayMirrorFrom(ctx, rec):
-			startMirror()
-			ctl.update(func(s *Status) { s.Problem = "" })
-			ctl.log.Info("leader: mirroring", "from", rec.DC, "to", dr, "epoch", rec.Epoch)
-		case !waiting:
-			waiting = true
-			problem := fmt.Sprintf("not mirroring until %s's own etcd carries epoch %d", rec.DC, rec.Epoch)
-			ctl.update(func(s *Status) { s.Problem = problem })
-			ctl.log.Warn("leader: " + problem)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case err := <-mdone:
-			mcancel = nil
-			if errors.Is(err, replication.ErrFenced) {
-				ctl.ev.Warn(events.KindLeadership, "the mirror was fenced (leadership or epoch is stale); stepping down", "err", err)
-			}
-			return
-		case <-tick.C:
-		}
-		if mcancel != nil {
-			ms := m.Status()
-			ctl.update(func(s *Status) { s.Mirror = &ms })
-		}
-		request := ctl.takeRequest(ctx)
-		facts := ctl.facts(ctx, rec, request)
-		facts.Mirroring = mcancel != nil
-		d := failover.Decide(facts)
-		if request != nil {
-			ctl.answerRequest(ctx, *request, d)
-		}
-		if d.Reason != last.Reason || d.Action != last.Action {
-			if d.Action == failover.ActionFailover {
-				ctl.ev.Warn(events.KindFailover, "failover decided", "from", d.From, "to", d.To, "trigger", d.Trigger, "forced", d.Forced, "reason", d.Reason)
-			} else {
-				ctl.log.Info("leader: decision", "action", d.Action, "to", d.To, "trigger", d.Trigger, "reason", d.Reason)
-			}
-			last = d
-		}
-		ctl.update(func(s *Status) { s.Decision = d })
-		if d.Action != failover.ActionFailover {
-			continue
-		}
-		// Once the epoch is bumped the failover must finish even if the term ends meanwhile (the primary
-		// record moves the election away from here at once): every step has its own timeout.
-		xctx := context.WithoutCancel(ctx)
-		ctl.changing.Store(true)
-		defer ctl.changing.Store(false)
-		var res *failover.Result
-		if d.Planned {
-			drain := func(ctx context.Context) error {
-				defer stopMirror()
-				return ctl.drain(ctx, m, rec.DC)
-			}
-			res, err = ctl.executor().Switchover(xctx, d, seen, drain, term.Fence())
-		} else {
-			stopMirror()
-			res, err = ctl.executor().Execute(xctx, d, seen, term.Fence())
-		}
-		if err != nil {
-			ctl.log.Error("leader: failover finished with errors", "err", err)
-		}
-		if res != nil {
-			ctl.update(func(s *Status) { s.Failover = res })
-		}
-		ctl.learnFrom(xctx, d.To, rec)
+func (ctl *Controller) endTerm() {
+	ctl.update(func(s *Status) { s.Leading, s.Mirror, s.Problem = false, nil, "" })
+	ctl.cfg.Metrics.LeaderChanged()
+	ctl.ev.Info(events.KindLeadership, "no longer the leader")
+	ctl.enter(PhaseFollowing)
+}
+
+// term is one leadership term's state, owned by lead's goroutine.
+type term struct {
+	ctl  *Controller
+	et   election.Term
+	rec  primary.Record   // the primary record the term was won under
+	dr   string           // the DR DC, where the election and the mirror's destination are
+	seen primary.Observed // the record in the DR etcd, as the term last read it: every write is fenced on it
+
+	m       *replication.Mirror
+	mcancel context.CancelFunc // nil while the mirror does not run
+	mdone   chan error
+	last    failover.Decision // the last decision logged
+}
+
+// enter moves the controller to phase p and announces it as the leader's (topoha status shows it).
+func (t *term) enter(ctx context.Context, p Phase, attrs ...any) {
+	if !t.ctl.enter(p, attrs...) {
 		return
+	}
+	actx, cancel := context.WithTimeout(ctx, t.ctl.config().RequestTimeout)
+	defer cancel()
+	if err := t.et.Announce(actx, string(p), time.Now()); err != nil && ctx.Err() == nil {
+		t.ctl.log.Warn("leader: phase not announced in the election", "phase", p, "err", err)
 	}
 }
 
-// waitRecordFixed returns when the primary record in dc's etcd is readable again (fixed by hand, or deleted
-// so that the highest epoch elsewhere holds) or ctx ends; the next term then starts from it.
-func (ctl *Controller) waitRecordFixed(ctx context.Context, dc string) {
-	tick := time.NewTicker(ctl.config().Health.Interval)
+// blocked waits, doing nothing, until the DR etcd's primary record is readable again (fixed by hand, or
+// deleted so that the highest epoch elsewhere holds); the next term then starts from it.
+func (t *term) blocked(ctx context.Context) {
+	t.ctl.update(func(s *Status) { s.Problem = t.seen.Err.Error() })
+	t.enter(ctx, PhaseBlocked, "dc", t.dr, "err", t.seen.Err)
+	tick := time.NewTicker(t.ctl.config().Health.Interval)
 	defer tick.Stop()
 	for {
 		select {
@@ -194,11 +110,152 @@ func (ctl *Controller) waitRecordFixed(ctx context.Context, dc string) {
 			return
 		case <-tick.C:
 		}
-		if got := ctl.readPrimaryIn(ctx, dc); got.Err == nil {
-			ctl.ev.Info(events.KindLeadership, "the primary record in the DR etcd is readable again; starting over", "dc", dc)
+		if got := t.ctl.readPrimaryIn(ctx, t.dr); got.Err == nil {
+			t.ctl.ev.Info(events.KindLeadership, "the primary record in the DR etcd is readable again; starting over", "dc", t.dr)
 			return
 		}
 	}
+}
+
+// demote tells the DR side, the old primary back from a loss, that it is not primary any more, before
+// anything is mirrored into it. It reports whether the term may go on.
+func (t *term) demote(ctx context.Context) bool {
+	t.enter(ctx, PhaseDemoting, "returning_dc", t.dr, "epoch", t.rec.Epoch)
+	c := t.ctl.config()
+	wctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+	ok, err := primary.Write(wctx, t.ctl.cfg.Clients[t.dr], c.Keys().Primary(), t.rec, t.seen, t.et.Fence())
+	cancel()
+	if err == nil && !ok {
+		err = errors.New("the record or the leadership changed meanwhile")
+	}
+	if err != nil {
+		t.ctl.log.Error("leader: cannot record the current primary in the returning DC's etcd", "dc", t.dr, "err", err)
+		return false
+	}
+	t.ctl.ev.Info(events.KindPrimary, "recorded the current primary in the returning DC's etcd; it will be resynced",
+		"returning_dc", t.dr, "primary", t.rec.DC, "epoch", t.rec.Epoch)
+	t.seen = t.ctl.readPrimaryIn(ctx, t.dr)
+	return t.seen.Err == nil
+}
+
+// run mirrors and decides every interval until the term ends, the mirror stops, or a failover ran.
+func (t *term) run(ctx context.Context) {
+	c := t.ctl.config()
+	// Every mirror write compares the term and the DR etcd's primary record: a deposed leader, or one
+	// whose view of the epoch is stale, cannot write.
+	mc := replication.ConfigFor(c, t.ctl.cfg.Clients, t.rec.DC, t.dr, t.ctl.log)
+	mc.Fence, mc.Metrics = []clientv3.Cmp{t.et.Fence(), primary.Unchanged(c.Keys().Primary(), t.seen)}, t.ctl.cfg.Metrics
+	m, err := replication.New(mc)
+	if err != nil {
+		t.ctl.log.Error("leader: cannot start the mirror", "err", err)
+		<-ctx.Done()
+		return
+	}
+	t.m = m
+	defer t.stopMirror()
+	tick := time.NewTicker(c.Health.Interval)
+	defer tick.Stop()
+	for {
+		t.mirrorWhenAllowed(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-t.mdone:
+			t.mcancel = nil
+			if errors.Is(err, replication.ErrFenced) {
+				t.ctl.ev.Warn(events.KindLeadership, "the mirror was fenced (leadership or epoch is stale); stepping down", "err", err)
+			}
+			return
+		case <-tick.C:
+		}
+		if d := t.decide(ctx); d.Action == failover.ActionFailover {
+			t.execute(ctx, d)
+			return
+		}
+	}
+}
+
+// mirrorWhenAllowed starts the mirror once the primary's own etcd carries the term's epoch. A switchover
+// tells the old primary first: until the new primary's own record carries the epoch, nothing may be
+// mirrored out of it. The decisions do not wait for that: with the primary's etcd down it never will,
+// and that is when a failover is needed.
+func (t *term) mirrorWhenAllowed(ctx context.Context) {
+	switch {
+	case t.mcancel != nil:
+	case t.ctl.mayMirrorFrom(ctx, t.rec):
+		mctx, cancel := context.WithCancel(ctx)
+		t.mcancel = cancel
+		go func() { t.mdone <- t.m.Run(mctx) }()
+		t.ctl.update(func(s *Status) { s.Problem = "" })
+		t.enter(ctx, PhaseMirroring, "from", t.rec.DC, "to", t.dr, "epoch", t.rec.Epoch)
+	default:
+		problem := fmt.Sprintf("not mirroring until %s's own etcd carries epoch %d", t.rec.DC, t.rec.Epoch)
+		t.ctl.update(func(s *Status) { s.Problem = problem })
+		t.enter(ctx, PhaseAwaitingEpoch, "problem", problem)
+	}
+}
+
+func (t *term) stopMirror() {
+	if t.mcancel != nil {
+		t.mcancel()
+		<-t.mdone
+		t.mcancel = nil
+	}
+}
+
+// decide gathers the facts, answers a pending request, and returns what failover.Decide says.
+func (t *term) decide(ctx context.Context) failover.Decision {
+	ctl := t.ctl
+	if t.mcancel != nil {
+		ms := t.m.Status()
+		ctl.update(func(s *Status) { s.Mirror = &ms })
+	}
+	request := ctl.takeRequest(ctx)
+	facts := ctl.facts(ctx, t.rec, request)
+	facts.Mirroring = t.mcancel != nil
+	d := failover.Decide(facts)
+	if request != nil {
+		ctl.answerRequest(ctx, *request, d)
+	}
+	if d.Reason != t.last.Reason || d.Action != t.last.Action {
+		if d.Action == failover.ActionFailover {
+			ctl.ev.Warn(events.KindFailover, "failover decided", "from", d.From, "to", d.To, "trigger", d.Trigger, "forced", d.Forced, "reason", d.Reason)
+		} else {
+			ctl.log.Info("leader: decision", "action", d.Action, "to", d.To, "trigger", d.Trigger, "reason", d.Reason)
+		}
+		t.last = d
+	}
+	ctl.update(func(s *Status) { s.Decision = d })
+	return d
+}
+
+// execute carries out a failover or switchover decision. Once the epoch is bumped it must finish even if
+// the term ends meanwhile (the primary record moves the election away from here at once): every step has
+// its own timeout.
+func (t *term) execute(ctx context.Context, d failover.Decision) {
+	ctl := t.ctl
+	xctx := context.WithoutCancel(ctx)
+	var res *failover.Result
+	var err error
+	if d.Planned {
+		t.enter(ctx, PhaseSwitchingOver, "to", d.To, "epoch", d.NewEpoch)
+		drain := func(ctx context.Context) error {
+			defer t.stopMirror()
+			return ctl.drain(ctx, t.m, t.rec.DC)
+		}
+		res, err = ctl.executor().Switchover(xctx, d, t.seen, drain, t.et.Fence())
+	} else {
+		t.stopMirror()
+		t.enter(ctx, PhaseFailingOver, "to", d.To, "epoch", d.NewEpoch)
+		res, err = ctl.executor().Execute(xctx, d, t.seen, t.et.Fence())
+	}
+	if err != nil {
+		ctl.log.Error("leader: failover finished with errors", "err", err)
+	}
+	if res != nil {
+		ctl.update(func(s *Status) { s.Failover = res })
+	}
+	ctl.learnFrom(xctx, d.To, t.rec)
 }
 
 // mayMirrorFrom says whether the primary's own etcd holds rec's epoch (or a newer one), so that its data is
@@ -259,19 +316,6 @@ func (ctl *Controller) drain(ctx context.Context, m *replication.Mirror, source 
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-func (ctl *Controller) recordDemotion(ctx context.Context, dr, key string, rec primary.Record, seen primary.Observed, term election.Term) error {
-	ctx, cancel := context.WithTimeout(ctx, ctl.config().RequestTimeout)
-	defer cancel()
-	ok, err := primary.Write(ctx, ctl.cfg.Clients[dr], key, rec, seen, term.Fence())
-	if err == nil && !ok {
-		err = errors.New("the record or the leadership changed meanwhile")
-	}
-	if err == nil {
-		ctl.ev.Info(events.KindPrimary, "recorded the current primary in the returning DC's etcd; it will be resynced", "returning_dc", dr, "primary", rec.DC, "epoch", rec.Epoch)
-	}
-	return err
 }
 
 // facts gathers what Decide looks at.

@@ -143,7 +143,7 @@ func waitFailedOver(t *testing.T, r *rig, ctl *Controller) *failover.Result {
 	testenv.Eventually(t, wait, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		res = failover.ReadResult(ctx, r.c2, r.cfg.Keys().LastFailover())
+		res = failover.ReadResult(ctx, r.c2, r.cfg.Keys().LastFailover()).Record
 		return res != nil && res.Epoch == 1 && res.Decision.To == "dc2", fmt.Sprintf("no failover to dc2 stored; decision here %q", ctl.Status().Decision.Reason)
 	})
 	return res

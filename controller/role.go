@@ -10,26 +10,28 @@ import (
 	"github.com/topoha/topoha/primary"
 )
 
-// Roles of a controller's DC, as on_role_change hooks see them in TOPOHA_ROLE.
+// Role is the role of a controller's DC, as on_role_change hooks see it in TOPOHA_ROLE.
+type Role string
+
 const (
-	RolePrimary = "primary"
-	RoleDR      = "dr"
-	roleNone    = "none" // TOPOHA_OLD_ROLE before the first run
+	RolePrimary Role = "primary"
+	RoleDR      Role = "dr"
+	roleNone    Role = "none" // TOPOHA_OLD_ROLE before the first run
 )
 
 type roleChange struct {
-	role string
+	role Role
 	rec  primary.Record
 }
 
-func (ctl *Controller) roleOf(rec primary.Record) string {
+func (ctl *Controller) roleOf(rec primary.Record) Role {
 	if rec.DC == ctl.cfg.DC {
 		return RolePrimary
 	}
 	return RoleDR
 }
 
-func orNone(role string) string {
+func orNone(role Role) Role {
 	if role == "" {
 		return roleNone
 	}
@@ -41,7 +43,8 @@ func orNone(role string) string {
 // is run again with back-off until it succeeds or the role changes, because a VIP left on the wrong side
 // is worse than a hook run twice (hooks must be idempotent).
 func (ctl *Controller) runRoleHooks(ctx context.Context, changes <-chan roleChange) {
-	told, toldPrimary := "", ""
+	var told Role
+	toldPrimary := ""
 	var retry <-chan time.Time
 	var pending *roleChange
 	backoff := time.Second
@@ -65,7 +68,7 @@ func (ctl *Controller) runRoleHooks(ctx context.Context, changes <-chan roleChan
 			continue
 		}
 		env := map[string]string{
-			"TOPOHA_ROLE": pending.role, "TOPOHA_OLD_ROLE": orNone(told),
+			"TOPOHA_ROLE": string(pending.role), "TOPOHA_OLD_ROLE": string(orNone(told)),
 			"TOPOHA_PRIMARY_DC": pending.rec.DC, "TOPOHA_OLD_PRIMARY_DC": toldPrimary, "TOPOHA_EPOCH": fmt.Sprint(pending.rec.Epoch),
 		}
 		vars := config.CommandVars{DC: pending.rec.DC, Epoch: pending.rec.Epoch, Vtctld: c.DCs[ctl.cfg.DC].Vtctld, Timeout: c.Failover.Hooks.Timeout.String()}

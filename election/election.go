@@ -52,6 +52,24 @@ type Term struct {
 	Key      string
 	Revision int64
 	Lease    clientv3.LeaseID
+
+	election *concurrency.Election
+}
+
+// Announce puts what the leader is doing (phase, since when) into the leader key's value, under the
+// term's fence (concurrency.Election.Proclaim): what `topoha status` shows of the leader. It fails once
+// the term is over.
+func (t Term) Announce(ctx context.Context, phase string, since time.Time) error {
+	l := t.Leader
+	l.Phase, l.PhaseSince = phase, since.UTC()
+	val, err := json.Marshal(l)
+	if err == nil {
+		err = t.election.Proclaim(ctx, string(val))
+	}
+	if err != nil {
+		return fmt.Errorf("announce the leader's phase %s: %w", phase, err)
+	}
+	return nil
 }
 
 // Fence is the condition every write of this term carries: the leader key still exists with the create
@@ -65,6 +83,9 @@ type Leader struct {
 	ID    string    `json:"id"`
 	DC    string    `json:"dc"`
 	Since time.Time `json:"since"`
+	// Phase is what the leader last announced it is doing (Term.Announce), and since when.
+	Phase      string    `json:"phase,omitempty"`
+	PhaseSince time.Time `json:"phase_since,omitzero"`
 }
 
 // Elector campaigns for leadership. Create it with New and run it with Run.
@@ -159,7 +180,7 @@ func (e *Elector) term(ctx context.Context) error {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	me.Since = time.Now().UTC()
-	term := Term{Leader: me, Key: el.Key(), Revision: el.Rev(), Lease: sess.Lease()}
+	term := Term{Leader: me, Key: el.Key(), Revision: el.Rev(), Lease: sess.Lease(), election: el}
 	e.log.Info("leading", "key", term.Key, "revision", term.Revision)
 
 	led := make(chan struct{})

@@ -133,6 +133,14 @@ func TestLostLeaseEndsTheTermAndFencesOldWrites(t *testing.T) {
 	waitLeader(t, a)
 	_, terms, _ := a.state()
 	term := terms[0]
+	// The leader announces what it does; CurrentLeader shows it.
+	since := time.Now()
+	if err := term.Announce(ctxT(t), "mirroring", since); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := CurrentLeader(ctxT(t), cli, prefix); err != nil || l.ID != "a" || l.Phase != "mirroring" || !l.PhaseSince.Equal(since.UTC()) {
+		t.Fatalf("leader after Announce: %+v %v", l, err)
+	}
 
 	if _, err := cli.Revoke(ctxT(t), term.Lease); err != nil {
 		t.Fatal(err)
@@ -147,6 +155,9 @@ func TestLostLeaseEndsTheTermAndFencesOldWrites(t *testing.T) {
 	}
 	if resp.Succeeded {
 		t.Fatal("a write under a lost term's fence succeeded")
+	}
+	if err := term.Announce(ctxT(t), "failing_over", time.Now()); err == nil {
+		t.Fatal("a lost term announced a phase")
 	}
 	// The candidate campaigns again with a new session and leads a new term with a new fence.
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {

@@ -41,6 +41,7 @@ const (
 	KindConfig     Kind = "config"     // a config reload
 	KindLifecycle  Kind = "lifecycle"  // the controller started or stopped
 	KindFence      Kind = "fence"      // self-fencing: a fence put up, retried, lifted or kept
+	KindPhase      Kind = "phase"      // this controller's phase changed (following, mirroring, failing_over, ...)
 )
 
 // Event is one entry of the history.

@@ -47,7 +47,7 @@ type Witnesses struct {
 // Facts is everything Decide looks at.
 type Facts struct {
 	Now     time.Time
-	Mode    string // config.ModeAuto or config.ModeManual
+	Mode    config.Mode
 	Paused  bool
 	Primary primary.Record
 	// Health has a snapshot for each of the two DCs.

@@ -10,11 +10,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/events"
+	"github.com/topoha/topoha/internal/etcdrec"
 	"github.com/topoha/topoha/metrics"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
@@ -82,7 +82,7 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 type Result struct {
 	Decision Decision `json:"decision"`
 	// Outcome is ResultSuccess, ResultPartial or ResultFailed.
-	Outcome    string        `json:"result"`
+	Outcome    Outcome       `json:"result"`
 	Epoch      int64         `json:"epoch"`
 	StartedAt  time.Time     `json:"started_at"`
 	FinishedAt time.Time     `json:"finished_at"`
@@ -95,15 +95,17 @@ type Result struct {
 	Errors   []string `json:"errors,omitempty"`
 }
 
-// Outcomes of a failover: every shard confirmed, some, or none (or before_promote refused).
+// Outcome is how a failover ended: every shard confirmed, some, or none (or before_promote refused).
+type Outcome string
+
 const (
-	ResultSuccess = "success"
-	ResultPartial = "partial"
-	ResultFailed  = "failed"
+	ResultSuccess Outcome = "success"
+	ResultPartial Outcome = "partial"
+	ResultFailed  Outcome = "failed"
 )
 
 // outcome classifies a finished failover by its promotions.
-func (r *Result) outcome(promoted bool) string {
+func (r *Result) outcome(promoted bool) Outcome {
 	failed := len(r.FailedShards())
 	switch {
 	case !promoted || (failed > 0 && failed == len(r.Shards)):
@@ -125,18 +127,15 @@ func (r *Result) FailedShards() []string {
 	return out
 }
 
-// ReadResult reads the Result the last failover saved at key (keys.Layout.LastFailover) in cli's etcd;
-// nil if there is none or it cannot be read.
-func ReadResult(ctx context.Context, cli *clientv3.Client, key string) *Result {
-	resp, err := cli.Get(ctx, key)
-	if err != nil || len(resp.Kvs) == 0 {
-		return nil
-	}
-	var res Result
-	if json.Unmarshal(resp.Kvs[0].Value, &res) != nil {
-		return nil
-	}
-	return &res
+// ResultObserved is what one etcd holds at the last failover's key.
+type ResultObserved = etcdrec.Observed[Result]
+
+// decodeResult accepts a result only with the epoch it moved the primary to.
+var decodeResult = etcdrec.JSON("failover result", func(r *Result) bool { return r.Epoch > 0 && !r.StartedAt.IsZero() })
+
+// ReadResult reads the Result the last failover saved at key (keys.Layout.LastFailover) in cli's etcd.
+func ReadResult(ctx context.Context, cli *clientv3.Client, key string) ResultObserved {
+	return etcdrec.Read(ctx, cli, "failover result", key, decodeResult)
 }
 
 // Execute carries out d, a failover decision: it bumps the epoch in the new primary's etcd (only if the
@@ -163,7 +162,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	target := x.cfg.Clients[d.To]
 	key := cfg.Keys().Primary()
 	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: res.StartedAt, Reason: string(d.Trigger) + ": " + d.Reason}
-	var errs *multierror.Error
+	var errs []error
 	command := cfg.Failover.PromoteCommand
 
 	if seen.Record != nil && seen.Record.Epoch >= d.NewEpoch {
@@ -189,7 +188,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		oldSide <- told
 		x.ev.Info(events.KindFailover, "switchover: the old primary knows; draining the mirror", "from", d.From, "epoch", d.NewEpoch)
 		if err := drain(ctx); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("switchover: the mirror was not drained, writes the old primary took meanwhile may be missing: %w", err))
+			errs = append(errs, fmt.Errorf("switchover: the mirror was not drained, writes the old primary took meanwhile may be missing: %w", err))
 		}
 	}
 	if ok, err := x.bump(ctx, target, key, rec, seen, fence); !ok {
@@ -212,7 +211,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 
 	locks, err := x.purgeLocks(ctx, target)
 	res.Locks = locks
-	errs = multierror.Append(errs, err)
+	errs = append(errs, err)
 	res.Warnings = Preflight(ctx, cfg, target, d.From, d.To, cfg.RequestTimeout)
 	for _, w := range res.Warnings {
 		x.ev.Warn(events.KindFailover, "failover: pre-flight warning", "warning", w)
@@ -228,18 +227,18 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	}
 	promoted := false
 	if err := x.hook(ctx, HookBeforePromote, cfg.Failover.Hooks.BeforePromote, vars, env, res); err != nil {
-		errs = multierror.Append(errs, fmt.Errorf("before_promote hook failed, no shard promoted: %w", err))
+		errs = append(errs, fmt.Errorf("before_promote hook failed, no shard promoted: %w", err))
 	} else {
 		promoted = true
 		res.Shards = x.promoteAll(ctx, d, command, vars)
 		for _, s := range res.Shards {
 			if !s.Confirmed {
-				errs = multierror.Append(errs, errors.New(s.Error))
+				errs = append(errs, errors.New(s.Error))
 			}
 		}
 	}
 	res.Outcome = res.outcome(promoted)
-	env["TOPOHA_RESULT"] = res.Outcome
+	env["TOPOHA_RESULT"] = string(res.Outcome)
 	failed := res.FailedShards()
 	if !promoted {
 		failed = failed[:0]
@@ -248,20 +247,20 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		}
 	}
 	env["TOPOHA_FAILED_SHARDS"] = strings.Join(failed, ",")
-	errs = multierror.Append(errs, x.hook(ctx, HookAfterFailover, cfg.Failover.Hooks.AfterFailover, vars, env, res))
+	errs = append(errs, x.hook(ctx, HookAfterFailover, cfg.Failover.Hooks.AfterFailover, vars, env, res))
 
 	res.FinishedAt = time.Now().UTC()
 	res.OldSide = <-oldSide
-	if err := errs.ErrorOrNil(); err != nil {
-		for _, e := range errs.Errors {
+	for _, e := range errs {
+		if e != nil {
 			res.Errors = append(res.Errors, e.Error())
 		}
 	}
 	if err := x.saveResult(ctx, target, res); err != nil {
-		errs = multierror.Append(errs, err)
+		errs = append(errs, err)
 	}
 	took := res.FinishedAt.Sub(res.StartedAt)
-	x.cfg.Metrics.FailedOver(string(d.Trigger), res.Outcome, took)
+	x.cfg.Metrics.FailedOver(string(d.Trigger), string(res.Outcome), took)
 	level := slog.LevelInfo
 	if res.Outcome != ResultSuccess {
 		level = slog.LevelError
@@ -269,7 +268,7 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 	x.ev.Record(level, events.KindFailover, "failover done", "result", res.Outcome, "from", d.From, "to", d.To, "epoch", d.NewEpoch,
 		"trigger", d.Trigger, "took", took.Round(time.Millisecond), "failed_shards", strings.Join(res.FailedShards(), ","),
 		"locks_deleted", len(res.Locks), "old_side_record", res.OldSide)
-	return res, errs.ErrorOrNil()
+	return res, errors.Join(errs...)
 }
 
 // waitTopoVIP waits, at most promote_timeout, until a new connection to vitess.topo_vip reaches the etcd
@@ -426,7 +425,7 @@ func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]stri
 		return nil, fmt.Errorf("list lock keys below %s: %w", root, err)
 	}
 	var deleted []string
-	var errs *multierror.Error
+	var errs []error
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key)
 		if kv.Lease != 0 || !vitess.IsLockKey(key) {
@@ -439,13 +438,13 @@ func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]stri
 		cancel()
 		switch {
 		case err != nil:
-			errs = multierror.Append(errs, fmt.Errorf("delete lock %s: %w", key, err))
+			errs = append(errs, fmt.Errorf("delete lock %s: %w", key, err))
 		case tr.Succeeded:
 			deleted = append(deleted, key)
 			x.ev.Info(events.KindFailover, "failover: deleted a lock key without a lease", "key", key)
 		}
 	}
-	return deleted, errs.ErrorOrNil()
+	return deleted, errors.Join(errs...)
 }
 
 func (x *Executor) promoteAll(ctx context.Context, d Decision, command []string, vars config.CommandVars) []ShardResult {

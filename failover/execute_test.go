@@ -28,26 +28,19 @@ type rig struct {
 
 func newRig(t *testing.T, modes string, timeout time.Duration) *rig {
 	t.Helper()
-	dc1, dc2 := testenv.StartEtcd(t, "dc1"), testenv.StartEtcd(t, "dc2")
 	fake := testenv.Build(t, "./internal/fakepromote")
-	r := &rig{clients: map[string]*clientv3.Client{"dc1": dc1.Client(), "dc2": dc2.Client()}, logDir: t.TempDir()}
-	yaml := fmt.Sprintf(`cluster: t
-initial_primary: dc1
-dcs:
-  dc1: {etcd: {endpoints: [%s]}, vtctld: vtctld-dc1:15999}
-  dc2: {etcd: {endpoints: [%s]}, vtctld: vtctld-dc2:15999}
-failover:
+	logDir := t.TempDir()
+	d := testenv.StartDCs(t, testenv.WithDCFields(func(dc string) string { return "vtctld: vtctld-" + dc + ":15999" }),
+		testenv.WithConfigFor(func(d *testenv.DCs) string {
+			return fmt.Sprintf(`failover:
   promote_timeout: %s
-  promote_command: [%s, -etcd, %s, -root, /vt, -log, "%s/{{.Keyspace}}.{{.Shard}}.log", -modes, %q, "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  promote_command: [%s, -etcd, %q, -root, /vt, -log, "%s/{{.Keyspace}}.{{.Shard}}.log", -modes, %q, "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
   shards:
     - {keyspace: commerce, shard: "-80", tablets: {dc1: [dc1-0000000100, dc1-0000000102], dc2: [dc2-0000000101]}}
-    - {keyspace: commerce, shard: "80-", tablets: {dc1: dc1-0000000200, dc2: dc2-0000000201}}
-`, dc1.Endpoint(), dc2.Endpoint(), timeout, fake, dc2.Endpoint(), r.logDir, modes)
-	cfg, err := config.Parse([]byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.cfg = cfg
+    - {keyspace: commerce, shard: "80-", tablets: {dc1: dc1-0000000200, dc2: dc2-0000000201}}`,
+				timeout, fake, strings.Join(d.Cluster["dc2"].Endpoints(), ","), logDir, modes)
+		}))
+	r := &rig{cfg: d.Config, clients: d.Client, logDir: logDir}
 	// The DR copy of the topo: both shards' records still name their dc1 primaries.
 	for shard, uid := range map[string]uint32{"-80": 100, "80-": 200} {
 		rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: uid})

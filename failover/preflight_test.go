@@ -43,15 +43,10 @@ func TestPreflight(t *testing.T) {
 	cli := e.Client()
 	live := strings.TrimPrefix(e.Endpoint(), "http://")
 	dead := testenv.ClosedAddr(t)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`cluster: t
-initial_primary: dc1
-dcs:
-  dc1: {etcd: {endpoints: [http://127.0.0.1:1]}, topo_address: "etcd-dc1:2379"}
-  dc2: {etcd: {endpoints: [%s]}, topo_address: %q}
-failover:
+	cfg, err := config.Parse([]byte(testenv.DCsYAML(map[string][]string{"dc1": {"http://127.0.0.1:1"}, "dc2": {e.Endpoint()}}, time.Second,
+		map[string]string{"dc1": `topo_address: "etcd-dc1:2379"`, "dc2": fmt.Sprintf("topo_address: %q", live)}, `failover:
   shards:
-    - {keyspace: commerce, shard: "0", tablets: {dc1: [dc1-0000000100], dc2: [dc2-0000000101]}}
-`, e.Endpoint(), live)))
+    - {keyspace: commerce, shard: "0", tablets: {dc1: [dc1-0000000100], dc2: [dc2-0000000101]}}`)))
 	if err != nil {
 		t.Fatal(err)
 	}

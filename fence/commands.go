@@ -2,12 +2,12 @@ package fence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/command"
@@ -103,11 +103,11 @@ func fenceTablets(ctx context.Context, c *config.Config, r *Record) (ran, failed
 // failed; the caller keeps the record then, so that the lift is tried again.
 func Lift(ctx context.Context, c *config.Config, r *Record) error {
 	outputs, errs := runEach(ctx, c, r.DC, "unfence", r.Epoch, c.Failover.UnfenceCommand, r.Tablets, c.Failover.PromoteTimeout)
-	var all *multierror.Error
+	var all []error
 	for i, err := range errs {
 		if err != nil {
-			all = multierror.Append(all, fmt.Errorf("%w: %s", err, outputs[i]))
+			all = append(all, fmt.Errorf("%w: %s", err, outputs[i]))
 		}
 	}
-	return all.ErrorOrNil()
+	return errors.Join(all...)
 }

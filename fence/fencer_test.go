@@ -38,21 +38,16 @@ func startRig(t *testing.T) *rig {
 		direct: dc1.Client(),
 		log:    filepath.Join(t.TempDir(), "commands.log"),
 	}
-	c, err := config.Parse([]byte(fmt.Sprintf(`cluster: t
-initial_primary: dc1
-dcs:
-  dc1: {etcd: {endpoints: ["http://%s"]}}
-  dc2: {etcd: {endpoints: ["http://%s"]}}
-health: {interval: 50ms, timeout: 300ms, failure_threshold: 2, success_threshold: 1}
+	endpoints := map[string][]string{"dc1": {"http://" + r.own.Addr()}, "dc2": {"http://" + r.toDC2.Addr()}}
+	c, err := config.Parse([]byte(testenv.DCsYAML(endpoints, time.Second, nil, fmt.Sprintf(`health: {interval: 50ms, timeout: 300ms, failure_threshold: 2, success_threshold: 1}
 failover:
   mode: manual
   after: 5s
   self_fence: true
   fence_after: 500ms
-  fence_command: [sh, -c, "echo fence {{.Tablet}} >> %[3]s"]
-  unfence_command: [sh, -c, "echo unfence {{.Tablet}} >> %[3]s"]
-  shards: [{keyspace: ks, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000200}}]
-`, r.own.Addr(), r.toDC2.Addr(), r.log)))
+  fence_command: [sh, -c, "echo fence {{.Tablet}} >> %[1]s"]
+  unfence_command: [sh, -c, "echo unfence {{.Tablet}} >> %[1]s"]
+  shards: [{keyspace: ks, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000200}}]`, r.log))))
 	if err != nil {
 		t.Fatal(err)
 	}

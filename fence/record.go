@@ -22,19 +22,21 @@ import (
 	"github.com/topoha/topoha/primary"
 )
 
-// States of a fence record.
+// State is a fence record's state.
+type State string
+
 const (
 	// StateFenced: the DC's primaries were (or are being) made read-only.
-	StateFenced = "fenced"
+	StateFenced State = "fenced"
 	// StateLifted: an operator lifted the fence while the DC may still be cut off. The controllers do not
 	// fence again until they have read the other DC's primary record, then delete the record.
-	StateLifted = "lifted"
+	StateLifted State = "lifted"
 )
 
 // Record is a DC's fence, kept in that DC's etcd at Key.
 type Record struct {
 	DC    string `json:"dc"`
-	State string `json:"state"`
+	State State  `json:"state"`
 	// Epoch is the primary record's epoch when the fence went up; it is lifted automatically only while
 	// this DC is still primary at that epoch.
 	Epoch  int64     `json:"epoch"`

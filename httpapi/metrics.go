@@ -16,6 +16,7 @@ type collector struct {
 	ctl *controller.Controller
 
 	isLeader, loopAt, primaryEpoch, primaryInfo, paused *prometheus.Desc
+	phase, phaseSince                                   *prometheus.Desc
 	fenced                                              *prometheus.Desc
 	etcdUp, etcdFailures                                *prometheus.Desc
 	etcdState, etcdAlarm                                *prometheus.Desc
@@ -32,6 +33,8 @@ func newCollector(ctl *controller.Controller) *collector {
 		ctl:          ctl,
 		isLeader:     d("is_leader", "1 when this controller is the leader."),
 		loopAt:       d("loop_last_run_timestamp_seconds", "Unix time the control loop last ran."),
+		phase:        d("phase", "1 for the phase this controller is in (following, blocked, demoting, awaiting_epoch, mirroring, failing_over, switching_over), 0 for the others.", "phase"),
+		phaseSince:   d("phase_since_timestamp_seconds", "Unix time this controller entered its current phase."),
 		primaryEpoch: d("primary_epoch", "The epoch of the primary record this controller follows."),
 		primaryInfo:  d("primary_info", "1 for the DC this controller takes as primary.", "dc"),
 		paused:       d("paused", "1 while automatic failover is paused."),
@@ -59,6 +62,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	gauge(c.isLeader, boolFloat(st.Leading))
+	for _, p := range controller.Phases() {
+		gauge(c.phase, boolFloat(st.Phase == p), string(p))
+	}
+	gauge(c.phaseSince, float64(st.PhaseSince.UnixNano())/1e9)
 	if !st.LoopAt.IsZero() {
 		gauge(c.loopAt, float64(st.LoopAt.UnixNano())/1e9)
 	}

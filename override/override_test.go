@@ -15,22 +15,12 @@ import (
 	"github.com/topoha/topoha/internal/testenv"
 )
 
-// twoDCs starts one etcd server per DC (these are tests of the records alone, not of a DC's health) and a
-// config naming them.
-func twoDCs(t *testing.T) (*config.Config, map[string]*clientv3.Client, map[string]*testenv.Etcd) {
+// twoDCs is the two-DC fixture with one member per DC: these are tests of the records alone, not of a
+// DC's health.
+func twoDCs(t *testing.T) (*config.Config, map[string]*clientv3.Client, map[string]*testenv.Cluster) {
 	t.Helper()
-	servers := map[string]*testenv.Etcd{"dc1": testenv.StartEtcd(t, "dc1"), "dc2": testenv.StartEtcd(t, "dc2")}
-	c, err := config.Parse([]byte(fmt.Sprintf(`cluster: t
-initial_primary: dc1
-dcs:
-  dc1: {etcd: {endpoints: [%s]}}
-  dc2: {etcd: {endpoints: [%s]}}
-request_timeout: 1s
-`, servers["dc1"].Endpoint(), servers["dc2"].Endpoint())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, map[string]*clientv3.Client{"dc1": servers["dc1"].Client(), "dc2": servers["dc2"].Client()}, servers
+	d := testenv.StartDCs(t, testenv.WithMembers(1))
+	return d.Config, d.Client, d.Cluster
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -42,22 +41,13 @@ func WriteRequest(ctx context.Context, c *config.Config, clients map[string]*cli
 // into each etcd, and a leader may take one before the other is written) is dropped, and so is a value
 // that is not a request (logged).
 func TakeRequest(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, log *slog.Logger) *failover.Request {
-	var mu sync.Mutex
 	var newest *failover.Request
-	var wg sync.WaitGroup
-	for dc, cli := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := takeFrom(ctx, c, dc, cli, log)
-			mu.Lock()
-			if r != nil && (newest == nil || r.At.After(newest.At)) {
-				newest = r
-			}
-			mu.Unlock()
-		}()
+	taken := etcdrec.EachDC(clients, func(dc string, cli *clientv3.Client) *failover.Request { return takeFrom(ctx, c, dc, cli, log) })
+	for _, r := range taken {
+		if r != nil && (newest == nil || r.At.After(newest.At)) {
+			newest = r
+		}
 	}
-	wg.Wait()
 	return newest
 }
 

@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/vitess"
 )
@@ -18,17 +16,9 @@ import (
 // The mirror as the config describes it (ConfigFor): the primary's cells are copied, the destination's own cell is
 // left alone, and every CellInfo in the destination names the destination's etcd. Then the other way.
 func TestConfigForCellRootsAndCellInfo(t *testing.T) {
-	dc1, dc2 := testenv.StartCluster(t, "dc1", testenv.Members), testenv.StartCluster(t, "dc2", testenv.Members)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`cluster: t
-initial_primary: dc1
-dcs:
-  dc1: {etcd: {endpoints: [%s]}}
-  dc2: {etcd: {endpoints: [%s]}}
-`, strings.Join(dc1.Endpoints(), ","), strings.Join(dc2.Endpoints(), ","))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c1, c2 := dc1.Client(), dc2.Client()
+	d := testenv.StartDCs(t)
+	cfg := d.Config
+	c1, c2 := d.Client["dc1"], d.Client["dc2"]
 	cfg.Mirror.CellInfoRewrite = true
 	dcs := cfg.DCs
 	for dc, addr := range map[string]string{"dc1": "etcd-dc1:2379", "dc2": "etcd-dc2:2379"} {

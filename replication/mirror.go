@@ -118,37 +118,37 @@ func (c *Config) scope() scope {
 }
 
 func (c *Config) validate() error {
-	var problems []string
+	var problems []error
 	if c.Source == nil || c.Dest == nil {
-		problems = append(problems, "Source and Dest clients are required")
+		problems = append(problems, errors.New("Source and Dest clients are required"))
 	}
 	if c.Prefix == "" || c.DestPrefix == "" {
-		problems = append(problems, "Prefix and DestPrefix are required (an empty prefix would mirror the whole keyspace)")
+		problems = append(problems, errors.New("Prefix and DestPrefix are required (an empty prefix would mirror the whole keyspace)"))
 	}
 	if c.RequestTimeout <= 0 {
-		problems = append(problems, "RequestTimeout must be positive (request_timeout)")
+		problems = append(problems, errors.New("RequestTimeout must be positive (request_timeout)"))
 	}
 	if c.CheckpointKey == "" {
-		problems = append(problems, "CheckpointKey is required")
+		problems = append(problems, errors.New("CheckpointKey is required"))
 	} else if c.DestPrefix != "" && strings.HasPrefix(c.CheckpointKey, c.DestPrefix) {
-		problems = append(problems, fmt.Sprintf("CheckpointKey %q is inside DestPrefix %q; the mirror would delete it", c.CheckpointKey, c.DestPrefix))
+		problems = append(problems, fmt.Errorf("CheckpointKey %q is inside DestPrefix %q; the mirror would delete it", c.CheckpointKey, c.DestPrefix))
 	}
 	for _, ex := range c.Exclude {
 		if !strings.HasPrefix(ex, c.Prefix) {
-			problems = append(problems, fmt.Sprintf("Exclude %q is not below Prefix %q", ex, c.Prefix))
+			problems = append(problems, fmt.Errorf("Exclude %q is not below Prefix %q", ex, c.Prefix))
 		}
 	}
 	if c.MaxTxnOps < 2 {
-		problems = append(problems, "MaxTxnOps must be at least 2 (one change and the checkpoint)")
+		problems = append(problems, errors.New("MaxTxnOps must be at least 2 (one change and the checkpoint)"))
 	}
 	if c.Rewrite != nil && (c.Rewrite.Name == "" || c.Rewrite.Apply == nil) {
-		problems = append(problems, "Rewrite needs a Name and an Apply function")
+		problems = append(problems, errors.New("Rewrite needs a Name and an Apply function"))
 	}
 	if c.PageSize < 1 || c.SyncConcurrency < 1 {
-		problems = append(problems, "PageSize and SyncConcurrency must be positive")
+		problems = append(problems, errors.New("PageSize and SyncConcurrency must be positive"))
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("replication config: %s", strings.Join(problems, "; "))
+		return fmt.Errorf("replication config: %w", errors.Join(problems...))
 	}
 	return nil
 }

@@ -30,24 +30,13 @@ const (
 	checkpointKey = "/topoha/t/mirror/checkpoint"
 )
 
-// writeConfig writes a config for cluster "t" with DCs dc1 (the initial primary, the mirror's source) and
-// dc2 into a temporary directory and returns its path. The endpoints are YAML flow lists, e.g.
-// "[http://127.0.0.1:2379]" or "[]".
-func writeConfig(t *testing.T, dc1Endpoints, dc2Endpoints, dialTimeout string) string {
+// writeConfig writes the two-DC config (testenv.DCsYAML) with each DC's etcd at its endpoints, manual
+// mode and extra, into a temporary file and returns its path.
+func writeConfig(t *testing.T, dc1, dc2 []string, dialTimeout time.Duration, extra string) string {
 	t.Helper()
-	cfg := fmt.Sprintf(`cluster: t
-initial_primary: dc1
-dcs:
-  dc1:
-    etcd: {endpoints: %s, dial_timeout: %s}
-  dc2:
-    etcd: {endpoints: %s, dial_timeout: %s}
-mirror: {prefix: /vt}
-failover: {mode: manual}
-listen: 127.0.0.1:9464
-`, dc1Endpoints, dialTimeout, dc2Endpoints, dialTimeout)
+	yaml := testenv.DCsYAML(map[string][]string{"dc1": dc1, "dc2": dc2}, dialTimeout, nil, "failover: {mode: manual}\n"+extra)
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -55,6 +44,7 @@ listen: 127.0.0.1:9464
 
 // dcs is the two DCs' etcd servers, a client of each, and a config naming them.
 type dcs struct {
+	*testenv.DCs
 	dc1, dc2 *testenv.Cluster
 	c1, c2   *clientv3.Client
 	config   string
@@ -69,9 +59,9 @@ func csv(endpoints []string) string { return strings.Join(endpoints, ",") }
 // startDCs starts each DC's etcd as a 3-member cluster, every member listed in the config.
 func startDCs(t *testing.T) *dcs {
 	t.Helper()
-	d := &dcs{dc1: testenv.StartCluster(t, "dc1", testenv.Members), dc2: testenv.StartCluster(t, "dc2", testenv.Members)}
-	d.c1, d.c2 = d.dc1.Client(), d.dc2.Client()
-	d.config = writeConfig(t, d.dc1.EndpointList(), d.dc2.EndpointList(), "2s")
+	f := testenv.StartDCs(t)
+	d := &dcs{DCs: f, dc1: f.Cluster["dc1"], dc2: f.Cluster["dc2"], c1: f.Client["dc1"], c2: f.Client["dc2"]}
+	d.config = writeConfig(t, d.dc1.Endpoints(), d.dc2.Endpoints(), 2*time.Second, "")
 	return d
 }
 
@@ -332,7 +322,7 @@ func TestMirrorSIGTERMWhileConnecting(t *testing.T) {
 			}
 		}
 	})
-	config := writeConfig(t, "[http://"+l.Addr().String()+"]", "[http://"+testenv.ClosedAddr(t)+"]", "30s")
+	config := writeConfig(t, []string{"http://" + l.Addr().String()}, []string{"http://" + testenv.ClosedAddr(t)}, 30*time.Second, "")
 
 	p := testenv.StartProcess(t, bin, "mirror", "--config", config)
 	select {
@@ -439,9 +429,9 @@ func TestVerify(t *testing.T) {
 func TestBadInputExits2(t *testing.T) {
 	bin := testenv.Binary(t)
 	dc1 := testenv.StartEtcd(t, "dc1")
-	good := writeConfig(t, "["+dc1.Endpoint()+"]", "[http://127.0.0.1:2479]", "2s")
-	noEndpoints := writeConfig(t, "["+dc1.Endpoint()+"]", "[]", "2s")
-	unreachable := writeConfig(t, "["+dc1.Endpoint()+"]", "[http://"+testenv.ClosedAddr(t)+"]", "500ms")
+	good := writeConfig(t, []string{dc1.Endpoint()}, []string{"http://127.0.0.1:2479"}, 2*time.Second, "")
+	noEndpoints := writeConfig(t, []string{dc1.Endpoint()}, nil, 2*time.Second, "")
+	unreachable := writeConfig(t, []string{dc1.Endpoint()}, []string{"http://" + testenv.ClosedAddr(t)}, 500*time.Millisecond, "")
 
 	for _, tc := range []struct {
 		name string

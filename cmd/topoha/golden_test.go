@@ -88,7 +88,7 @@ func TestStatusTextGolden(t *testing.T) {
 	healthy := &clusterstatus.Status{
 		Cluster: "prod",
 		Primary: primary.Record{DC: "dc1"},
-		Leader:  &election.Leader{ID: "ctl-b", DC: "dc2", Since: at(2 * time.Hour)},
+		Leader:  &election.Leader{ID: "ctl-b", DC: "dc2", Since: at(2 * time.Hour), Phase: "mirroring", PhaseSince: at(2*time.Hour - time.Second)},
 		DCs:     map[string]clusterstatus.DC{"dc1": up(1, 81234), "dc2": up(2, 90211)},
 		Mirror: clusterstatus.Mirror{Source: "dc1", Destination: "dc2", AppliedRevision: 81231, SourceRevision: 81234,
 			LagRevisions: 3, UpdatedAt: at(2 * time.Second)},

@@ -57,19 +57,5 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) in
 // cliEvents returns a recorder of this command's actions into the history, and a function that writes
 // what was recorded and stops it.
 func cliEvents(cfg *config.Config, clients map[string]*clientv3.Client) (*events.Recorder, func(), error) {
-	rec, err := events.New(events.Config{Clients: clients, Prefix: cfg.Keys().History(), Controller: "cli:" + userAtHost(),
-		DC: "-", MaxEvents: cfg.History.MaxEvents, Timeout: cfg.RequestTimeout})
-	if err != nil {
-		return nil, nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = rec.Run(ctx)
-	}()
-	return rec, func() {
-		cancel()
-		<-done
-	}, nil
+	return startHistory(context.Background(), cfg, clients, "cli:"+userAtHost(), "-", nil, nil)
 }

@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/replication"
 )
@@ -149,27 +149,23 @@ type dcClient struct {
 }
 
 // setupMirror loads the config, connects to both DCs' etcds and picks the mirror's direction from the
-// primary record (the highest epoch in either etcd; initial_primary before any failover). It also
-// returns what the destination's record held, for the fence.
+// primary record (primary.HeldByEvery: both must answer). It also returns what the destination's record
+// held, for the fence.
 func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dcClient, primary.Observed, error) {
 	var none primary.Observed
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, dcClient{}, dcClient{}, none, err
 	}
-	clients := map[string]*clientv3.Client{}
-	closeAll := func() {
-		for _, c := range clients {
-			c.Close()
-		}
+	clients, closeAll, err := cfg.OpenClients()
+	if err != nil {
+		return nil, dcClient{}, dcClient{}, none, err
 	}
 	for _, dc := range cfg.DCNames() {
-		cli, err := connect(ctx, cfg, dc)
-		if err != nil {
+		if err := reach(ctx, cfg, dc); err != nil {
 			closeAll()
 			return nil, dcClient{}, dcClient{}, none, err
 		}
-		clients[dc] = cli
 	}
 	observed := primary.ReadAll(ctx, clients, cfg.Keys().Primary(), cfg.RequestTimeout)
 	rec, err := primary.HeldByEvery(cfg.InitialPrimary, cfg.DCNames(), observed)
@@ -181,53 +177,18 @@ func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dc
 	return cfg, dcClient{rec.DC, clients[rec.DC]}, dcClient{dst, clients[dst]}, observed[dst], nil
 }
 
-// connect opens a client of one DC's etcd and proves with one read that it answers: clientv3.New alone
-// does not dial, and an unreachable endpoint must stop the start, not surface later.
-func connect(ctx context.Context, cfg *config.Config, dc string) (*clientv3.Client, error) {
-	cli, err := newClient(cfg, dc)
-	if err != nil {
-		return nil, err
-	}
-	if err := probe(ctx, cfg, dc, cli); err != nil {
-		cli.Close()
-		return nil, err
-	}
-	return cli, nil
-}
-
-func newClient(cfg *config.Config, dc string) (*clientv3.Client, error) {
-	field := "dcs." + dc + ".etcd"
-	cc, err := cfg.DCs[dc].Etcd.ClientConfig(field)
-	if err != nil {
-		return nil, err
-	}
-	cli, err := clientv3.New(cc)
-	switch {
-	case errors.Is(err, rpctypes.ErrAuthFailed):
-		return nil, fmt.Errorf("%s.username/password_file: etcd refused the credentials of user %q: check the user and the password file's content", field, cc.Username)
-	case err != nil:
-		return nil, fmt.Errorf("%s.endpoints: %w", field, err)
-	}
-	return cli, nil
-}
-
-// probe reads from a DC's etcd, each attempt within its dial_timeout. The client's balancer sends each
-// attempt to the next member, so one hung member costs an attempt, not the start: as many attempts as
-// there are endpoints.
-func probe(ctx context.Context, cfg *config.Config, dc string, cli *clientv3.Client) error {
+// reach says whether dc's etcd answers: every member is probed at once (health.Probe), within
+// dial_timeout, so one hung member costs nothing. An unreachable endpoint must stop a start, not
+// surface later.
+func reach(ctx context.Context, cfg *config.Config, dc string) error {
 	e := cfg.DCs[dc].Etcd
-	var err error
-	for range len(e.Endpoints) {
-		pctx, cancel := context.WithTimeout(ctx, e.DialTimeout)
-		_, err = cli.Get(pctx, cfg.Keys().Probe())
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-	}
+	cc, err := e.ClientConfig("dcs." + dc + ".etcd")
 	if err != nil {
+		return err
+	}
+	if res := health.Probe(ctx, cc, cfg.Keys().Probe(), e.DialTimeout); !res.State().Serving() {
 		return fmt.Errorf("dcs.%s.etcd.endpoints: cannot reach etcd at %s within dial_timeout %s: %w; check that etcd runs there and that this host reaches it",
-			dc, e, e.DialTimeout, err)
+			dc, e, e.DialTimeout, res.Err)
 	}
 	return nil
 }

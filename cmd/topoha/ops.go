@@ -14,6 +14,7 @@ import (
 
 	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/fence"
@@ -30,19 +31,9 @@ func openAll(path string) (*config.Config, map[string]*clientv3.Client, func(), 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	clients := map[string]*clientv3.Client{}
-	closeAll := func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	}
-	for _, dc := range cfg.DCNames() {
-		cli, err := newClient(cfg, dc)
-		if err != nil {
-			closeAll()
-			return nil, nil, nil, err
-		}
-		clients[dc] = cli
+	clients, closeAll, err := cfg.OpenClients()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	return cfg, clients, closeAll, nil
 }
@@ -82,7 +73,7 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 	fmt.Fprintf(w, "PRIMARY  %s (epoch %d), %s\n", p.DC, p.Epoch, since)
 	dr := st.Mirror.Destination
 	if st.Leader != nil {
-		fmt.Fprintf(w, "LEADER   %s in %s, leading since %s\n", st.Leader.ID, st.Leader.DC, st.Leader.Since.Format(time.RFC3339))
+		fmt.Fprintf(w, "LEADER   %s in %s, leading since %s%s\n", st.Leader.ID, st.Leader.DC, st.Leader.Since.Format(time.RFC3339), leaderPhase(st.Leader))
 	} else {
 		fmt.Fprintf(w, "LEADER   none: the election lives in %s's etcd (the DR side)%s\n", dr, noLeaderWhy(st.DCs[dr]))
 	}
@@ -144,7 +135,7 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 			shards = append(shards, fmt.Sprintf("%s/%s %s", s.Keyspace, s.Shard, state))
 		}
 		fmt.Fprintf(w, "LAST FAILOVER  %s %s -> %s (%s, epoch %d, took %s) %s: %s\n", f.StartedAt.Format(time.RFC3339), f.Decision.From, f.Decision.To,
-			f.Decision.Trigger, f.Epoch, f.FinishedAt.Sub(f.StartedAt).Round(time.Millisecond), strings.ToUpper(f.Outcome), strings.Join(shards, "; "))
+			f.Decision.Trigger, f.Epoch, f.FinishedAt.Sub(f.StartedAt).Round(time.Millisecond), strings.ToUpper(string(f.Outcome)), strings.Join(shards, "; "))
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING  %s\n", warn)
@@ -181,6 +172,15 @@ func stalledBy(dst clusterstatus.DC) string {
 		health.AlarmText(dst.Alarms))
 }
 
+// leaderPhase is what the leader announced it is doing, if anything (a leader of an older version
+// announces nothing).
+func leaderPhase(l *election.Leader) string {
+	if l.Phase == "" {
+		return ""
+	}
+	return fmt.Sprintf(", %s since %s", l.Phase, l.PhaseSince.Format(time.RFC3339))
+}
+
 // noLeaderWhy explains, for the DR side's etcd, why nobody leads.
 func noLeaderWhy(d clusterstatus.DC) string {
 	switch d.State {
@@ -195,7 +195,7 @@ func noLeaderWhy(d clusterstatus.DC) string {
 
 // describeFence says what a DC's fence record means for the operator, given the primary record that holds.
 func describeFence(r *fence.Record, p primary.Record) string {
-	head := fmt.Sprintf("%s %s by %s at %s (epoch %d): %s", r.DC, strings.ToUpper(r.State), r.By, r.At.Format(time.RFC3339), r.Epoch, r.Reason)
+	head := fmt.Sprintf("%s %s by %s at %s (epoch %d): %s", r.DC, strings.ToUpper(string(r.State)), r.By, r.At.Format(time.RFC3339), r.Epoch, r.Reason)
 	switch {
 	case r.State == fence.StateLifted:
 		return fmt.Sprintf("%s; lifted by %s at %s: self-fencing is off until the controllers read the other DC's etcd again",

@@ -23,21 +23,16 @@ import (
 // opsConfig is runConfig with a shard whose promotion the fake promote program performs.
 func opsConfig(t *testing.T, d *dcs) string {
 	t.Helper()
-	fake := testenv.Build(t, "./internal/fakepromote")
 	path := runConfig(t, d)
 	logDir := t.TempDir()
 	d.commandLogs = logDir
 	extra := fmt.Sprintf(`  promote_timeout: 5s
-  promote_command: [%[1]s, -etcd, "{{if eq .DC \"dc1\"}}%[2]s{{else}}%[3]s{{end}}", -log, "%[4]s/promote.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
-  switchover_command: [%[1]s, -etcd, "{{if eq .DC \"dc1\"}}%[2]s{{else}}%[3]s{{end}}", -log, "%[4]s/switchover.log", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  promote_command: %s
+  switchover_command: %s
   shards: [{keyspace: commerce, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000101}}]
-`, fake, csv(d.dc1.Endpoints()), csv(d.dc2.Endpoints()), logDir)
+`, d.FakePromote(logDir+"/promote.log"), d.FakePromote(logDir+"/switchover.log"))
 	editConfig(t, path, "failover: {mode: manual}\n", "failover:\n  mode: manual\n"+extra)
-	rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustPut(t, d.c1, vitess.ShardKey("/vt", "commerce", "0"), string(rec))
+	d.SetShardPrimary("dc1", "commerce", "0", vitess.TabletAlias{Cell: "dc1", UID: 100})
 	return path
 }
 

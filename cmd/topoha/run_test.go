@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -25,20 +23,8 @@ const electionPrefix = "/topoha/t/election/"
 // the election and the mirror are at work.
 func runConfig(t *testing.T, d *dcs) string {
 	t.Helper()
-	cfg := fmt.Sprintf(`cluster: t
-initial_primary: dc1
-dcs:
-  dc1: {etcd: {endpoints: [%s], dial_timeout: 1s}}
-  dc2: {etcd: {endpoints: [%s], dial_timeout: 1s}}
-election: {ttl: 1s}
-health: {interval: 100ms, timeout: 1s, failure_threshold: 2, success_threshold: 1}
-failover: {mode: manual}
-`, csv(d.dc1.Endpoints()), csv(d.dc2.Endpoints()))
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeConfig(t, d.dc1.Endpoints(), d.dc2.Endpoints(), time.Second, `election: {ttl: 1s}
+health: {interval: 100ms, timeout: 1s, failure_threshold: 2, success_threshold: 1}`)
 }
 
 // startController starts one controller process with its HTTP API on a free loopback port.

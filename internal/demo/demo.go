@@ -20,15 +20,15 @@ import (
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/controller"
 	"github.com/topoha/topoha/internal/embedetcd"
+	"github.com/topoha/topoha/keys"
 	"github.com/topoha/topoha/replication"
 	"github.com/topoha/topoha/vitess"
 )
 
 const (
-	prefix        = "/vt/"
-	checkpointKey = "/topoha/demo/mirror/checkpoint"
-	tablets       = 2000
-	waitFor       = 30 * time.Second
+	prefix  = "/vt/"
+	tablets = 2000
+	waitFor = 30 * time.Second
 )
 
 // Run plays the demo, writing the narration to w. promoter is the argument vector that stands in for
@@ -169,7 +169,8 @@ func (d *demo) startMirror() error {
 	m, err := replication.New(replication.Config{
 		Source: d.c1, Dest: d.c2,
 		Prefix: prefix, DestPrefix: prefix,
-		CheckpointKey:      checkpointKey,
+		CheckpointKey:      keys.For("demo").MirrorCheckpoint(),
+		RequestTimeout:     config.DefaultRequestTimeout,
 		ProgressInterval:   100 * time.Millisecond,
 		CheckpointInterval: 200 * time.Millisecond,
 		Logger:             slog.New(slog.DiscardHandler),
@@ -263,7 +264,7 @@ func (d *demo) liveChange(ctx context.Context) error {
 
 func (d *demo) downWhileChanging(ctx context.Context) error {
 	d.stopMirror()
-	cp, err := replication.ReadCheckpoint(ctx, d.c2, checkpointKey, 5*time.Second)
+	cp, err := replication.ReadCheckpoint(ctx, d.c2, keys.For("demo").MirrorCheckpoint(), 5*time.Second)
 	if err != nil || cp == nil {
 		return fmt.Errorf("no checkpoint in dc2: %v", err)
 	}
@@ -328,7 +329,8 @@ func (d *demo) compactedWhileDown(ctx context.Context) error {
 
 func (d *demo) verify(ctx context.Context) error {
 	rep, err := replication.Verify(ctx, replication.Config{
-		Source: d.c1, Dest: d.c2, Prefix: prefix, DestPrefix: prefix, CheckpointKey: checkpointKey,
+		Source: d.c1, Dest: d.c2, Prefix: prefix, DestPrefix: prefix, CheckpointKey: keys.For("demo").MirrorCheckpoint(),
+		RequestTimeout: config.DefaultRequestTimeout,
 	}, 10)
 	if err != nil {
 		return err

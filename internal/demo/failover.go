@@ -186,7 +186,7 @@ func (d *demo) history(ctx context.Context) error {
 	evs, err := poll(ctx, func() ([]events.Event, bool) {
 		evs, err := events.Read(ctx, clients, d.cfg.Keys().History(), time.Second, 0)
 		for _, ev := range evs {
-			if err == nil && ev.Message == "failover done" && ev.Attrs["result"] == failover.ResultSuccess {
+			if err == nil && ev.Message == "failover done" && ev.Attrs["result"] == string(failover.ResultSuccess) {
 				return evs, true
 			}
 		}

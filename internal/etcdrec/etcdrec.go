@@ -67,23 +67,28 @@ func Read[T any](ctx context.Context, cli *clientv3.Client, what, key string, de
 	return Observed[T]{Record: r, ModRevision: kv.ModRevision}
 }
 
-// ReadAll reads key from every etcd of clients at once, each read within timeout, keyed like clients: a
-// lost DC costs one timeout, not one per DC.
+// ReadAll reads key from every etcd of clients at once, each read within timeout, keyed like clients.
 func ReadAll[T any](ctx context.Context, clients map[string]*clientv3.Client, timeout time.Duration, what, key string, decode Decoder[T]) map[string]Observed[T] {
-	out := make(map[string]Observed[T], len(clients))
+	return EachDC(clients, func(_ string, cli *clientv3.Client) Observed[T] {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return Read(rctx, cli, what, key, decode)
+	})
+}
+
+// EachDC runs do for every DC of clients at once and returns what each returned, keyed like clients: a
+// lost DC costs one timeout, not one per DC.
+func EachDC[T any](clients map[string]*clientv3.Client, do func(dc string, cli *clientv3.Client) T) map[string]T {
+	out := make(map[string]T, len(clients))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for dc, cli := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, timeout)
-			o := Read(rctx, cli, what, key, decode)
-			cancel()
+		wg.Go(func() {
+			v := do(dc, cli)
 			mu.Lock()
-			out[dc] = o
+			out[dc] = v
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	return out

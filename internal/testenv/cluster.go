@@ -76,6 +76,12 @@ func (c *Cluster) Members() []Member { return c.members }
 // until all serve, and opens their links.
 func (c *Cluster) Start() {
 	c.t.Helper()
+	// Every link mended before any member starts: a member is not to be touched while it starts.
+	for i, m := range c.members {
+		if _, ok := m.(embeddedMember); ok && !m.Running() {
+			c.embedded.Isolate(i, false)
+		}
+	}
 	errs := make([]error, len(c.members))
 	var wg sync.WaitGroup
 	for i, m := range c.members {
@@ -84,8 +90,6 @@ func (c *Cluster) Start() {
 		}
 		start := m.Start
 		if em, ok := m.(embeddedMember); ok {
-			// Mended before any starts: the cluster's members are not to be touched while they start.
-			c.embedded.Isolate(i, false)
 			start = em.Server.Start
 		}
 		wg.Go(func() { errs[i] = start() })
