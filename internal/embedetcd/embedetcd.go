@@ -142,9 +142,6 @@ func (s *Server) stopAsync() {
 	s.closing = done
 	go func() {
 		defer close(done)
-		// Stopped as a killed process stops: without handing its leadership over first. Close alone would
-		// try that, and with its peers cut off or stopping too, wait seconds for it to fail.
-		e.Server.HardStop()
 		e.Close()
 	}()
 }

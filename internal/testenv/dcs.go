@@ -92,6 +92,16 @@ func StartDCs(t testing.TB, opts ...DCsOption) *DCs {
 	for _, f := range spec.extra {
 		extra = append(extra, strings.TrimRight(f(d), "\n"))
 	}
+	// Both clusters start shutting down at once when the test ends (a member's shutdown waits seconds for
+	// its leadership to move), after the fixture's clients are gone (it also waits for open streams).
+	t.Cleanup(func() {
+		for _, cli := range d.Client {
+			cli.Close()
+		}
+		for _, c := range d.Cluster {
+			c.Stop()
+		}
+	})
 	d.YAML = DCsYAML(endpoints, time.Second, fields, strings.Join(extra, "\n"))
 	cfg, err := config.Parse([]byte(d.YAML))
 	if err != nil {
