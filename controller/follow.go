@@ -62,7 +62,7 @@ func (ctl *Controller) readPrimary(ctx context.Context) (primary.Record, bool) {
 	if len(clients) == 0 {
 		clients = ctl.cfg.Clients
 	}
-	obs := primary.ReadAll(ctx, clients, c.Keys().Primary(), c.RequestTimeout)
+	obs := primary.ReadAll(ctx, clients, c.Keys().Primary(), ctl.turnTimeout())
 	read := false
 	for _, o := range obs {
 		read = read || !o.Unreachable()

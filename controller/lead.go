@@ -279,9 +279,9 @@ func (ctl *Controller) learnFrom(ctx context.Context, dc string, rec primary.Rec
 	}
 }
 
-// readPrimaryIn reads the primary record in dc's etcd alone.
+// readPrimaryIn reads the primary record in dc's etcd alone, within the turn's timeout.
 func (ctl *Controller) readPrimaryIn(ctx context.Context, dc string) primary.Observed {
-	ctx, cancel := context.WithTimeout(ctx, ctl.config().RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, ctl.turnTimeout())
 	defer cancel()
 	return primary.Read(ctx, ctl.cfg.Clients[dc], ctl.config().Keys().Primary())
 }

@@ -29,9 +29,10 @@ func (ctl *Controller) RequestFailover(ctx context.Context, r failover.Request) 
 	return nil
 }
 
-// takeRequest takes the newest pending request from the etcds not known to be down.
+// takeRequest takes the newest pending request from the etcds not known to be down, within the turn's
+// timeout (turnTimeout).
 func (ctl *Controller) takeRequest(ctx context.Context) *failover.Request {
-	return override.TakeRequest(ctx, ctl.config(), ctl.reachable(), ctl.log)
+	return override.TakeRequest(ctx, ctl.config(), ctl.reachable(), ctl.turnTimeout(), ctl.log)
 }
 
 // answerRequest records the decision taken on a request, for `topoha failover` to report.
@@ -49,7 +50,7 @@ func (ctl *Controller) answerRequest(ctx context.Context, r failover.Request, d 
 // pause returns the pause flag that holds, and whether automatic failover is paused (override.Memory):
 // a flag that cannot be read counts as set.
 func (ctl *Controller) pause(ctx context.Context) (override.Pause, bool) {
-	p, paused, spread := ctl.pauses.Read(ctx, ctl.config(), ctl.reachable())
+	p, paused, spread := ctl.pauses.Read(ctx, ctl.config(), ctl.reachable(), ctl.turnTimeout())
 	for _, s := range spread {
 		ctl.ev.Info(events.KindOverride, "pause flag copied into an etcd that held an older one", "to_dc", s.DC,
 			"paused", s.Pause.Paused, "generation", s.Pause.Generation, "by", s.Pause.By)
@@ -75,6 +76,12 @@ func (ctl *Controller) TogglePause(ctx context.Context) error {
 	_, paused := ctl.pause(ctx)
 	return ctl.SetPaused(ctx, !paused, "signal")
 }
+
+// turnTimeout bounds the reads the control loop and the leader's decisions make every interval (the
+// primary record, the pause flag, requests): health.timeout, like a probe, and not request_timeout. An
+// etcd that hangs before its probes mark it down must not hold a turn up for long: the loop's /healthz
+// and the time to a failover decision both depend on it.
+func (ctl *Controller) turnTimeout() time.Duration { return ctl.config().Health.Timeout }
 
 // reachable returns the clients of the DCs whose etcd is not known to be down, so that the leader's loop
 // does not wait a timeout on a lost DC at every turn.

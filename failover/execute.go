@@ -298,7 +298,8 @@ func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.
 		defer cancel()
 		for {
 			// A fresh connection each time: one opened before the VIP moved may still lead to the old side.
-			if got, err := clusterID(wctx, cc, cfg.Keys().Probe(), cfg.RequestTimeout); err == nil && got == want {
+			// Each is a probe of the VIP, bounded like one: the VIP may still lead to the lost DC.
+			if got, err := clusterID(wctx, cc, cfg.Keys().Probe(), cfg.Health.Timeout); err == nil && got == want {
 				return nil
 			}
 			select {

@@ -42,13 +42,13 @@ func TestPauseWrittenWhileADCWasAwayHolds(t *testing.T) {
 	if err != nil || len(missed) != 1 || missed[0] != "dc2" || written.Generation != 2 {
 		t.Fatalf("pause with dc2 away: %+v, missed %v, %v", written, missed, err)
 	}
-	if _, paused, _ := m.Read(ctxT(t), c, clients); !paused {
+	if _, paused, _ := m.Read(ctxT(t), c, clients, time.Second); !paused {
 		t.Fatal("the pause in dc1 does not hold")
 	}
 	servers["dc2"].Start()
 	var copied []Spread
 	testenv.Eventually(t, time.Minute, func() (bool, string) {
-		p, paused, spread := m.Read(ctxT(t), c, clients)
+		p, paused, spread := m.Read(ctxT(t), c, clients, time.Second)
 		if !paused || p.Generation != 2 {
 			t.Fatalf("dc2 back: %+v paused %v; want generation 2, paused", p, paused)
 		}
@@ -66,7 +66,7 @@ func TestPauseWrittenWhileADCWasAwayHolds(t *testing.T) {
 	if _, err := clients["dc2"].Put(ctxT(t), c.Keys().Paused(), `{"paused":false,"generation":1}`); err != nil {
 		t.Fatal(err)
 	}
-	if _, paused, _ := fresh.Read(ctxT(t), c, map[string]*clientv3.Client{"dc2": clients["dc2"]}); !paused {
+	if _, paused, _ := fresh.Read(ctxT(t), c, map[string]*clientv3.Client{"dc2": clients["dc2"]}, time.Second); !paused {
 		t.Fatal("an older flag took back a pause this controller had seen")
 	}
 }
@@ -77,21 +77,21 @@ func TestPauseWrittenWhileADCWasAwayHolds(t *testing.T) {
 func TestPauseGarbageAndUnreachable(t *testing.T) {
 	c, clients, servers := twoDCs(t)
 	var m Memory
-	if p, paused, _ := m.Read(ctxT(t), c, clients); paused || p.Generation != 0 {
+	if p, paused, _ := m.Read(ctxT(t), c, clients, time.Second); paused || p.Generation != 0 {
 		t.Fatalf("no flag anywhere: %+v paused %v", p, paused)
 	}
 	if _, err := clients["dc1"].Put(ctxT(t), c.Keys().Paused(), "{"); err != nil {
 		t.Fatal(err)
 	}
 	dc1 := map[string]*clientv3.Client{"dc1": clients["dc1"]}
-	p, paused, spread := m.Read(ctxT(t), c, dc1)
+	p, paused, spread := m.Read(ctxT(t), c, dc1, time.Second)
 	if !paused || p.Generation != -1 || len(spread) != 0 {
 		t.Fatalf("garbage alone: %+v paused %v spread %+v", p, paused, spread)
 	}
 	if _, err := clients["dc2"].Put(ctxT(t), c.Keys().Paused(), `{"paused":false,"generation":3}`); err != nil {
 		t.Fatal(err)
 	}
-	if p, paused, _ := m.Read(ctxT(t), c, clients); paused || p.Generation != 3 {
+	if p, paused, _ := m.Read(ctxT(t), c, clients, time.Second); paused || p.Generation != 3 {
 		t.Fatalf("garbage in dc1, resumed at generation 3 in dc2: %+v paused %v", p, paused)
 	}
 	if got, _ := clients["dc1"].Get(ctxT(t), c.Keys().Paused()); string(got.Kvs[0].Value) != "{" {
@@ -99,7 +99,7 @@ func TestPauseGarbageAndUnreachable(t *testing.T) {
 	}
 	servers["dc1"].Stop()
 	servers["dc2"].Stop()
-	if _, paused, _ := (&Memory{}).Read(ctxT(t), c, clients); !paused {
+	if _, paused, _ := (&Memory{}).Read(ctxT(t), c, clients, time.Second); !paused {
 		t.Fatal("with no etcd answering, automatic failover is not paused")
 	}
 }
@@ -113,11 +113,11 @@ func TestRequestIsTakenOnce(t *testing.T) {
 	if err := WriteRequest(ctxT(t), c, clients, r, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	got := TakeRequest(ctxT(t), c, clients, log)
+	got := TakeRequest(ctxT(t), c, clients, time.Second, log)
 	if got == nil || got.To != "dc2" || !got.At.Equal(r.At) {
 		t.Fatalf("taken: %+v", got)
 	}
-	if again := TakeRequest(ctxT(t), c, clients, log); again != nil {
+	if again := TakeRequest(ctxT(t), c, clients, time.Second, log); again != nil {
 		t.Fatalf("taken twice: %+v", again)
 	}
 	if err := WriteAnswer(ctxT(t), c, clients, r, failover.Decision{Action: failover.ActionFailover, To: "dc2"}); err != nil {
@@ -130,13 +130,13 @@ func TestRequestIsTakenOnce(t *testing.T) {
 	if err := WriteRequest(ctxT(t), c, map[string]*clientv3.Client{"dc2": clients["dc2"]}, r, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if again := TakeRequest(ctxT(t), c, clients, log); again != nil {
+	if again := TakeRequest(ctxT(t), c, clients, time.Second, log); again != nil {
 		t.Fatalf("an answered request was taken again: %+v", again)
 	}
 	if _, err := clients["dc1"].Put(ctxT(t), c.Keys().Request(), "not a request"); err != nil {
 		t.Fatal(err)
 	}
-	if got := TakeRequest(ctxT(t), c, clients, log); got != nil {
+	if got := TakeRequest(ctxT(t), c, clients, time.Second, log); got != nil {
 		t.Fatalf("garbage taken as a request: %+v", got)
 	}
 	if resp, _ := clients["dc1"].Get(ctxT(t), c.Keys().Request()); len(resp.Kvs) != 0 {

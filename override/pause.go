@@ -41,11 +41,11 @@ type pauseCopy struct {
 	modRevision int64 // 0: no flag there
 }
 
-// readPauses reads the flag from the given etcds at once; an etcd that does not answer is left out, and
-// one that holds garbage counts as paused.
-func readPauses(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) map[string]pauseCopy {
+// readPauses reads the flag from the given etcds at once, each read within timeout; an etcd that does not
+// answer is left out, and one that holds garbage counts as paused.
+func readPauses(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, timeout time.Duration) map[string]pauseCopy {
 	out := map[string]pauseCopy{}
-	for dc, o := range etcdrec.ReadAll(ctx, clients, c.RequestTimeout, "pause flag", c.Keys().Paused(), decodePause) {
+	for dc, o := range etcdrec.ReadAll(ctx, clients, timeout, "pause flag", c.Keys().Paused(), decodePause) {
 		switch {
 		case o.Unreachable():
 		case o.Garbage():
@@ -59,10 +59,10 @@ func readPauses(ctx context.Context, c *config.Config, clients map[string]*clien
 	return out
 }
 
-// ReadPause reads the flag from the given etcds at once and returns the one that holds. ok is false when
-// none could be read.
+// ReadPause reads the flag from the given etcds at once, each within request_timeout, and returns the
+// one that holds. ok is false when none could be read.
 func ReadPause(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) (p Pause, ok bool) {
-	return highest(readPauses(ctx, c, clients))
+	return highest(readPauses(ctx, c, clients, c.RequestTimeout))
 }
 
 func highest(copies map[string]pauseCopy) (p Pause, ok bool) {
@@ -116,9 +116,10 @@ type Spread struct {
 // anywhere counts as set. The flag that holds is the newest seen, not only what the etcds of clients hold
 // now; it is also copied into every etcd that answers with an older flag or none (a compare-and-swap: a
 // newer flag written meanwhile wins), so that a controller started later, or `topoha status`, reads it
-// from either side. A flag that is not a flag is left for an operator to see.
-func (m *Memory) Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client) (Pause, bool, []Spread) {
-	copies := readPauses(ctx, c, clients)
+// from either side. A flag that is not a flag is left for an operator to see. Each etcd call is bounded
+// by timeout.
+func (m *Memory) Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, timeout time.Duration) (Pause, bool, []Spread) {
+	copies := readPauses(ctx, c, clients, timeout)
 	p, ok := highest(copies)
 	m.mu.Lock()
 	if ok && p.Newer(m.seen) {
@@ -131,13 +132,13 @@ func (m *Memory) Read(ctx context.Context, c *config.Config, clients map[string]
 	m.mu.Unlock()
 	var spread []Spread
 	if p.Generation > 0 {
-		spread = spreadPause(ctx, c, clients, copies, p)
+		spread = spreadPause(ctx, c, clients, copies, p, timeout)
 	}
 	return p, !ok || p.Paused, spread
 }
 
 // spreadPause writes p into every etcd of copies that holds a valid older flag or none.
-func spreadPause(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, copies map[string]pauseCopy, p Pause) []Spread {
+func spreadPause(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, copies map[string]pauseCopy, p Pause, timeout time.Duration) []Spread {
 	val, err := json.Marshal(p)
 	if err != nil {
 		return nil
@@ -148,7 +149,7 @@ func spreadPause(ctx context.Context, c *config.Config, clients map[string]*clie
 		if cp.Generation < 0 || !p.Newer(cp.Pause) {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+		rctx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := clients[dc].Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", cp.modRevision)).
 			Then(clientv3.OpPut(key, string(val))).Commit()
 		cancel()

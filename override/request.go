@@ -39,10 +39,14 @@ func WriteRequest(ctx context.Context, c *config.Config, clients map[string]*cli
 // TakeRequest returns the newest pending request in the etcds of clients and deletes it wherever it is,
 // so that it is acted on once. A copy of a request that was already answered (the requester writes one
 // into each etcd, and a leader may take one before the other is written) is dropped, and so is a value
-// that is not a request (logged).
-func TakeRequest(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, log *slog.Logger) *failover.Request {
+// that is not a request (logged). Each etcd's reads and delete share one timeout.
+func TakeRequest(ctx context.Context, c *config.Config, clients map[string]*clientv3.Client, timeout time.Duration, log *slog.Logger) *failover.Request {
 	var newest *failover.Request
-	taken := etcdrec.EachDC(clients, func(dc string, cli *clientv3.Client) *failover.Request { return takeFrom(ctx, c, dc, cli, log) })
+	taken := etcdrec.EachDC(clients, func(dc string, cli *clientv3.Client) *failover.Request {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return takeFrom(rctx, c, dc, cli, log)
+	})
 	for _, r := range taken {
 		if r != nil && (newest == nil || r.At.After(newest.At)) {
 			newest = r
@@ -52,9 +56,7 @@ func TakeRequest(ctx context.Context, c *config.Config, clients map[string]*clie
 }
 
 // takeFrom takes the pending request in one etcd, if any that was not answered yet.
-func takeFrom(ctx context.Context, c *config.Config, dc string, cli *clientv3.Client, log *slog.Logger) *failover.Request {
-	rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
-	defer cancel()
+func takeFrom(rctx context.Context, c *config.Config, dc string, cli *clientv3.Client, log *slog.Logger) *failover.Request {
 	key := c.Keys().Request()
 	o := etcdrec.Read(rctx, cli, "failover request", key, decodeRequest)
 	if o.ModRevision == 0 {
