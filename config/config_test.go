@@ -176,8 +176,8 @@ func TestLoadExampleConfig(t *testing.T) {
 	if cfg.Mirror.SourceKeyPrefix() != "/vt/" || cfg.Mirror.DestKeyPrefix() != "/vt/" {
 		t.Errorf("key prefixes = %q, %q; want /vt/, /vt/", cfg.Mirror.SourceKeyPrefix(), cfg.Mirror.DestKeyPrefix())
 	}
-	if cfg.Keys().Root() != "/topoha/prod/" || cfg.Keys().MirrorCheckpoint() != "/topoha/prod/mirror/checkpoint" {
-		t.Errorf("Keys: root, checkpoint = %q, %q", cfg.Keys().Root(), cfg.Keys().MirrorCheckpoint())
+	if cfg.Keys().Primary() != "/topoha/prod/primary" || cfg.Keys().MirrorCheckpoint() != "/topoha/prod/mirror/checkpoint" {
+		t.Errorf("Keys: primary, checkpoint = %q, %q", cfg.Keys().Primary(), cfg.Keys().MirrorCheckpoint())
 	}
 	if cfg.Election.TTL != 10*time.Second || cfg.Failover.Mode != ModeManual || cfg.Failover.After != 30*time.Second {
 		t.Errorf("election, failover = %+v, %+v", cfg.Election, cfg.Failover)

@@ -55,7 +55,7 @@ func (ctl *Controller) follow(ctx context.Context, f *follower) primary.Record {
 }
 
 // readPrimary reads the primary record from the etcds not known to be down (from both when both are),
-// and says whether any etcd answered.
+// and says whether any etcd answered with a record or with none: garbage is no answer to take a role from.
 func (ctl *Controller) readPrimary(ctx context.Context) (primary.Record, bool) {
 	c := ctl.config()
 	clients := ctl.reachable()
@@ -65,7 +65,7 @@ func (ctl *Controller) readPrimary(ctx context.Context) (primary.Record, bool) {
 	obs := primary.ReadAll(ctx, clients, c.Keys().Primary(), ctl.turnTimeout())
 	read := false
 	for _, o := range obs {
-		read = read || !o.Unreachable()
+		read = read || o.Err == nil
 	}
 	return primary.HeldByAny(c.InitialPrimary, c.DCNames(), obs), read
 }

@@ -12,9 +12,6 @@ type Layout struct{ root string }
 // For returns the layout of the cluster named cluster (the config's `cluster`).
 func For(cluster string) Layout { return Layout{root: Dir + cluster + "/"} }
 
-// Root is the directory of every key below, with its trailing slash.
-func (l Layout) Root() string { return l.root }
-
 // Primary is the primary record: which DC is primary, at which epoch.
 func (l Layout) Primary() string { return l.root + "primary" }
 

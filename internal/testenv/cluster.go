@@ -119,9 +119,6 @@ func (c *Cluster) Endpoints() []string {
 	return eps
 }
 
-// EndpointList is the endpoints as a YAML flow list, for a config: [http://…,http://…].
-func (c *Cluster) EndpointList() string { return "[" + strings.Join(c.Endpoints(), ",") + "]" }
-
 // Client returns a client of every member, closed when the test ends.
 func (c *Cluster) Client() *clientv3.Client {
 	c.t.Helper()

@@ -130,6 +130,3 @@ func (p *Path) Endpoints() []string {
 	}
 	return eps
 }
-
-// EndpointList is Endpoints as a YAML flow list: [http://…,http://…].
-func (p *Path) EndpointList() string { return "[" + strings.Join(p.Endpoints(), ",") + "]" }
