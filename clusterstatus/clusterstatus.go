@@ -31,6 +31,10 @@ type Status struct {
 	DCs          map[string]DC    `json:"dcs"`
 	Mirror       Mirror           `json:"mirror"`
 	LastFailover *failover.Result `json:"last_failover"`
+	// Unfinished is the current epoch's failover while some shard lacks its primary in the primary DC,
+	// as its progress record in the primary DC's etcd says; Converger holds its convergence lock.
+	Unfinished *failover.Unfinished `json:"failover_unfinished,omitempty"`
+	Converger  *election.Leader     `json:"converger,omitempty"`
 	// Fences are the DCs that fenced themselves (failover.self_fence), by DC, as their own etcds say.
 	Fences map[string]*fence.Record `json:"fences,omitempty"`
 	// Witnesses are the configured witnesses' views, asked just now.
@@ -105,7 +109,32 @@ func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Cl
 	if st.DCs[dr].EtcdHealthy {
 		readDR(ctx, c, clients[dr], dr, st)
 	}
+	if st.DCs[st.Primary.DC].EtcdHealthy && st.Primary.Epoch > 0 {
+		readProgress(ctx, c, clients[st.Primary.DC], st)
+	}
 	return st
+}
+
+// readProgress reads the current epoch's failover progress and its converger from the primary's etcd.
+func readProgress(ctx context.Context, c *config.Config, cli *clientv3.Client, st *Status) {
+	p, err := failover.ReadProgress(ctx, cli, c.Keys(), c.RequestTimeout)
+	if err != nil {
+		st.Warnings = append(st.Warnings, err.Error())
+		return
+	}
+	if p == nil || p.Epoch != st.Primary.Epoch {
+		return
+	}
+	if st.Unfinished = p.Unfinished(); st.Unfinished == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+	defer cancel()
+	l, err := election.CurrentLeader(rctx, cli, c.Keys().Converger())
+	if err != nil {
+		st.Warnings = append(st.Warnings, err.Error())
+	}
+	st.Converger = l
 }
 
 // dcRead is what one DC's etcd answered.

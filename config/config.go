@@ -112,16 +112,19 @@ const (
 
 // Failover configures when and how the DR side is promoted.
 type Failover struct {
-	Mode              Mode          `yaml:"mode"`
-	After             time.Duration `yaml:"after"`
-	Cooldown          time.Duration `yaml:"cooldown"`
-	Witnesses         []string      `yaml:"witnesses"`
-	AllowTwoSiteAuto  bool          `yaml:"allow_two_site_auto"`
-	SelfFence         bool          `yaml:"self_fence"`
-	FenceAfter        time.Duration `yaml:"fence_after"`
-	FenceCommand      []string      `yaml:"fence_command"`
-	UnfenceCommand    []string      `yaml:"unfence_command"`
-	PromoteTimeout    time.Duration `yaml:"promote_timeout"`
+	Mode             Mode          `yaml:"mode"`
+	After            time.Duration `yaml:"after"`
+	Cooldown         time.Duration `yaml:"cooldown"`
+	Witnesses        []string      `yaml:"witnesses"`
+	AllowTwoSiteAuto bool          `yaml:"allow_two_site_auto"`
+	SelfFence        bool          `yaml:"self_fence"`
+	FenceAfter       time.Duration `yaml:"fence_after"`
+	FenceCommand     []string      `yaml:"fence_command"`
+	UnfenceCommand   []string      `yaml:"unfence_command"`
+	PromoteTimeout   time.Duration `yaml:"promote_timeout"`
+	// RetryMaxBackoff caps the wait between a failed shard's promote attempts: after the epoch bump a
+	// shard is retried until it has its primary in the new primary DC.
+	RetryMaxBackoff   time.Duration `yaml:"retry_max_backoff"`
 	PromoteCommand    []string      `yaml:"promote_command"`
 	SwitchoverCommand []string      `yaml:"switchover_command"`
 	Shards            []Shard       `yaml:"shards"`
@@ -180,12 +183,13 @@ func Default() Config {
 			SuccessThreshold: 2,
 		},
 		Failover: Failover{
-			Mode:           ModeManual,
-			After:          30 * time.Second,
-			Cooldown:       15 * time.Minute,
-			FenceAfter:     20 * time.Second,
-			PromoteTimeout: 60 * time.Second,
-			Hooks:          Hooks{Timeout: 30 * time.Second},
+			Mode:            ModeManual,
+			After:           30 * time.Second,
+			Cooldown:        15 * time.Minute,
+			FenceAfter:      20 * time.Second,
+			PromoteTimeout:  60 * time.Second,
+			RetryMaxBackoff: time.Minute,
+			Hooks:           Hooks{Timeout: 30 * time.Second},
 			FenceCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
 				"SetWritable", "{{.Tablet}}", "false"},
 			UnfenceCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",

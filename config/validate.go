@@ -262,7 +262,7 @@ func (c *Config) validateFailover(add func(error)) {
 	default:
 		add(fieldErr("failover.mode", "%q: must be auto or manual", f.Mode))
 	}
-	for name, d := range map[string]time.Duration{"after": f.After, "cooldown": f.Cooldown, "promote_timeout": f.PromoteTimeout, "fence_after": f.FenceAfter} {
+	for name, d := range map[string]time.Duration{"after": f.After, "cooldown": f.Cooldown, "promote_timeout": f.PromoteTimeout, "fence_after": f.FenceAfter, "retry_max_backoff": f.RetryMaxBackoff} {
 		if d <= 0 {
 			add(fieldErr("failover."+name, "must be positive, e.g. 30s"))
 		}

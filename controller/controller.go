@@ -48,6 +48,8 @@ type Controller struct {
 	ev      *events.Recorder
 	probers map[string]*health.Prober
 	fencer  *fence.Fencer
+	// converger drives an unfinished failover's shards, when this controller holds the convergence lock.
+	converger *failover.Converger
 	// primaryRead is set once an etcd answered with the primary record: before, Status.Primary is a guess.
 	primaryRead atomic.Bool
 	// pauses is the newest pause flag this controller has read from any etcd.
@@ -76,7 +78,8 @@ type Status struct {
 	Health     map[string]health.Snapshot `json:"health"`
 	Mirror     *replication.Status        `json:"mirror,omitempty"`
 	Decision   failover.Decision          `json:"last_decision"`
-	Failover   *failover.Result           `json:"last_failover,omitempty"`
+	// Convergence is this controller's view of the last failover's convergence.
+	Convergence failover.ConvergeStatus `json:"convergence"`
 	// Witnesses are the witnesses' last answers, asked while the primary's etcd looks down from here.
 	Witnesses []witness.Answer `json:"witnesses,omitempty"`
 	// Fence is this DC's self-fencing state.
@@ -130,17 +133,30 @@ func New(cfg Config) (*Controller, error) {
 	ctl.status = Status{DC: cfg.DC, ID: cfg.ID, Phase: PhaseFollowing, PhaseSince: time.Now()}
 	var err error
 	ctl.fencer, err = fence.New(fence.Config{Config: ctl.config, DC: cfg.DC, ID: cfg.ID, Clients: cfg.Clients,
-		Primary: func() (primary.Record, bool) {
-			ctl.mu.Lock()
-			defer ctl.mu.Unlock()
-			return ctl.status.Primary, ctl.primaryRead.Load()
+		Primary: ctl.followed,
+		Health:  func(dc string) health.Snapshot { return ctl.probers[dc].Snapshot() },
+		Logger:  cfg.Logger, Events: ctl.ev, Metrics: cfg.Metrics})
+	if err != nil {
+		return nil, err
+	}
+	ctl.converger, err = failover.NewConverger(failover.ConvergerConfig{Config: ctl.config, Clients: cfg.Clients, DC: cfg.DC, ID: cfg.ID,
+		Primary: ctl.followed,
+		Paused: func(ctx context.Context) bool {
+			_, paused := ctl.pause(ctx)
+			return paused
 		},
-		Health: func(dc string) health.Snapshot { return ctl.probers[dc].Snapshot() },
 		Logger: cfg.Logger, Events: ctl.ev, Metrics: cfg.Metrics})
 	if err != nil {
 		return nil, err
 	}
 	return ctl, nil
+}
+
+// followed is the primary record the control loop follows, and whether an etcd answered with it yet.
+func (ctl *Controller) followed() (primary.Record, bool) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	return ctl.status.Primary, ctl.primaryRead.Load()
 }
 
 // Clients returns the etcd clients the controller uses, for the status API.
@@ -205,6 +221,7 @@ func (ctl *Controller) Status() Status {
 		s.Health[dc] = p.Snapshot()
 	}
 	s.Fence = ctl.fencer.Status()
+	s.Convergence = ctl.converger.Status()
 	return s
 }
 
@@ -229,7 +246,11 @@ func (ctl *Controller) Run(ctx context.Context) error {
 	tick := time.NewTicker(ctl.config().Health.Interval)
 	defer tick.Stop()
 	for {
+		before := f.known.Epoch
 		rec := ctl.follow(ctx, &f)
+		if rec.Epoch != before {
+			ctl.converger.Kick()
+		}
 		if err := ctl.campaignUnder(ctx, &camp, rec); err != nil {
 			return err
 		}
@@ -249,6 +270,7 @@ func (ctl *Controller) startWorkers(ctx context.Context, wg *sync.WaitGroup, rol
 		wg.Go(func() { _ = p.Run(ctx) })
 	}
 	wg.Go(func() { _ = ctl.fencer.Run(ctx) })
+	wg.Go(func() { _ = ctl.converger.Run(ctx) })
 	wg.Go(func() { ctl.runRoleHooks(ctx, roles) })
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/election"
+	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
@@ -174,19 +175,21 @@ func TestAutomaticFailoverAndReturn(t *testing.T) {
 		got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary())
 		return got.Record != nil && got.Record.DC == "dc2" && got.Record.Epoch == 1, fmt.Sprintf("dc2 record %+v", got)
 	})
-	var s Status
+	var res *failover.Result
 	testenv.Eventually(t, wait, func() (bool, string) {
-		s = ctl.Status()
-		return s.Failover != nil && len(s.Failover.Shards) == 1 && s.Failover.Shards[0].Confirmed, fmt.Sprintf("failover %+v", s.Failover)
+		got := failover.ReadResult(context.Background(), r.c2, r.cfg.Keys().LastFailover())
+		res = got.Record
+		return res != nil && len(res.Shards) == 1 && res.Shards[0].Confirmed && !res.ConvergedAt.IsZero(), fmt.Sprintf("failover %+v", got)
 	})
+	s := ctl.Status()
 	if got := shardPrimary(t, r.c2); got != "dc2-0000000101" {
 		t.Fatalf("commerce/0 primary in dc2 = %s", got)
 	}
 	// The etcd server stops answering while Stop shuts it down, so its death is dated by the first failed
 	// probe, which is also where failover.after starts.
 	died := s.Health["dc1"].Since
-	decided := s.Failover.StartedAt
-	promoted := decided.Add(s.Failover.Shards[0].Duration)
+	decided := res.StartedAt
+	promoted := decided.Add(res.Shards[0].Duration)
 	t.Logf("first failed probe -> failover decided: %s; -> shard promoted: %s (failover.after %s)",
 		decided.Sub(died).Round(time.Millisecond), promoted.Sub(died).Round(time.Millisecond), r.cfg.Failover.After)
 	if decided.Sub(died) < r.cfg.Failover.After {

@@ -229,13 +229,13 @@ func (t *term) decide(ctx context.Context) failover.Decision {
 	return d
 }
 
-// execute carries out a failover or switchover decision. Once the epoch is bumped it must finish even if
-// the term ends meanwhile (the primary record moves the election away from here at once): every step has
-// its own timeout.
+// execute moves the epoch for a failover or switchover decision. Once the epoch is bumped the failover
+// is the convergers' (every controller's, under the convergence lock in the new primary's etcd): the
+// primary record this term wrote moves the election away from here at once, and whoever holds the lock
+// finishes the failover even if this controller dies now.
 func (t *term) execute(ctx context.Context, d failover.Decision) {
 	ctl := t.ctl
 	xctx := context.WithoutCancel(ctx)
-	var res *failover.Result
 	var err error
 	if d.Planned {
 		t.enter(ctx, PhaseSwitchingOver, "to", d.To, "epoch", d.NewEpoch)
@@ -243,17 +243,14 @@ func (t *term) execute(ctx context.Context, d failover.Decision) {
 			defer t.stopMirror()
 			return ctl.drain(ctx, t.m, t.rec.DC)
 		}
-		res, err = ctl.executor().Switchover(xctx, d, t.seen, drain, t.et.Fence())
+		_, err = ctl.executor().Switchover(xctx, d, t.seen, drain, t.et.Fence())
 	} else {
 		t.stopMirror()
 		t.enter(ctx, PhaseFailingOver, "to", d.To, "epoch", d.NewEpoch)
-		res, err = ctl.executor().Execute(xctx, d, t.seen, t.et.Fence())
+		_, err = ctl.executor().Execute(xctx, d, t.seen, t.et.Fence())
 	}
 	if err != nil {
-		ctl.log.Error("leader: failover finished with errors", "err", err)
-	}
-	if res != nil {
-		ctl.update(func(s *Status) { s.Failover = res })
+		ctl.log.Error("leader: the failover did not start cleanly", "err", err)
 	}
 	ctl.learnFrom(xctx, d.To, t.rec)
 }

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,13 +27,6 @@ type ExecutorConfig struct {
 	Config *config.Config
 	// Clients has a client for each DC's etcd.
 	Clients map[string]*clientv3.Client
-	// Attempts and Backoff are per shard: how often the promote command runs at most, and the first wait
-	// between attempts (doubled each time). Defaults 3 and 1s.
-	Attempts int
-	Backoff  time.Duration
-	// ConfirmTimeout is how long the Shard record may take to name the new primary after a promote
-	// command returned; ConfirmPoll how often it is read. Defaults 5s and 100ms.
-	ConfirmTimeout, ConfirmPoll time.Duration
 	// DC and ID name the controller carrying out failovers, for hooks and events.
 	DC, ID string
 	Logger *slog.Logger
@@ -46,10 +37,9 @@ type ExecutorConfig struct {
 
 // Executor carries out failover decisions, each step recorded in its Result.
 type Executor struct {
-	cfg   ExecutorConfig
-	log   *slog.Logger
-	ev    *events.Recorder
-	hooks Hooks
+	cfg ExecutorConfig
+	log *slog.Logger
+	ev  *events.Recorder
 }
 
 // NewExecutor returns an Executor for cfg.
@@ -57,25 +47,13 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	if cfg.Config == nil || len(cfg.Clients) != 2 {
 		return nil, errors.New("failover: Config and a client for each of the two DCs are required")
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&cfg.Backoff, time.Second)
-	def(&cfg.ConfirmTimeout, 5*time.Second)
-	def(&cfg.ConfirmPoll, 100*time.Millisecond)
-	if cfg.Attempts == 0 {
-		cfg.Attempts = 3
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Events == nil {
 		cfg.Events = events.LogOnly(cfg.Logger)
 	}
-	hooks := Hooks{Config: cfg.Config, DC: cfg.DC, ID: cfg.ID, Events: cfg.Events, Metrics: cfg.Metrics}
-	return &Executor{cfg: cfg, log: cfg.Logger, ev: cfg.Events, hooks: hooks}, nil
+	return &Executor{cfg: cfg, log: cfg.Logger, ev: cfg.Events}, nil
 }
 
 // Result records what a failover did.
@@ -90,6 +68,9 @@ type Result struct {
 	Locks      []string      `json:"locks_deleted"`
 	Shards     []ShardResult `json:"shards"`
 	Hooks      []string      `json:"hooks,omitempty"`
+	// ConvergedAt is when every shard had its primary in the new primary DC; zero until then. FinishedAt
+	// is when every shard had had its first attempts and the result was first recorded.
+	ConvergedAt time.Time `json:"converged_at,omitzero"`
 	// Warnings are the pre-flight checks' findings (see Preflight), read just before the promotions.
 	Warnings []string `json:"warnings,omitempty"`
 	Errors   []string `json:"errors,omitempty"`
@@ -138,41 +119,37 @@ func ReadResult(ctx context.Context, cli *clientv3.Client, key string) ResultObs
 	return etcdrec.Read(ctx, cli, "failover result", key, decodeResult)
 }
 
-// Execute carries out d, a failover decision: it bumps the epoch in the new primary's etcd (only if the
-// record there is still seen and every fence holds), deletes lock keys that lost their lease, runs
-// before_promote, promotes every configured shard in parallel and confirms each from its Shard record,
-// runs after_failover, and records the result. The returned error aggregates every failed step; with
-// ErrStale nothing was done.
-func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observed, fence ...clientv3.Cmp) (*Result, error) {
+// Execute starts the failover d: it bumps the epoch in the new primary's etcd, only if the record there
+// is still seen and every fence holds, and records the failover's progress in the same transaction. The
+// rest (lock purge, before_promote, the promotions, after_failover, the result) is the Converger's, under
+// the convergence lock, so that it finishes whoever dies. With ErrStale nothing was done.
+func (x *Executor) Execute(ctx context.Context, d Decision, seen primary.Observed, fence ...clientv3.Cmp) (*Progress, error) {
 	return x.execute(ctx, d, seen, nil, fence...)
 }
 
-// Switchover carries out a planned decision: the old primary's etcd is told first (so that its /primary
+// Switchover starts a planned decision: the old primary's etcd is told first (so that its /primary
 // stops answering 200 and the topo VIP moves away from it), drain waits until the mirror has applied
-// everything the old primary holds, and only then does the epoch move in the new primary's etcd;
-// switchover_command (PlannedReparentShard) runs for every shard. Once the old side is told, the
+// everything the old primary holds, and only then does the epoch move in the new primary's etcd; the
+// Converger runs switchover_command (PlannedReparentShard) for every shard. Once the old side is told, the
 // switchover is committed: a drain that fails is reported, not undone.
-func (x *Executor) Switchover(ctx context.Context, d Decision, seen primary.Observed, drain func(context.Context) error, fence ...clientv3.Cmp) (*Result, error) {
+func (x *Executor) Switchover(ctx context.Context, d Decision, seen primary.Observed, drain func(context.Context) error, fence ...clientv3.Cmp) (*Progress, error) {
 	return x.execute(ctx, d, seen, drain, fence...)
 }
 
-func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observed, drain func(context.Context) error, fence ...clientv3.Cmp) (*Result, error) {
+func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observed, drain func(context.Context) error, fence ...clientv3.Cmp) (*Progress, error) {
 	cfg := x.cfg.Config
-	res := &Result{Decision: d, Epoch: d.NewEpoch, StartedAt: time.Now().UTC()}
+	p := NewProgress(cfg, d, time.Now().UTC())
 	target := x.cfg.Clients[d.To]
 	key := cfg.Keys().Primary()
-	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: res.StartedAt, Reason: string(d.Trigger) + ": " + d.Reason}
+	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: p.StartedAt, Reason: string(d.Trigger) + ": " + d.Reason}
 	var errs []error
-	command := cfg.Failover.PromoteCommand
 
 	if seen.Record != nil && seen.Record.Epoch >= d.NewEpoch {
 		// Someone already moved the primary to this epoch or beyond: doing it again would promote twice.
 		return nil, x.stale()
 	}
-	oldSide := make(chan string, 1)
 	undo := func() {}
 	if drain != nil {
-		command = cfg.Failover.SwitchoverCommand
 		// The old side is told before the epoch moves where the fence lives: check the fence first.
 		if err := x.checkFence(ctx, target, fence); err != nil {
 			if errors.Is(err, ErrStale) {
@@ -180,18 +157,18 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 			}
 			return nil, err
 		}
-		prev, told := x.recordOnOldSide(ctx, d.From, key, rec)
+		prev, told := recordOnOldSide(ctx, cfg, x.cfg.Clients[d.From], rec)
 		if told != "written" {
 			return nil, fmt.Errorf("switchover to %s: the old primary %s could not be told (%s); nothing was changed", d.To, d.From, told)
 		}
+		p.OldSide = told
 		undo = func() { x.restoreOldSide(ctx, d.From, key, rec, prev) }
-		oldSide <- told
 		x.ev.Info(events.KindFailover, "switchover: the old primary knows; draining the mirror", "from", d.From, "epoch", d.NewEpoch)
 		if err := drain(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("switchover: the mirror was not drained, writes the old primary took meanwhile may be missing: %w", err))
 		}
 	}
-	if ok, err := x.bump(ctx, target, key, rec, seen, fence); !ok {
+	if ok, err := x.bump(ctx, target, key, rec, &p, seen, fence); !ok {
 		undo()
 		if err != nil {
 			err = fmt.Errorf("bump the epoch to %d in %s's etcd: %w", d.NewEpoch, d.To, err)
@@ -200,89 +177,22 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		}
 		return nil, x.stale()
 	}
-	x.ev.Info(events.KindFailover, "failover: epoch bumped; the old direction of the mirror is fenced", "from", d.From, "to", d.To, "epoch", d.NewEpoch, "trigger", d.Trigger, "reason", d.Reason)
-	if drain == nil {
-		// The old primary's etcd is usually gone: telling it must not delay the promotions.
-		go func() {
-			_, told := x.recordOnOldSide(ctx, d.From, key, rec)
-			oldSide <- told
-		}()
-	}
-
-	locks, err := x.purgeLocks(ctx, target)
-	res.Locks = locks
-	errs = append(errs, err)
-	res.Warnings = Preflight(ctx, cfg, target, d.From, d.To, cfg.RequestTimeout)
-	for _, w := range res.Warnings {
-		x.ev.Warn(events.KindFailover, "failover: pre-flight warning", "warning", w)
-	}
-
-	vars := config.CommandVars{DC: d.To, OldDC: d.From, Epoch: d.NewEpoch, Vtctld: cfg.DCs[d.To].Vtctld, Timeout: cfg.Failover.PromoteTimeout.String()}
-	env := map[string]string{
-		"TOPOHA_PRIMARY_DC": d.To, "TOPOHA_OLD_PRIMARY_DC": d.From, "TOPOHA_EPOCH": fmt.Sprint(d.NewEpoch),
-		"TOPOHA_TRIGGER": string(d.Trigger), "TOPOHA_REASON": d.Reason,
-	}
-	if err := x.waitTopoVIP(ctx, d.To, target); err != nil {
-		res.Warnings = append(res.Warnings, err.Error())
-	}
-	promoted := false
-	if err := x.hook(ctx, HookBeforePromote, cfg.Failover.Hooks.BeforePromote, vars, env, res); err != nil {
-		errs = append(errs, fmt.Errorf("before_promote hook failed, no shard promoted: %w", err))
-	} else {
-		promoted = true
-		res.Shards = x.promoteAll(ctx, d, command, vars)
-		for _, s := range res.Shards {
-			if !s.Confirmed {
-				errs = append(errs, errors.New(s.Error))
-			}
-		}
-	}
-	res.Outcome = res.outcome(promoted)
-	env["TOPOHA_RESULT"] = string(res.Outcome)
-	failed := res.FailedShards()
-	if !promoted {
-		failed = failed[:0]
-		for _, s := range cfg.Failover.Shards {
-			failed = append(failed, s.Keyspace+"/"+s.Shard)
-		}
-	}
-	env["TOPOHA_FAILED_SHARDS"] = strings.Join(failed, ",")
-	errs = append(errs, x.hook(ctx, HookAfterFailover, cfg.Failover.Hooks.AfterFailover, vars, env, res))
-
-	res.FinishedAt = time.Now().UTC()
-	res.OldSide = <-oldSide
-	for _, e := range errs {
-		if e != nil {
-			res.Errors = append(res.Errors, e.Error())
-		}
-	}
-	if err := x.saveResult(ctx, target, res); err != nil {
-		errs = append(errs, err)
-	}
-	took := res.FinishedAt.Sub(res.StartedAt)
-	x.cfg.Metrics.FailedOver(string(d.Trigger), string(res.Outcome), took)
-	level := slog.LevelInfo
-	if res.Outcome != ResultSuccess {
-		level = slog.LevelError
-	}
-	x.ev.Record(level, events.KindFailover, "failover done", "result", res.Outcome, "from", d.From, "to", d.To, "epoch", d.NewEpoch,
-		"trigger", d.Trigger, "took", took.Round(time.Millisecond), "failed_shards", strings.Join(res.FailedShards(), ","),
-		"locks_deleted", len(res.Locks), "old_side_record", res.OldSide)
-	return res, errors.Join(errs...)
+	x.ev.Info(events.KindFailover, "failover: epoch bumped; the old direction of the mirror is fenced", "from", d.From, "to", d.To,
+		"epoch", d.NewEpoch, "trigger", d.Trigger, "reason", d.Reason, "shards", len(p.Targets))
+	return &p, errors.Join(errs...)
 }
 
 // waitTopoVIP waits, at most promote_timeout, until a new connection to vitess.topo_vip reaches the etcd
 // cluster of DC to: the tablets a reparent promotes and demotes write their records through that VIP,
 // and what lands in the other DC's etcd is lost to the copy. Not reaching it is a warning (returned), not
 // a stop.
-func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.Client) error {
-	cfg := x.cfg.Config
+func waitTopoVIP(ctx context.Context, cfg *config.Config, ev *events.Recorder, to string, target *clientv3.Client) error {
 	if cfg.Vitess.TopoVIP == "" {
 		return nil
 	}
 	start := time.Now()
 	err := func() error {
-		rctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
+		rctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 		resp, err := target.Get(rctx, cfg.Keys().Probe(), clientv3.WithCountOnly())
 		cancel()
 		if err != nil {
@@ -311,10 +221,10 @@ func (x *Executor) waitTopoVIP(ctx context.Context, to string, target *clientv3.
 	}()
 	if err != nil {
 		err = fmt.Errorf("promoted although the topo VIP may not lead to the new primary; tablets may have written their new types into the other DC's etcd: %w", err)
-		x.ev.Warn(events.KindFailover, "failover: "+err.Error())
+		ev.Warn(events.KindFailover, "failover: "+err.Error())
 		return err
 	}
-	x.ev.Info(events.KindFailover, "failover: the topo VIP leads to the new primary's etcd", "to", to, "waited", time.Since(start).Round(time.Millisecond))
+	ev.Info(events.KindFailover, "failover: the topo VIP leads to the new primary's etcd", "to", to, "waited", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -345,10 +255,16 @@ func (x *Executor) stale() error {
 // bump writes rec into the new primary's etcd if the record there is still seen and the fence holds. In
 // the same transaction it deletes the mirror checkpoint there: it dates from when that etcd was the DR
 // side, and a mirror that resumed from it after a later failback would skip what this side wrote as
-// primary. A write whose outcome is unknown (timeout) is read back: committed is committed.
-func (x *Executor) bump(ctx context.Context, target *clientv3.Client, key string, rec primary.Record, seen primary.Observed, fence []clientv3.Cmp) (bool, error) {
+// primary. The failover's progress record starts in it too: the epoch never moves without the record of
+// what is left to do. A write whose outcome is unknown (timeout) is read back: committed is committed.
+func (x *Executor) bump(ctx context.Context, target *clientv3.Client, key string, rec primary.Record, p *Progress, seen primary.Observed, fence []clientv3.Cmp) (bool, error) {
+	l := x.cfg.Config.Keys()
+	start, err := p.startOps(l)
+	if err != nil {
+		return false, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
-	ok, err := primary.WriteWith(rctx, target, key, rec, seen, fence, []clientv3.Op{clientv3.OpDelete(x.cfg.Config.Keys().MirrorCheckpoint())})
+	ok, err := primary.WriteWith(rctx, target, key, rec, seen, fence, append([]clientv3.Op{clientv3.OpDelete(l.MirrorCheckpoint())}, start...))
 	cancel()
 	if err != nil && primary.Holds(ctx, target, key, rec, x.cfg.Config.RequestTimeout) {
 		x.log.Warn("failover: the epoch bump timed out but committed", "err", err)
@@ -360,11 +276,10 @@ func (x *Executor) bump(ctx context.Context, target *clientv3.Client, key string
 // recordOnOldSide also writes the new record into the old primary's etcd when it answers, so that it
 // learns of its demotion at once; when it does not (the usual case) it learns on return. It returns
 // what the old side held before, and "written" or why not.
-func (x *Executor) recordOnOldSide(ctx context.Context, dc, key string, rec primary.Record) (primary.Observed, string) {
-	// The old primary is usually the DC that was lost: it gets a probe's time, not a request's, so that
-	// the promotions never wait on it.
-	timeout := x.cfg.Config.Health.Timeout
-	cli := x.cfg.Clients[dc]
+func recordOnOldSide(ctx context.Context, cfg *config.Config, cli *clientv3.Client, rec primary.Record) (primary.Observed, string) {
+	// The old primary is usually the DC that was lost: it gets a probe's time, not a request's.
+	timeout := cfg.Health.Timeout
+	key := cfg.Keys().Primary()
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	prev := primary.Read(rctx, cli, key)
@@ -417,9 +332,9 @@ func (x *Executor) checkFence(ctx context.Context, cli *clientv3.Client, fence [
 // purgeLocks deletes Vitess lock keys without a lease below the global root: copies that lost their
 // lease would block EmergencyReparentShard for its whole lock timeout. A lock that has a lease belongs to
 // a live process and stays.
-func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]string, error) {
-	root := x.cfg.Config.Vitess.GlobalRoot + "/"
-	rctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
+func purgeLocks(ctx context.Context, cfg *config.Config, cli *clientv3.Client, ev *events.Recorder) ([]string, error) {
+	root := cfg.Vitess.GlobalRoot + "/"
+	rctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	resp, err := cli.Get(rctx, root, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	cancel()
 	if err != nil {
@@ -432,7 +347,7 @@ func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]stri
 		if kv.Lease != 0 || !vitess.IsLockKey(key) {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
+		rctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 		tr, err := cli.Txn(rctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision), clientv3.Compare(clientv3.LeaseValue(key), "=", clientv3.NoLease)).
 			Then(clientv3.OpDelete(key)).Commit()
@@ -442,69 +357,14 @@ func (x *Executor) purgeLocks(ctx context.Context, cli *clientv3.Client) ([]stri
 			errs = append(errs, fmt.Errorf("delete lock %s: %w", key, err))
 		case tr.Succeeded:
 			deleted = append(deleted, key)
-			x.ev.Info(events.KindFailover, "failover: deleted a lock key without a lease", "key", key)
+			ev.Info(events.KindFailover, "failover: deleted a lock key without a lease", "key", key)
 		}
 	}
 	return deleted, errors.Join(errs...)
 }
 
-func (x *Executor) promoteAll(ctx context.Context, d Decision, command []string, vars config.CommandVars) []ShardResult {
-	cfg := x.cfg.Config
-	p := &Promoter{
-		Command: command, Timeout: cfg.Failover.PromoteTimeout,
-		Attempts: x.cfg.Attempts, Backoff: x.cfg.Backoff,
-		Topo: x.cfg.Clients[d.To], GlobalRoot: cfg.Vitess.GlobalRoot,
-		ConfirmTimeout: x.cfg.ConfirmTimeout, ConfirmPoll: x.cfg.ConfirmPoll,
-	}
-	results := make([]ShardResult, len(cfg.Failover.Shards))
-	var wg sync.WaitGroup
-	for i, s := range cfg.Failover.Shards {
-		v := vars
-		v.Keyspace, v.Shard = s.Keyspace, s.Shard
-		v.Tablet = s.Tablets[d.To][0]
-		v.IgnoreTablets = strings.Join(s.Tablets[d.From], ",")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := p.Promote(ctx, v)
-			results[i] = r
-			x.cfg.Metrics.ShardPromoted(r.Keyspace, r.Shard, r.Confirmed, r.Duration)
-			attrs := []any{"shard", v.Keyspace + "/" + v.Shard, "tablet", v.Tablet, "confirmed", r.Confirmed,
-				"attempts", r.Attempts, "took", r.Duration.Round(time.Millisecond), "output", strings.TrimSpace(r.Output)}
-			if r.Confirmed {
-				x.ev.Info(events.KindFailover, "failover: shard promoted", attrs...)
-			} else {
-				x.ev.Error(events.KindFailover, "failover: shard NOT promoted", append(attrs, "err", r.Error)...)
-			}
-		}()
-	}
-	wg.Wait()
-	return results
-}
-
-// hook runs a failover hook and notes its outcome in res.
-func (x *Executor) hook(ctx context.Context, name string, argv []string, vars config.CommandVars, env map[string]string, res *Result) error {
-	if len(argv) == 0 {
-		return nil
-	}
-	err := x.hooks.Run(ctx, name, argv, vars, env)
-	outcome := "ok"
-	if err != nil {
-		outcome = err.Error()
-	}
-	res.Hooks = append(res.Hooks, name+": "+outcome)
-	return err
-}
-
-func (x *Executor) saveResult(ctx context.Context, cli *clientv3.Client, res *Result) error {
-	val, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, x.cfg.Config.RequestTimeout)
-	defer cancel()
-	if _, err := cli.Put(ctx, x.cfg.Config.Keys().LastFailover(), string(val)); err != nil {
-		return fmt.Errorf("record the failover result: %w", err)
-	}
-	return nil
+// jsonValue is v in JSON, as an etcd value.
+func jsonValue(v any) (string, error) {
+	b, err := json.Marshal(v)
+	return string(b), err
 }

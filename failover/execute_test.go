@@ -15,6 +15,7 @@ import (
 
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/internal/testenv"
+	"github.com/topoha/topoha/metrics"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
 )
@@ -24,9 +25,12 @@ type rig struct {
 	cfg     *config.Config
 	clients map[string]*clientv3.Client
 	logDir  string
+	metrics *metrics.Metrics
 }
 
-func newRig(t *testing.T, modes string, timeout time.Duration) *rig {
+// newRig is a rig whose fake promote program runs with -modes modes (a template: it may depend on
+// {{.Shard}}), and with extra arguments (flow YAML items, e.g. `-delay, 1s`).
+func newRig(t *testing.T, modes string, timeout time.Duration, extra ...string) *rig {
 	t.Helper()
 	fake := testenv.Build(t, "./internal/fakepromote")
 	logDir := t.TempDir()
@@ -34,11 +38,11 @@ func newRig(t *testing.T, modes string, timeout time.Duration) *rig {
 		testenv.WithConfigFor(func(d *testenv.DCs) string {
 			return fmt.Sprintf(`failover:
   promote_timeout: %s
-  promote_command: [%s, -etcd, %q, -root, /vt, -log, "%s/{{.Keyspace}}.{{.Shard}}.log", -modes, %q, "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
+  promote_command: [%s, -etcd, %q, -root, /vt, -log, "%s/{{.Keyspace}}.{{.Shard}}.log", -modes, %q, %s"{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
   shards:
     - {keyspace: commerce, shard: "-80", tablets: {dc1: [dc1-0000000100, dc1-0000000102], dc2: [dc2-0000000101]}}
     - {keyspace: commerce, shard: "80-", tablets: {dc1: dc1-0000000200, dc2: dc2-0000000201}}`,
-				timeout, fake, strings.Join(d.Cluster["dc2"].Endpoints(), ","), logDir, modes)
+				timeout, fake, strings.Join(d.Cluster["dc2"].Endpoints(), ","), logDir, modes, flowItems(extra))
 		}))
 	r := &rig{cfg: d.Config, clients: d.Client, logDir: logDir}
 	// The DR copy of the topo: both shards' records still name their dc1 primaries.
@@ -53,12 +57,59 @@ func newRig(t *testing.T, modes string, timeout time.Duration) *rig {
 }
 
 func (r *rig) executor(t *testing.T) *Executor {
-	x, err := NewExecutor(ExecutorConfig{Config: r.cfg, Clients: r.clients, Backoff: 50 * time.Millisecond,
-		ConfirmTimeout: time.Second, ConfirmPoll: 20 * time.Millisecond})
+	x, err := NewExecutor(ExecutorConfig{Config: r.cfg, Clients: r.clients, DC: "dc2", ID: "ctl-b", Metrics: r.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return x
+}
+
+// converger is a Converger of controller ctl-b in dc2 that follows rec, with short waits.
+func (r *rig) converger(t *testing.T, rec primary.Record) *Converger {
+	c, err := NewConverger(ConvergerConfig{Config: func() *config.Config { return r.cfg }, Clients: r.clients, DC: "dc2", ID: "ctl-b",
+		Primary: func() (primary.Record, bool) { return rec, true }, Paused: func(context.Context) bool { return false },
+		Backoff: 50 * time.Millisecond, ConfirmTimeout: time.Second, ConfirmPoll: 20 * time.Millisecond, Metrics: r.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// failover carries out d as `topoha failover --force` does with no controller: Execute, then Finish.
+// It returns the recorded result, and an error that joins the result's errors and its failed shards'.
+func (r *rig) failover(t *testing.T, d Decision, seen primary.Observed, fence ...clientv3.Cmp) (*Result, error) {
+	t.Helper()
+	p, err := r.executor(t).Execute(ctxT(t), d, seen, fence...)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.converger(t, primary.Record{DC: d.To, Epoch: p.Epoch}).Finish(ctxT(t), primary.Record{DC: d.To, Epoch: p.Epoch}); err != nil {
+		t.Fatalf("Finish: %v", err)
+	}
+	got := ReadResult(ctxT(t), r.clients[d.To], r.cfg.Keys().LastFailover())
+	if got.Record == nil {
+		t.Fatalf("no result recorded: %+v", got)
+	}
+	res := got.Record
+	var errs []error
+	for _, e := range res.Errors {
+		errs = append(errs, errors.New(e))
+	}
+	for _, s := range res.Shards {
+		if !s.Confirmed {
+			errs = append(errs, errors.New(s.Error))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// flowItems is items as the start of a flow YAML sequence's remaining items.
+func flowItems(items []string) string {
+	var b strings.Builder
+	for _, it := range items {
+		b.WriteString(it + ", ")
+	}
+	return b.String()
 }
 
 func (r *rig) runs(t *testing.T, shard string) []string {
@@ -103,7 +154,7 @@ func TestExecutePromotesEveryShard(t *testing.T) {
 	put(t, dc2, r.cfg.Keys().MirrorCheckpoint(), `{"revision": 5}`)
 
 	key := r.cfg.Keys().Primary()
-	res, err := r.executor(t).Execute(ctxT(t), decision, primary.Read(ctxT(t), dc2, key))
+	res, err := r.failover(t, decision, primary.Read(ctxT(t), dc2, key))
 	if err != nil {
 		t.Fatalf("Execute: %v\n%+v", err, res)
 	}
@@ -161,14 +212,14 @@ func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
 	}{
 		{"exit 1 after promoting counts as promoted", "exit1", true, 1, ""},
 		{"a failure is retried", "fail,ok", true, 2, ""},
-		{"failing every time", "fail", false, 3, "not primary after 3 attempt(s)"},
+		{"failing every time", "fail", false, 3, "dc2-0000000101 is not primary"},
 		{"hanging is killed at the timeout", "hang", false, 3, "killed at its timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, tc.modes, 500*time.Millisecond)
 			r.cfg.Failover.Shards = r.cfg.Failover.Shards[:1]
 			start := time.Now()
-			res, err := r.executor(t).Execute(ctxT(t), decision, primary.Observed{})
+			res, err := r.failover(t, decision, primary.Observed{})
 			s := res.Shards[0]
 			if s.Confirmed != tc.confirmed || s.Attempts != tc.attempts || !strings.Contains(s.Error, tc.errPart) {
 				t.Fatalf("shard result %+v", s)
@@ -196,7 +247,7 @@ func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
 func TestMissingPromoteCommand(t *testing.T) {
 	r := newRig(t, "ok", time.Second)
 	r.cfg.Failover.PromoteCommand = []string{"/nonexistent/vtctldclient", "{{.Keyspace}}/{{.Shard}}"}
-	res, err := r.executor(t).Execute(ctxT(t), decision, primary.Observed{})
+	res, err := r.failover(t, decision, primary.Observed{})
 	if err == nil || len(res.FailedShards()) != 2 || !strings.Contains(err.Error(), "/nonexistent/vtctldclient") {
 		t.Fatalf("err = %v, failed = %v", err, res.FailedShards())
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/topoha/topoha/primary"
 )
 
-// hookRig is a rig whose executor counts into a fresh registry.
-func hookRig(t *testing.T, hooks string) (*rig, *Executor, *prometheus.Registry) {
+// hookRig is a rig that counts into a fresh registry.
+func hookRig(t *testing.T, hooks string) (*rig, *prometheus.Registry) {
 	r := newRig(t, "ok", 10*time.Second)
 	cfg := *r.cfg
 	f := cfg.Failover
@@ -36,12 +36,8 @@ func hookRig(t *testing.T, hooks string) (*rig, *Executor, *prometheus.Registry)
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := NewExecutor(ExecutorConfig{Config: r.cfg, Clients: r.clients, Backoff: 50 * time.Millisecond,
-		ConfirmTimeout: time.Second, ConfirmPoll: 20 * time.Millisecond, DC: "dc2", ID: "ctl-b", Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r, x, reg
+	r.metrics = m
+	return r, reg
 }
 
 func hookRuns(t *testing.T, reg *prometheus.Registry, hook, result string) float64 {
@@ -73,16 +69,16 @@ func hookRuns(t *testing.T, reg *prometheus.Registry, hook, result string) float
 func TestBeforePromoteVetoesThePromotions(t *testing.T) {
 	for name, want := range map[string]string{"before_promote fails": "failure", "before_promote hangs": "timeout"} {
 		t.Run(name, func(t *testing.T) {
-			r, x, reg := hookRig(t, name)
+			r, reg := hookRig(t, name)
 			start := time.Now()
-			res, err := x.Execute(ctxT(t), decision, primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()))
+			res, err := r.failover(t, decision, primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()))
 			if err == nil || !strings.Contains(err.Error(), "before_promote hook failed, no shard promoted") {
 				t.Fatalf("Execute: %v", err)
 			}
 			if took := time.Since(start); took > 10*time.Second {
 				t.Errorf("the failover took %s: a hanging hook must be killed at its 300ms timeout", took)
 			}
-			if res.Outcome != ResultFailed || len(res.Shards) != 0 || r.runs(t, "-80") != nil {
+			if res.Outcome != ResultFailed || len(res.FailedShards()) != 2 || r.runs(t, "-80") != nil {
 				t.Errorf("result %s, shards %v, promote runs %v; want failed with no promotion", res.Outcome, res.Shards, r.runs(t, "-80"))
 			}
 			if name == "before_promote fails" && !strings.Contains(strings.Join(res.Hooks, "\n"), "exit status 3") {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,23 +21,20 @@ type ShardResult struct {
 	Shard     string        `json:"shard"`
 	Tablet    string        `json:"tablet"`
 	Attempts  int           `json:"attempts"`
-	Confirmed bool          `json:"confirmed"` // the Shard record names Tablet as primary
+	Confirmed bool          `json:"confirmed"` // the Shard record names Tablet (or another candidate) as primary
 	Duration  time.Duration `json:"duration_ns"`
 	Error     string        `json:"error,omitempty"`
 	// Output is the last attempt's combined output, truncated.
 	Output string `json:"output,omitempty"`
 }
 
-// Promoter runs a promote (or switchover) command for a shard until the topo confirms the new primary.
+// Promoter runs one attempt of a promote (or switchover) command for a shard and reads from the topo
+// whether it worked.
 type Promoter struct {
 	// Command is the argument vector; each argument is a template over config.CommandVars.
 	Command []string
 	// Timeout bounds one attempt; the command is killed (its whole process group) when it passes.
 	Timeout time.Duration
-	// Attempts is how many times the command is run at most; Backoff is the wait before the second
-	// attempt, doubled before each next one.
-	Attempts int
-	Backoff  time.Duration
 	// Topo is the etcd the Shard records are read from (the new primary DC's); GlobalRoot its root.
 	Topo       *clientv3.Client
 	GlobalRoot string
@@ -44,55 +43,51 @@ type Promoter struct {
 	ConfirmTimeout, ConfirmPoll time.Duration
 }
 
-// Promote makes vars.Tablet the primary of vars.Keyspace/vars.Shard. The outcome is read from the Shard
-// record, not the exit code: Vitess can exit non-zero after it promoted, and zero without having done it.
-func (p *Promoter) Promote(ctx context.Context, vars config.CommandVars) ShardResult {
-	start := time.Now()
-	res := ShardResult{Keyspace: vars.Keyspace, Shard: vars.Shard, Tablet: vars.Tablet}
-	want, err := vitess.ParseTabletAlias(vars.Tablet)
-	if err != nil {
-		res.Error = err.Error()
-		return res
-	}
+// Attempt runs the command once to make vars.Tablet the primary of vars.Keyspace/vars.Shard, and
+// returns nil once the Shard record names one of candidates (with that tablet's own record agreeing).
+// The outcome is read from the records, not the exit code: Vitess can exit non-zero after it promoted,
+// and zero without having done it. It also returns the command's output.
+func (p *Promoter) Attempt(ctx context.Context, vars config.CommandVars, candidates []string) (string, error) {
 	argv, err := command.Render(p.Command, vars)
 	if err != nil {
-		res.Error = err.Error()
-		return res
+		return "", err
 	}
-	backoff := p.Backoff
-	var lastErr error
-	for res.Attempts < p.Attempts && ctx.Err() == nil {
-		if res.Attempts > 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff *= 2
-		}
-		res.Attempts++
-		actx, cancel := context.WithTimeout(ctx, p.Timeout)
-		out, runErr := command.Run(actx, argv)
-		cancel()
-		res.Output = out
-		// Whatever the exit, the Shard record says what happened.
-		cctx, cancel := context.WithTimeout(ctx, p.ConfirmTimeout)
-		confirmed, confirmErr := p.waitPrimary(cctx, vitess.ShardKey(p.GlobalRoot, vars.Keyspace, vars.Shard), want)
-		cancel()
-		if confirmed {
-			res.Confirmed = true
-			res.Error = ""
-			break
-		}
-		lastErr = errors.Join(runErr, confirmErr)
+	actx, cancel := context.WithTimeout(ctx, p.Timeout)
+	out, runErr := command.Run(actx, argv)
+	cancel()
+	// Whatever the exit, the Shard record says what happened.
+	cctx, cancel := context.WithTimeout(ctx, p.ConfirmTimeout)
+	defer cancel()
+	if err := p.waitPrimary(cctx, vars.Keyspace, vars.Shard, candidates); err != nil {
+		return out, fmt.Errorf("%s/%s: %s is not primary: %w", vars.Keyspace, vars.Shard, vars.Tablet, errors.Join(runErr, err))
 	}
-	if !res.Confirmed {
-		if lastErr == nil {
-			lastErr = ctx.Err()
-		}
-		res.Error = fmt.Sprintf("%s/%s: %s is not primary after %d attempt(s): %v", vars.Keyspace, vars.Shard, vars.Tablet, res.Attempts, lastErr)
+	return out, nil
+}
+
+// HasPrimary returns nil if keyspace/shard's Shard record names one of candidates as its primary, and
+// that tablet's own record agrees, or says what does not.
+func (p *Promoter) HasPrimary(ctx context.Context, keyspace, shard string, candidates []string) error {
+	key := vitess.ShardKey(p.GlobalRoot, keyspace, shard)
+	resp, err := p.Topo.Get(ctx, key)
+	switch {
+	case err != nil:
+		return fmt.Errorf("read %s: %w", key, err)
+	case len(resp.Kvs) == 0:
+		return fmt.Errorf("%s does not exist", key)
 	}
-	res.Duration = time.Since(start)
-	return res
+	got, ok, err := vitess.ShardPrimary(resp.Kvs[0].Value)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", key, err)
+	case !ok:
+		return fmt.Errorf("%s has no primary", key)
+	case !slices.ContainsFunc(candidates, func(c string) bool { a, err := vitess.ParseTabletAlias(c); return err == nil && a == got }):
+		return fmt.Errorf("%s names %s as primary, not one of %s", key, got, strings.Join(candidates, ", "))
+	}
+	if agrees, err := p.tabletAgrees(ctx, got); !agrees {
+		return fmt.Errorf("%s names %s as primary, but %w", key, got, err)
+	}
+	return nil
 }
 
 // tabletAgrees checks the promoted tablet's own record where the promoted side's Vitess reads it (the cell
@@ -124,49 +119,23 @@ func (p *Promoter) tabletAgrees(ctx context.Context, tablet vitess.TabletAlias) 
 	return true, nil
 }
 
-// waitPrimary polls the Shard record at key until it names want, and want's own Tablet record agrees, or
-// ctx ends.
-func (p *Promoter) waitPrimary(ctx context.Context, key string, want vitess.TabletAlias) (bool, error) {
+// waitPrimary polls until HasPrimary holds, or ctx ends.
+func (p *Promoter) waitPrimary(ctx context.Context, keyspace, shard string, candidates []string) error {
 	var last error
 	for {
-		err := p.checkPrimary(ctx, key, want)
+		err := p.HasPrimary(ctx, keyspace, shard, candidates)
 		if err == nil {
-			return true, nil
+			return nil
 		}
 		if ctx.Err() != nil && last != nil {
 			// The deadline cut this round short: the round before it says what was wrong.
-			return false, last
+			return last
 		}
 		last = err
 		select {
 		case <-ctx.Done():
-			return false, last
+			return last
 		case <-time.After(p.ConfirmPoll):
 		}
 	}
-}
-
-// checkPrimary returns nil if the Shard record at key names want and want's own record agrees, or what
-// does not.
-func (p *Promoter) checkPrimary(ctx context.Context, key string, want vitess.TabletAlias) error {
-	resp, err := p.Topo.Get(ctx, key)
-	switch {
-	case err != nil:
-		return fmt.Errorf("read %s: %w", key, err)
-	case len(resp.Kvs) == 0:
-		return fmt.Errorf("%s does not exist", key)
-	}
-	got, ok, err := vitess.ShardPrimary(resp.Kvs[0].Value)
-	switch {
-	case err != nil:
-		return fmt.Errorf("%s: %w", key, err)
-	case !ok:
-		return fmt.Errorf("%s has no primary", key)
-	case got != want:
-		return fmt.Errorf("%s names %s as primary", key, got)
-	}
-	if agrees, err := p.tabletAgrees(ctx, want); !agrees {
-		return fmt.Errorf("%s names %s as primary, but %s", key, want, err)
-	}
-	return nil
 }

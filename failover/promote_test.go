@@ -24,7 +24,7 @@ func TestPromotionNeedsTheTabletRecord(t *testing.T) {
 	put(t, dc2, "/vt/cells/dc2/CellInfo", cellInfo("127.0.0.1:2379", "/vt/dc2"))
 	put(t, dc2, "/vt/dc2/tablets/dc2-0000000101/Tablet", tabletRecord(2)) // still a REPLICA here
 	put(t, dc2, "/vt/dc2/tablets/dc2-0000000201/Tablet", tabletRecord(1))
-	res, err := r.executor(t).Execute(ctxT(t), decision, primary.Read(ctxT(t), dc2, r.cfg.Keys().Primary()))
+	res, err := r.failover(t, decision, primary.Read(ctxT(t), dc2, r.cfg.Keys().Primary()))
 	if err == nil || res.Outcome != ResultPartial {
 		t.Fatalf("Execute: %v, outcome %s", err, res.Outcome)
 	}
@@ -57,7 +57,7 @@ func TestPromotionsWaitForTheTopoVIP(t *testing.T) {
 			cfg.Vitess.TopoVIP = "http://" + vip.Addr()
 			r.cfg = &cfg
 			start := time.Now()
-			res, err := r.executor(t).Execute(ctxT(t), decision, primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()))
+			res, err := r.failover(t, decision, primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()))
 			if err != nil || res.Outcome != ResultSuccess {
 				t.Fatalf("Execute: %v, outcome %s", err, res.Outcome)
 			}

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/replication"
 )
@@ -18,6 +19,7 @@ type collector struct {
 	isLeader, loopAt, primaryEpoch, primaryInfo, paused *prometheus.Desc
 	phase, phaseSince                                   *prometheus.Desc
 	fenced                                              *prometheus.Desc
+	converging, unconfirmed, heldShards, unfinishedAt   *prometheus.Desc
 	etcdUp, etcdFailures                                *prometheus.Desc
 	etcdState, etcdAlarm                                *prometheus.Desc
 	etcdMembersServing, etcdMembersConfigured           *prometheus.Desc
@@ -39,6 +41,11 @@ func newCollector(ctl *controller.Controller) *collector {
 		primaryInfo:  d("primary_info", "1 for the DC this controller takes as primary.", "dc"),
 		paused:       d("paused", "1 while automatic failover is paused."),
 		fenced:       d("fenced", "1 while this controller's DC has fenced itself (failover.self_fence)."),
+		converging:   d("converging", "1 while this controller holds the convergence lock of an unfinished failover and drives its shards."),
+		unconfirmed: d("failover_unconfirmed_shards",
+			"Shards of the current epoch's failover whose Shard record does not name a tablet of the primary DC yet (0 when none); held ones included."),
+		heldShards:   d("failover_held_shards", "Shards of the current epoch's failover that a person holds (topoha pause --shard)."),
+		unfinishedAt: d("failover_unfinished_since_timestamp_seconds", "Unix time the current epoch's failover started, while some shard lacks its primary; absent otherwise."),
 		etcdUp:       d("etcd_up", "1 when the DC's etcd serves linearizable reads (up or degraded), 0 when down, -1 while unknown.", "dc"),
 		etcdState:    d("etcd_state", "1 for the state the DC's etcd is in (up, degraded, down, unknown), 0 for the others.", "dc", "state"),
 		etcdAlarm:    d("etcd_alarm", "1 while the alarm is raised in the DC's etcd cluster, 0 while not (NOSPACE, CORRUPT).", "dc", "alarm"),
@@ -75,6 +82,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.paused, boolFloat(st.Paused))
 	gauge(c.fenced, boolFloat(st.Fence.Fenced()))
+	gauge(c.converging, boolFloat(st.Convergence.Holding))
+	unconfirmed, held := 0, 0
+	if u := st.Convergence.Unfinished; u != nil {
+		unconfirmed = len(u.Unconfirmed)
+		for _, s := range u.Unconfirmed {
+			if s.State == failover.ShardHeld {
+				held++
+			}
+		}
+		gauge(c.unfinishedAt, float64(u.StartedAt.UnixNano())/1e9)
+	}
+	gauge(c.unconfirmed, float64(unconfirmed))
+	gauge(c.heldShards, float64(held))
 	for dc, h := range st.Health {
 		up := map[health.State]float64{health.Up: 1, health.Degraded: 1, health.Down: 0, health.Unknown: -1}[h.State]
 		gauge(c.etcdUp, up, dc)

@@ -27,6 +27,18 @@ func (l Layout) RequestResult() string { return l.root + "request_result" }
 // LastFailover is the result of the last failover or switchover.
 func (l Layout) LastFailover() string { return l.root + "last_failover" }
 
+// Progress is the progress record of the last failover or switchover: its decision and each shard's
+// target, written in the same transaction as the epoch bump, in the new primary DC's etcd.
+func (l Layout) Progress() string { return l.root + "failover/progress" }
+
+// ProgressShards is the prefix of the per-shard progress of the last failover, one key per shard that
+// has been worked on (<keyspace>/<shard>), next to Progress.
+func (l Layout) ProgressShards() string { return l.root + "failover/shards/" }
+
+// Converger is the prefix of the convergence lock, an election in the new primary DC's etcd: its holder
+// is the one controller that drives an unfinished failover's shards to their new primaries.
+func (l Layout) Converger() string { return l.root + "failover/converger/" }
+
 // Fence is a DC's self-fence record, in that DC's own etcd.
 func (l Layout) Fence() string { return l.root + "fence" }
 

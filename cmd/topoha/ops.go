@@ -125,6 +125,9 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 			fmt.Fprintf(w, "FENCE    %s\n", describeFence(r, p))
 		}
 	}
+	if u := st.Unfinished; u != nil {
+		printUnfinished(w, u, st.Converger, now)
+	}
 	if f := st.LastFailover; f != nil {
 		var shards []string
 		for _, s := range f.Shards {
@@ -134,11 +137,40 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 			}
 			shards = append(shards, fmt.Sprintf("%s/%s %s", s.Keyspace, s.Shard, state))
 		}
-		fmt.Fprintf(w, "LAST FAILOVER  %s %s -> %s (%s, epoch %d, took %s) %s: %s\n", f.StartedAt.Format(time.RFC3339), f.Decision.From, f.Decision.To,
-			f.Decision.Trigger, f.Epoch, f.FinishedAt.Sub(f.StartedAt).Round(time.Millisecond), strings.ToUpper(string(f.Outcome)), strings.Join(shards, "; "))
+		converged := ""
+		if !f.ConvergedAt.IsZero() && f.ConvergedAt.After(f.FinishedAt) {
+			converged = fmt.Sprintf(", converged after %s", f.ConvergedAt.Sub(f.StartedAt).Round(time.Millisecond))
+		}
+		fmt.Fprintf(w, "LAST FAILOVER  %s %s -> %s (%s, epoch %d, took %s%s) %s: %s\n", f.StartedAt.Format(time.RFC3339), f.Decision.From, f.Decision.To,
+			f.Decision.Trigger, f.Epoch, f.FinishedAt.Sub(f.StartedAt).Round(time.Millisecond), converged, strings.ToUpper(string(f.Outcome)), strings.Join(shards, "; "))
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING  %s\n", warn)
+	}
+}
+
+// printUnfinished writes the FAILOVER line of a failover whose shards do not all have their primary yet,
+// and a SHARD line for each that does not.
+func printUnfinished(w io.Writer, u *failover.Unfinished, converger *election.Leader, now time.Time) {
+	who := "no controller holds the convergence lock: start one that reaches " + u.To + "'s etcd"
+	switch {
+	case u.Vetoed:
+		who = "before_promote vetoed the promotions (" + u.BeforePromote + "): topoha promotes nothing; promote by hand and it confirms each shard"
+	case converger != nil:
+		who = fmt.Sprintf("converging: %s in %s", converger.ID, converger.DC)
+	}
+	fmt.Fprintf(w, "FAILOVER unfinished: %d of %d shards without a primary in %s for %s (epoch %d); %s\n", len(u.Unconfirmed), u.Shards, u.To,
+		now.Sub(u.StartedAt).Round(time.Second), u.Epoch, who)
+	for _, s := range u.Unconfirmed {
+		switch s.State {
+		case failover.ShardHeld:
+			fmt.Fprintf(w, "  SHARD  %s held by %s since %s: %s (promoted by hand, it is confirmed; `topoha resume --shard %s` gives it back)\n",
+				s.ID(), s.By, s.UpdatedAt.Format(time.RFC3339), s.LastError, s.ID())
+		case failover.ShardFailed:
+			fmt.Fprintf(w, "  SHARD  %s failed %d attempt(s), next in %s: %s\n", s.ID(), s.Attempts, max(0, s.NextAttemptAt.Sub(now)).Round(time.Second), s.LastError)
+		default:
+			fmt.Fprintf(w, "  SHARD  %s pending (%d attempt(s) so far)\n", s.ID(), s.Attempts)
+		}
 	}
 }
 
@@ -209,6 +241,29 @@ func describeFence(r *fence.Record, p primary.Record) string {
 	}
 }
 
+// holdShard leaves one shard of the unfinished failover to a person (pause --shard), or gives it back to
+// the converger (resume --shard), in the primary DC's etcd, where the failover's progress lives.
+func holdShard(ctx context.Context, stdout, stderr io.Writer, name string, cfg *config.Config, clients map[string]*clientv3.Client,
+	rec *events.Recorder, id string, hold bool, reason string) int {
+	st := clusterstatus.Read(ctx, cfg, clients)
+	by := "cli:" + userAtHost()
+	if reason == "" {
+		reason = "held by " + by
+	}
+	s, err := failover.HoldShard(ctx, clients[st.Primary.DC], cfg.Keys(), cfg.RequestTimeout, id, hold, by, reason)
+	if err != nil {
+		return fail(stderr, name, fmt.Errorf("--shard %s: %w", id, err))
+	}
+	rec.Info(events.KindOverride, "shard of the unfinished failover "+map[bool]string{true: "held for a person", false: "given back to the converger"}[hold],
+		"shard", id, "by", by, "reason", reason, "attempts", s.Attempts)
+	if hold {
+		fmt.Fprintf(stdout, "%s is held: no controller promotes it until `topoha resume --shard %s`; promote it by hand if you need to, and the converger confirms it from the topo\n", id, id)
+	} else {
+		fmt.Fprintf(stdout, "%s is given back: the converger tries it again now\n", id)
+	}
+	return exitOK
+}
+
 func runPause(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return setPause(ctx, "pause", true, args, stdout, stderr)
 }
@@ -220,8 +275,16 @@ func runResume(ctx context.Context, args []string, stdout, stderr io.Writer) int
 func setPause(ctx context.Context, name string, on bool, args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	fs := newFlagSet(name, stderr, &cf)
+	shard := fs.String("shard", "", "KEYSPACE/SHARD: "+name+" only this shard of the unfinished failover (a person takes it over, or gives it back)")
+	reason := fs.String("reason", "", "with --shard and pause: why, shown in topoha status")
 	if err := cf.parse(fs, args); err != nil {
 		return exitCodeFor(err)
+	}
+	if ks, sh, ok := strings.Cut(*shard, "/"); *shard != "" && (!ok || ks == "" || sh == "") {
+		return fail(stderr, name, fmt.Errorf("--shard %q: want KEYSPACE/SHARD, e.g. commerce/-80", *shard))
+	}
+	if *reason != "" && (*shard == "" || !on) {
+		return fail(stderr, name, errors.New("--reason goes with pause --shard: it says why a person holds that shard"))
 	}
 	cfg, clients, closeAll, err := openAll(cf.config)
 	if err != nil {
@@ -233,6 +296,9 @@ func setPause(ctx context.Context, name string, on bool, args []string, stdout, 
 		return fail(stderr, name, err)
 	}
 	defer flush()
+	if *shard != "" {
+		return holdShard(ctx, stdout, stderr, name, cfg, clients, rec, *shard, on, *reason)
+	}
 	_, missed, err := override.WritePause(ctx, cfg, clients, on, "cli:"+userAtHost())
 	if err != nil {
 		return fail(stderr, name, err)
@@ -350,7 +416,8 @@ func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config
 		return fail(stderr, "failover", err)
 	}
 	defer flush()
-	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: cfg, Clients: clients, DC: "-", ID: "cli:" + userAtHost(), Events: rec})
+	id := "cli:" + userAtHost()
+	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: cfg, Clients: clients, DC: "-", ID: id, Events: rec})
 	if err != nil {
 		return fail(stderr, "failover", err)
 	}
@@ -360,16 +427,37 @@ func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config
 	if seen.Err != nil && seen.ModRevision == 0 {
 		return fail(stderr, "failover", fmt.Errorf("cannot read the primary record in %s's etcd: %w", req.To, seen.Err))
 	}
-	// An interrupt must not leave a failover half done once it has begun.
-	res, err := x.Execute(context.WithoutCancel(ctx), d, seen)
+	// An interrupt must not leave a failover half done once it has begun: the epoch bump, and then this
+	// process's share of the convergence (until the result is recorded; the controllers do the rest).
+	xctx := context.WithoutCancel(ctx)
+	p, err := x.Execute(xctx, d, seen)
 	if errors.Is(err, failover.ErrStale) {
 		return fail(stderr, "failover", fmt.Errorf("%w; run `topoha status` and try again", err))
 	}
-	if res != nil {
-		printResult(stdout, res)
+	if p == nil {
+		return fail(stderr, "failover", err)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "topoha failover: %v\n", err)
+	}
+	moved := primary.Record{DC: d.To, Epoch: p.Epoch}
+	conv, cerr := failover.NewConverger(failover.ConvergerConfig{Config: func() *config.Config { return cfg }, Clients: clients, DC: "-", ID: id,
+		Primary: func() (primary.Record, bool) { return moved, true }, Paused: func(context.Context) bool { return false }, Events: rec})
+	if cerr == nil {
+		cerr = conv.Finish(xctx, moved)
+	}
+	if cerr != nil {
+		return fail(stderr, "failover", fmt.Errorf("the epoch moved to %d but the promotions did not finish here: %w; controllers converge it once they run (`topoha status`)", p.Epoch, cerr))
+	}
+	rctx, cancel = context.WithTimeout(ctx, cfg.RequestTimeout)
+	res := failover.ReadResult(rctx, clients[d.To], cfg.Keys().LastFailover())
+	cancel()
+	if res.Record == nil || res.Record.Epoch != p.Epoch {
+		fmt.Fprintf(stdout, "the epoch moved to %d; a controller is converging the failover: `topoha status` shows its progress\n", p.Epoch)
+		return exitOK
+	}
+	printResult(stdout, res.Record)
+	if err != nil || len(res.Record.FailedShards()) > 0 {
 		return exitDiffer
 	}
 	return exitOK

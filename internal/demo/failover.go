@@ -127,14 +127,16 @@ func (d *demo) loseDC1(ctx context.Context) error {
 		return err
 	}
 	d.sayf("  +%s  dc1 marked down after %d failed probes in a row\n", elapsed(), d.cfg.Health.FailureThreshold)
-	res, err := poll(ctx, func() (*controller.Status, bool) {
-		s := leader.Status()
-		return &s, s.Failover != nil && !s.Failover.FinishedAt.IsZero()
+	// The result is recorded in dc2's etcd by whichever controller converged the failover.
+	f, err := poll(ctx, func() (*failover.Result, bool) {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		got := failover.ReadResult(rctx, d.c2, d.cfg.Keys().LastFailover())
+		return got.Record, got.Record != nil && !got.Record.FinishedAt.IsZero()
 	})
 	if err != nil {
 		return err
 	}
-	f := res.Failover
 	d.sayf("  +%s  failover: %s\n", elapsed(), f.Decision.Reason)
 	d.sayf("          1. epoch %d recorded in dc2's etcd, fenced by the leader's term: the old mirror direction is fenced\n", f.Epoch)
 	d.sayf("          2. lock keys without a lease deleted: %v\n", f.Locks)

@@ -3,7 +3,7 @@
 // Shard record in etcd. Its behaviour per attempt is chosen by -modes, so tests can make it fail, hang,
 // or exit 1 after promoting.
 //
-//	fakepromote -etcd URL[,URL...] -root /vt -log FILE -modes ok|exit1|fail|hang[,...] KEYSPACE/SHARD TABLET
+//	fakepromote -etcd URL[,URL...] -root /vt -log FILE [-delay D] -modes ok|exit1|fail|hang[,...] KEYSPACE/SHARD TABLET
 package main
 
 import (
@@ -23,6 +23,7 @@ func main() {
 	root := flag.String("root", "/vt", "Vitess global root")
 	logFile := flag.String("log", "", "file that records one line per run")
 	modes := flag.String("modes", "ok", "comma-separated behaviour per attempt, the last repeating: ok, exit1 (promote, then exit 1), fail (exit 1 without promoting), hang")
+	delay := flag.Duration("delay", 0, "how long each run works before it acts (a slow EmergencyReparentShard)")
 	flag.Parse()
 	if flag.NArg() != 2 || *endpoint == "" || *logFile == "" {
 		fmt.Fprintln(os.Stderr, "usage: fakepromote -etcd URL -log FILE [-root /vt] [-modes ok,...] KEYSPACE/SHARD TABLET")
@@ -39,6 +40,7 @@ func main() {
 	fmt.Fprintf(f, "%s %s %s\n", mode, flag.Arg(0), flag.Arg(1))
 	f.Close()
 
+	time.Sleep(*delay)
 	switch mode {
 	case "hang":
 		time.Sleep(time.Hour)

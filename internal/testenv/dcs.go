@@ -153,11 +153,16 @@ func (d *DCs) Put(dc, key, val string) {
 // FakePromote is the fake promote program (internal/fakepromote) as an argument vector in flow YAML, for
 // promote_command or switchover_command: it makes {{.Tablet}} the primary of {{.Keyspace}}/{{.Shard}} in
 // the etcd of the DC it promotes in, as Vitess would, and appends its run to the file log (a template).
-func (d *DCs) FakePromote(log string) string {
+// flags are more of its flags, e.g. "-delay", "2s".
+func (d *DCs) FakePromote(log string, flags ...string) string {
 	d.t.Helper()
 	fake := Build(d.t, "./internal/fakepromote")
-	return fmt.Sprintf(`[%s, -etcd, "{{if eq .DC \"dc1\"}}%s{{else}}%s{{end}}", -log, %q, "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]`,
-		fake, strings.Join(d.Cluster["dc1"].Endpoints(), ","), strings.Join(d.Cluster["dc2"].Endpoints(), ","), log)
+	var more strings.Builder
+	for _, f := range flags {
+		fmt.Fprintf(&more, "%q, ", f)
+	}
+	return fmt.Sprintf(`[%s, -etcd, "{{if eq .DC \"dc1\"}}%s{{else}}%s{{end}}", -log, %q, %s"{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]`,
+		fake, strings.Join(d.Cluster["dc1"].Endpoints(), ","), strings.Join(d.Cluster["dc2"].Endpoints(), ","), log, more.String())
 }
 
 // SetShardPrimary writes keyspace/shard's Shard record into dc's etcd, naming alias its primary, as
