@@ -91,11 +91,26 @@ type options struct {
 	promoteTimeout time.Duration
 	promoteDelay   time.Duration
 	promoteModes   map[string]string
+	// promoteSleep, if set, replaces promoteDelay: a template for the seconds each attempt sleeps, e.g.
+	// by {{.Keyspace}}.
+	promoteSleep string
 	// quota is each etcd member's --quota-backend-bytes; 0 is etcd's default.
 	quota int64
 	// selfFence turns failover.self_fence on with fence_after = after/3; the fence and unfence commands
 	// append to fence.log in the promote directory.
 	selfFence bool
+	// shards replaces the two default shards (shardsOf makes many).
+	shards []shardSpec
+}
+
+// shardsOf is n shards, spread over the keyspaces ks0, ks1 and ks2.
+func shardsOf(n int) []shardSpec {
+	var out []shardSpec
+	for i := range n {
+		out = append(out, shardSpec{fmt.Sprintf("ks%d", i%3), fmt.Sprintf("s%02d", i),
+			map[string]string{"dc1": fmt.Sprintf("dc1-%010d", 1000+i), "dc2": fmt.Sprintf("dc2-%010d", 2000+i)}})
+	}
+	return out
 }
 
 func defaults() options {
@@ -145,6 +160,7 @@ type cluster struct {
 	failoverKV map[string]any // the failover section, changed by reloads
 
 	ctls        map[string]*ctlProc
+	shards      []shardSpec
 	witnessURLs []string
 	promoteDir  string
 	w           *writer
@@ -159,6 +175,10 @@ func newCluster(t *testing.T, r *row, opts options) *cluster {
 		t: t, opts: opts, row: r, dir: t.TempDir(), bin: testenv.Binary(t),
 		etcd: map[string]*testenv.Cluster{}, direct: map[string]*clientv3.Client{},
 		links: map[string]map[string]*testenv.Path{}, configs: map[string]string{}, ctls: map[string]*ctlProc{},
+		shards: opts.shards,
+	}
+	if c.shards == nil {
+		c.shards = shards
 	}
 	for _, dc := range dcNames {
 		var tune []testenv.EtcdOption
@@ -220,10 +240,14 @@ func (c *cluster) failoverSection(witnesses []string) map[string]any {
 	fake := testenv.Build(c.t, "./internal/fakepromote")
 	o := c.opts
 	script := `echo "$$ $(date +%s.%N)" >> "$0.pids"; `
-	if o.promoteDelay > 0 {
+	switch {
+	case o.promoteSleep != "":
+		script += "sleep " + o.promoteSleep + "; "
+	case o.promoteDelay > 0:
 		script += fmt.Sprintf("sleep %.3f; ", o.promoteDelay.Seconds())
 	}
-	script += fmt.Sprintf(`exec %q "$@"`, fake)
+	// A run that completes is recorded in .done; a run killed with its process group is not.
+	script += fmt.Sprintf(`%q "$@" && echo "$$" >> "$0.done"`, fake)
 	modes := "ok"
 	for shard, m := range o.promoteModes {
 		modes = fmt.Sprintf(`{{if eq .Shard %q}}%s{{else}}%s{{end}}`, shard, m, modes)
@@ -231,7 +255,7 @@ func (c *cluster) failoverSection(witnesses []string) map[string]any {
 	base := c.promoteDir + "/{{.Keyspace}}{{.Shard}}"
 	etcd := fmt.Sprintf(`{{if eq .DC "dc1"}}%s{{else}}%s{{end}}`, strings.Join(c.etcd["dc1"].Endpoints(), ","), strings.Join(c.etcd["dc2"].Endpoints(), ","))
 	var shardList []any
-	for _, s := range shards {
+	for _, s := range c.shards {
 		shardList = append(shardList, map[string]any{"keyspace": s.keyspace, "shard": s.shard, "tablets": s.tablets})
 	}
 	f := map[string]any{
@@ -301,7 +325,7 @@ func (c *cluster) writeConfigs() {
 func (c *cluster) seed() {
 	c.t.Helper()
 	ctx := ctxFor(c.t, 30*time.Second)
-	for _, s := range shards {
+	for _, s := range c.shards {
 		alias, err := vitess.ParseTabletAlias(s.tablets["dc1"])
 		if err != nil {
 			c.t.Fatal(err)
@@ -733,6 +757,26 @@ func (c *cluster) promoteStarts(s shardSpec) (pids []int, at []time.Time) {
 		at = append(at, time.Unix(0, int64(sec*1e9)))
 	}
 	return pids, at
+}
+
+// promoteDone counts the promote attempts for a shard that ran to completion (not killed).
+func (c *cluster) promoteDone(s shardSpec) int {
+	data, err := os.ReadFile(filepath.Join(c.promoteDir, s.keyspace+s.shard+".done"))
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(data), "\n")
+}
+
+// waitConverged waits until the failover to dc at epoch has every shard confirmed, and returns its result.
+func (c *cluster) waitConverged(dc string, epoch int64) *failover.Result {
+	c.t.Helper()
+	var res *failover.Result
+	testenv.Eventually(c.t, 2*waitLong, func() (bool, string) {
+		res = c.lastFailover(dc)
+		return res != nil && res.Epoch == epoch && !res.ConvergedAt.IsZero(), fmt.Sprintf("not converged: %+v", c.status().Unfinished)
+	})
+	return res
 }
 
 // processGone says whether no process with pid exists any more (killed and reaped).

@@ -19,8 +19,9 @@ import (
 )
 
 // convergeConfig is runConfig in auto mode with shards commerce/0..n-1, each promoted in dc2 by the fake
-// promote program, which takes delay per run and logs each shard's runs to its own file in logDir.
-func convergeConfig(t *testing.T, d *dcs, n int, delay time.Duration) (config, logDir string) {
+// promote program, which takes delay per run, runs with its -modes set to modes (a template) and logs each
+// shard's runs to its own file in logDir.
+func convergeConfig(t *testing.T, d *dcs, n int, delay time.Duration, modes string) (config, logDir string) {
 	t.Helper()
 	config = runConfig(t, d)
 	logDir = t.TempDir()
@@ -40,7 +41,7 @@ func convergeConfig(t *testing.T, d *dcs, n int, delay time.Duration) (config, l
   retry_max_backoff: 1s
   promote_command: %s
   shards: [%s]
-`, d.FakePromote(logDir+"/{{.Shard}}.log", "-delay", delay.String()), strings.Join(shards, ", ")))
+`, d.FakePromote(logDir+"/{{.Shard}}.log", "-delay", delay.String(), "-modes", modes), strings.Join(shards, ", ")))
 	return config, logDir
 }
 
@@ -63,7 +64,7 @@ func promoteRuns(t *testing.T, logDir string, n int) []int {
 func TestFailoverFinishesWhenItsConvergerDies(t *testing.T) {
 	const n = 4
 	d := startDCs(t)
-	config, logDir := convergeConfig(t, d, n, 2*time.Second)
+	config, logDir := convergeConfig(t, d, n, 2*time.Second, "ok")
 	procs := map[string]*testenv.Process{}
 	for id, dc := range map[string]string{"ctl-a": "dc1", "ctl-b": "dc2", "ctl-c": "dc2"} {
 		procs[id] = startController(t, config, dc, id)
@@ -137,4 +138,58 @@ func shardPrimaryIn(t *testing.T, d *dcs, shard string) string {
 		t.Fatal(err)
 	}
 	return a.String()
+}
+
+// A shard whose promotion keeps failing: a person holds it with topoha pause --shard, promotes a tablet by
+// hand, and the converger confirms it without running its command again.
+func TestAPersonTakesOverAShard(t *testing.T) {
+	d := startDCs(t)
+	config, logDir := convergeConfig(t, d, 2, 0, `{{if eq .Shard "1"}}fail{{else}}ok{{end}}`)
+	procs := startControllers(t, d, config)
+	d.leaderID(t, "")
+	d.waitEqual(t)
+	d.dc1.Stop()
+	procs["ctl-a"].Kill()
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		st := status(t, config)
+		return st.Unfinished != nil && len(st.Unfinished.Unconfirmed) == 1 && st.Unfinished.Unconfirmed[0].State == failover.ShardFailed,
+			fmt.Sprintf("unfinished %+v", st.Unfinished)
+	})
+	cli := func(args ...string) (int, string) {
+		code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), append(args, "--config", config)...)
+		return code, out + errOut
+	}
+	for _, bad := range [][]string{{"pause", "--shard", "commerce"}, {"pause", "--shard", "commerce/0"}, {"resume", "--shard", "commerce/1"},
+		{"resume", "--reason", "x"}} {
+		if code, out := cli(bad...); code != 2 {
+			t.Errorf("%v: exit %d, want 2: %s", bad, code, out)
+		}
+	}
+	if code, out := cli("pause", "--shard", "commerce/1", "--reason", "promoting dc2-0000000201 by hand"); code != 0 || !strings.Contains(out, "commerce/1 is held") {
+		t.Fatalf("pause --shard: exit %d: %s", code, out)
+	}
+	var before int
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		st := status(t, config)
+		before = promoteRuns(t, logDir, 2)[1]
+		u := st.Unfinished
+		return u != nil && u.Unconfirmed[0].State == failover.ShardHeld && strings.Contains(u.Unconfirmed[0].LastError, "by hand"),
+			fmt.Sprintf("unfinished %+v", u)
+	})
+	if err := vitess.PromoteAt(ctxT(t), csv(d.dc2.Endpoints()), "/vt", "commerce/1", "dc2-0000000201"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		st := status(t, config)
+		return st.Unfinished == nil && st.LastFailover != nil && !st.LastFailover.ConvergedAt.IsZero(), fmt.Sprintf("unfinished %+v", st.Unfinished)
+	})
+	// An attempt may have been under way when the hold came; none starts after it.
+	if runs := promoteRuns(t, logDir, 2); runs[1] > before {
+		t.Errorf("commerce/1 was run %d times after it was held (%d before)", runs[1]-before, before)
+	}
+	for _, p := range procs {
+		if !p.Exited() {
+			stopWithSIGTERM(t, p)
+		}
+	}
 }

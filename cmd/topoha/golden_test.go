@@ -110,7 +110,16 @@ func TestStatusTextGolden(t *testing.T) {
 				{Keyspace: "customer", Shard: "-80", Tablet: "dc2-0000000201", Error: "customer/-80: dc2-0000000201 is not primary after 3 attempt(s): exit status 1"},
 			},
 		},
-		Warnings: []string{"dc1's etcd holds epoch 3 (primary dc1): it is stale until it returns and is told"},
+		Unfinished: &failover.Unfinished{Epoch: 4, To: "dc2", StartedAt: at(5 * time.Minute), Shards: 3, BeforePromote: "ok",
+			Unconfirmed: []failover.ShardProgress{
+				{Target: failover.Target{Keyspace: "customer", Shard: "-80", Tablet: "dc2-0000000201"}, State: failover.ShardFailed, Attempts: 6,
+					NextAttemptAt: goldenNow.Add(41 * time.Second), By: "ctl-c",
+					LastError: "customer/-80: dc2-0000000201 is not primary: exit status 1: /vt/global/keyspaces/customer/shards/-80/Shard names dc1-0000000200 as primary, not one of dc2-0000000201"},
+				{Target: failover.Target{Keyspace: "customer", Shard: "80-", Tablet: "dc2-0000000301"}, State: failover.ShardHeld, Attempts: 3,
+					By: "cli:alice@ops1", UpdatedAt: at(2 * time.Minute), LastError: "promoting dc2-0000000302 by hand"},
+			}},
+		Converger: &election.Leader{ID: "ctl-c", DC: "dc2", Since: at(5 * time.Minute)},
+		Warnings:  []string{"dc1's etcd holds epoch 3 (primary dc1): it is stale until it returns and is told"},
 	}
 	partition := *healthy
 	partition.DCs = map[string]clusterstatus.DC{"dc1": down(1, "context deadline exceeded"), "dc2": up(2, 90211)}

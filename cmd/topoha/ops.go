@@ -126,7 +126,7 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 		}
 	}
 	if u := st.Unfinished; u != nil {
-		printUnfinished(w, u, st.Converger, now)
+		printUnfinished(w, u, st.Converger, st.Paused, now)
 	}
 	if f := st.LastFailover; f != nil {
 		var shards []string
@@ -151,13 +151,16 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 
 // printUnfinished writes the FAILOVER line of a failover whose shards do not all have their primary yet,
 // and a SHARD line for each that does not.
-func printUnfinished(w io.Writer, u *failover.Unfinished, converger *election.Leader, now time.Time) {
+func printUnfinished(w io.Writer, u *failover.Unfinished, converger *election.Leader, paused bool, now time.Time) {
 	who := "no controller holds the convergence lock: start one that reaches " + u.To + "'s etcd"
 	switch {
 	case u.Vetoed:
 		who = "before_promote vetoed the promotions (" + u.BeforePromote + "): topoha promotes nothing; promote by hand and it confirms each shard"
 	case converger != nil:
 		who = fmt.Sprintf("converging: %s in %s", converger.ID, converger.DC)
+	}
+	if paused && !u.Vetoed {
+		who += "; paused: no shard is retried after its first 3 attempts until `topoha resume`"
 	}
 	fmt.Fprintf(w, "FAILOVER unfinished: %d of %d shards without a primary in %s for %s (epoch %d); %s\n", len(u.Unconfirmed), u.Shards, u.To,
 		now.Sub(u.StartedAt).Round(time.Second), u.Epoch, who)
