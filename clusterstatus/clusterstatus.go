@@ -117,7 +117,7 @@ func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Cl
 
 // readProgress reads the current epoch's failover progress and its converger from the primary's etcd.
 func readProgress(ctx context.Context, c *config.Config, cli *clientv3.Client, st *Status) {
-	p, err := failover.ReadProgress(ctx, cli, c.Keys(), c.RequestTimeout)
+	p, err := failover.ReadUnfinished(ctx, cli, c.Keys(), c.RequestTimeout)
 	if err != nil {
 		st.Warnings = append(st.Warnings, err.Error())
 		return

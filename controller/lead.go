@@ -283,11 +283,11 @@ func (ctl *Controller) readPrimaryIn(ctx context.Context, dc string) primary.Obs
 	return primary.Read(ctx, ctl.cfg.Clients[dc], ctl.config().Keys().Primary())
 }
 
-// executor carries out failovers with the configuration in force. NewExecutor cannot fail here: New
+// executor starts failovers with the configuration in force. NewExecutor cannot fail here: New
 // checked the config and the clients it needs.
 func (ctl *Controller) executor() *failover.Executor {
 	x, _ := failover.NewExecutor(failover.ExecutorConfig{Config: ctl.config(), Clients: ctl.cfg.Clients,
-		DC: ctl.cfg.DC, ID: ctl.cfg.ID, Logger: ctl.log, Events: ctl.ev, Metrics: ctl.cfg.Metrics})
+		Logger: ctl.log, Events: ctl.ev, Metrics: ctl.cfg.Metrics})
 	return x
 }
 

@@ -149,7 +149,7 @@ func (c *Converger) look(ctx context.Context) (rec primary.Record, open, known b
 	var p *Progress
 	if read && rec.Epoch > 0 {
 		var err error
-		if p, err = ReadProgress(ctx, c.cfg.Clients[rec.DC], cfg.Keys(), cfg.Health.Timeout); err != nil {
+		if p, err = ReadUnfinished(ctx, c.cfg.Clients[rec.DC], cfg.Keys(), cfg.Health.Timeout); err != nil {
 			c.log.Debug("converger: the failover's progress cannot be read", "dc", rec.DC, "err", err)
 			return rec, false, false
 		}
@@ -160,10 +160,7 @@ func (c *Converger) look(ctx context.Context) (rec primary.Record, open, known b
 	c.mu.Lock()
 	c.status.Unfinished = p.Unfinished()
 	c.mu.Unlock()
-	if p == nil {
-		return rec, false, read
-	}
-	return rec, p.Open(), true
+	return rec, p != nil, read
 }
 
 // lockCampaign is a Converger's candidacy for the convergence lock of one failover.

@@ -4,6 +4,11 @@
 // primary record, mode, pause, cooldown, witnesses, an operator's request. It does no I/O, so every row of
 // the failure matrix is a table test, and every failover can be explained afterwards from the facts it
 // was decided on.
+//
+// Carrying it out has two parts. The Executor moves the epoch and writes the failover's progress record
+// in the same transaction (Execute, Switchover). A Converger, run by every controller, then drives that
+// record to its end under a lock in the new primary's etcd: promotions confirmed from the topo, retried
+// until every shard has its primary, whoever dies on the way.
 package failover
 
 import (

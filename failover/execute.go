@@ -27,9 +27,7 @@ type ExecutorConfig struct {
 	Config *config.Config
 	// Clients has a client for each DC's etcd.
 	Clients map[string]*clientv3.Client
-	// DC and ID name the controller carrying out failovers, for hooks and events.
-	DC, ID string
-	Logger *slog.Logger
+	Logger  *slog.Logger
 	// Events records each step; without it steps are only logged.
 	Events  *events.Recorder
 	Metrics *metrics.Metrics

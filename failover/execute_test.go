@@ -57,7 +57,7 @@ func newRig(t *testing.T, modes string, timeout time.Duration, extra ...string) 
 }
 
 func (r *rig) executor(t *testing.T) *Executor {
-	x, err := NewExecutor(ExecutorConfig{Config: r.cfg, Clients: r.clients, DC: "dc2", ID: "ctl-b", Metrics: r.metrics})
+	x, err := NewExecutor(ExecutorConfig{Config: r.cfg, Clients: r.clients, Metrics: r.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +139,7 @@ func ctxT(t *testing.T) context.Context {
 var decision = Decision{Action: ActionFailover, From: "dc1", To: "dc2", Trigger: TriggerAuto, NewEpoch: 1, Reason: "dc1 etcd down for 31s"}
 
 func TestExecutePromotesEveryShard(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, "ok", 10*time.Second)
 	dc2 := r.clients["dc2"]
 	// A shard lock copied without its lease (as make-mirror did), and a live lock of the DR side.
@@ -203,6 +204,7 @@ func TestExecutePromotesEveryShard(t *testing.T) {
 }
 
 func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		modes     string
@@ -216,6 +218,7 @@ func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
 		{"hanging is killed at the timeout", "hang", false, 3, "killed at its timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			r := newRig(t, tc.modes, 500*time.Millisecond)
 			r.cfg.Failover.Shards = r.cfg.Failover.Shards[:1]
 			start := time.Now()
@@ -245,6 +248,7 @@ func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
 }
 
 func TestMissingPromoteCommand(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, "ok", time.Second)
 	r.cfg.Failover.PromoteCommand = []string{"/nonexistent/vtctldclient", "{{.Keyspace}}/{{.Shard}}"}
 	res, err := r.failover(t, decision, primary.Observed{})
@@ -255,6 +259,7 @@ func TestMissingPromoteCommand(t *testing.T) {
 
 // A failover decided on a stale view, or by a deposed leader, does nothing at all.
 func TestStaleViewOrLostFenceDoesNothing(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, "ok", time.Second)
 	dc2 := r.clients["dc2"]
 	key := r.cfg.Keys().Primary()

@@ -208,6 +208,30 @@ func ReadProgress(ctx context.Context, cli *clientv3.Client, l keys.Layout, time
 	return p, nil
 }
 
+// ReadUnfinished reads the progress of the last failover in cli's etcd when it has not converged, and
+// returns nil, nil when it has (or there is none). A converged failover costs one Get of its header, not
+// a range read of every shard: what the convergers and status read every interval.
+func ReadUnfinished(ctx context.Context, cli *clientv3.Client, l keys.Layout, timeout time.Duration) (*Progress, error) {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	resp, err := cli.Get(rctx, l.Progress())
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("read the failover's progress %s: %w", l.Progress(), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	var head Progress
+	if err := json.Unmarshal(resp.Kvs[0].Value, &head); err == nil && !head.ConvergedAt.IsZero() {
+		return nil, nil
+	}
+	p, err := ReadProgress(ctx, cli, l, timeout)
+	if p == nil || err != nil || !p.Open() {
+		return nil, err
+	}
+	return p, nil
+}
+
 // errChanged means a compare-and-swap found the record changed, or a fence no longer holding.
 var errChanged = errors.New("the record changed meanwhile, or this controller no longer holds the right to write it")
 

@@ -62,6 +62,7 @@ func promoteRuns(t *testing.T, logDir string, n int) []int {
 // promote commands while they run. The other dc2 controller takes the convergence lock when the dead
 // one's lease expires, and every shard ends with its primary in dc2, each promoted by one completed run.
 func TestFailoverFinishesWhenItsConvergerDies(t *testing.T) {
+	t.Parallel()
 	const n = 4
 	d := startDCs(t)
 	config, logDir := convergeConfig(t, d, n, 2*time.Second, "ok")
@@ -143,6 +144,7 @@ func shardPrimaryIn(t *testing.T, d *dcs, shard string) string {
 // A shard whose promotion keeps failing: a person holds it with topoha pause --shard, promotes a tablet by
 // hand, and the converger confirms it without running its command again.
 func TestAPersonTakesOverAShard(t *testing.T) {
+	t.Parallel()
 	d := startDCs(t)
 	config, logDir := convergeConfig(t, d, 2, 0, `{{if eq .Shard "1"}}fail{{else}}ok{{end}}`)
 	procs := startControllers(t, d, config)

@@ -420,7 +420,7 @@ func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config
 	}
 	defer flush()
 	id := "cli:" + userAtHost()
-	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: cfg, Clients: clients, DC: "-", ID: id, Events: rec})
+	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: cfg, Clients: clients, Events: rec})
 	if err != nil {
 		return fail(stderr, "failover", err)
 	}
