@@ -101,6 +101,8 @@ type options struct {
 	selfFence bool
 	// shards replaces the two default shards (shardsOf makes many).
 	shards []shardSpec
+	// afterFailover is failover.hooks.after_failover.
+	afterFailover []string
 }
 
 // shardsOf is n shards, spread over the keyspaces ks0, ks1 and ks2.
@@ -266,6 +268,9 @@ func (c *cluster) failoverSection(witnesses []string) map[string]any {
 		"promote_command": []string{"sh", "-c", script, base, "-etcd", etcd, "-root", globalRoot, "-log", base + ".log", "-modes", modes,
 			"{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"},
 		"shards": shardList,
+	}
+	if len(o.afterFailover) > 0 {
+		f["hooks"] = map[string]any{"after_failover": o.afterFailover, "timeout": "30s"}
 	}
 	if o.selfFence {
 		record := func(action string) []string {

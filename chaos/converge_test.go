@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -75,6 +77,52 @@ func convergeScenarios(t *testing.T, k knobs) {
 			c.reviveDC("dc1")
 			c.check(1)
 			r.set(fmt.Sprintf("every shard of %d converged to dc2 after %d kills of the converging controller; no shard promoted by more than one completed run", len(c.shards), len(kills)))
+		})
+}
+
+// convergeHookScenario kills the converging controller after the promotions, while after_failover runs:
+// nothing is recorded yet, and the next holder must record it without promoting again.
+func convergeHookScenario(t *testing.T, k knobs) {
+	scenario(t, "23 converger killed before the result", "dc1 lost; the converging controller killed with after_failover (it hangs the first time) after every shard was promoted",
+		func(t *testing.T, r *row) {
+			opts := defaults()
+			opts.controllers = map[string]string{"ctl-a": "dc1", "ctl-b": "dc2", "ctl-c": "dc2"}
+			marker := filepath.Join(t.TempDir(), "after_failover.started")
+			opts.afterFailover = []string{"sh", "-c", "test -e " + marker + " || { touch " + marker + "; sleep 60; }"}
+			c := newCluster(t, r, opts)
+			c.writeThenLose("dc1", k.writeFor)
+			c.waitEpoch(1)
+			c.w.setTarget("dc2")
+			var holder string
+			testenv.Eventually(t, waitLong, func() (bool, string) {
+				_, err := os.Stat(marker)
+				l, lerr := election.CurrentLeader(ctxFor(t, 5*time.Second), c.direct["dc2"], topohaKeys.Converger())
+				if err != nil || lerr != nil || l == nil {
+					return false, "after_failover has not started under a converger"
+				}
+				holder = l.ID
+				return true, ""
+			})
+			if res := c.lastFailover("dc2"); res != nil && res.Epoch == 1 {
+				t.Fatalf("a result was recorded before after_failover ended: %+v", res)
+			}
+			killed := time.Now()
+			c.ctls[holder].proc.KillWithChildren()
+			res := c.waitConverged("dc2", 1)
+			for _, s := range c.shards {
+				if starts, _ := c.promoteStarts(s); len(starts) != 1 || c.promoteDone(s) != 1 {
+					t.Errorf("%s/%s: %d promote runs, %d completed; want 1 and 1", s.keyspace, s.shard, len(starts), c.promoteDone(s))
+				}
+			}
+			if res.Outcome != "success" || !slices.Contains(res.Hooks, "after_failover: ok") {
+				t.Errorf("result %s, hooks %v", res.Outcome, res.Hooks)
+			}
+			c.startController(holder)
+			r.add("%s killed in after_failover; the result recorded %s later by the next holder", holder, round(res.FinishedAt.Sub(killed)))
+			r.step("dc1 back")
+			c.reviveDC("dc1")
+			c.check(1)
+			r.set("the controller that had promoted every shard died before recording the result; the next one recorded it (after_failover run again) without promoting anything twice")
 		})
 }
 

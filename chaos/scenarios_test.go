@@ -740,6 +740,7 @@ func TestChaos(t *testing.T) {
 		})
 	memberScenarios(t, k)
 	convergeScenarios(t, k)
+	convergeHookScenario(t, k)
 }
 
 // failOverToDC2AndReturn is the start of the scenarios that lose the new primary too: writes into dc1, dc1

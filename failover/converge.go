@@ -47,9 +47,9 @@ type ConvergerConfig struct {
 // Converger drives the last failover to its desired state: the primary record names DC X at epoch E, and
 // every shard's Shard record in X's etcd names a tablet of X whose own record says PRIMARY.
 //
-// Every controller runs one. While the failover at the followed epoch is unfinished, each campaigns for
-// the convergence lock, an election in X's etcd (the DR DC's etcd, where the leader's election lives, may
-// be the one that was lost). The holder works from the progress record in X's etcd: it re-confirms
+// Every controller runs one. While the failover at the followed epoch is unfinished, each of X's
+// controllers campaigns for the convergence lock, an election in X's etcd (the DR DC's etcd, where the
+// leader's election lives, may be the one that was lost). The holder works from the progress record in X's etcd: it re-confirms
 // before it promotes, promotes what is not confirmed, retries failures with capped back-off, and
 // records every step under two fences: its lock and X's primary record as it read it. A holder that dies
 // leaves its lock to expire (election.ttl) and the next one resumes; one that sees a newer epoch stops.
@@ -127,7 +127,9 @@ func (c *Converger) Run(ctx context.Context) error {
 	tick := time.NewTicker(c.cfg.Config().Health.Interval)
 	defer tick.Stop()
 	for {
-		if rec, open, known := c.look(ctx); open {
+		// Only the new primary DC's controllers converge: they run next to its vtctld and tablets, which a
+		// controller of the lost DC that still reaches the new primary's etcd may not.
+		if rec, open, known := c.look(ctx); open && rec.DC == c.cfg.DC {
 			lock.start(ctx, c, rec)
 		} else if known {
 			lock.stop()
@@ -336,18 +338,20 @@ func (d *driver) run(ctx context.Context, untilReported bool) error {
 	tick := time.NewTicker(d.cfg.Health.Interval)
 	defer tick.Stop()
 	for {
-		switch {
-		case !p.Open():
-			return nil
-		case untilReported && p.Reported:
-			return nil
-		}
-		d.startDue(ctx, p)
 		if len(d.inflight) == 0 {
 			if err := d.record(ctx, p); err != nil {
 				return err
 			}
 		}
+		switch followed, _ := d.c.cfg.Primary(); {
+		case !p.Open():
+			return nil
+		case untilReported && p.Reported:
+			return nil
+		case followed.Epoch > d.rec.Epoch:
+			return errEpochMoved
+		}
+		d.startDue(ctx, p)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -460,6 +464,10 @@ func (d *driver) startDue(ctx context.Context, p *Progress) {
 		case !promote:
 			d.nextCheck[s.ID()] = now.Add(d.cfg.Failover.RetryMaxBackoff)
 		case now.Before(s.NextAttemptAt):
+			continue
+		case s.State == ShardFailed && s.Attempts >= d.c.cfg.Attempts && !p.Reported:
+			// Retries wait until every shard had its first attempts and the result says so. (An attempt
+			// cut short by a holder's death left its shard pending: that one is re-confirmed at once.)
 			continue
 		case s.Attempts >= d.c.cfg.Attempts:
 			if paused == nil {

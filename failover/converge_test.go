@@ -87,7 +87,6 @@ func (r *rig) waitConverged(t *testing.T) *Result {
 // A shard whose promote command fails its first attempts and works later converges with no human, after
 // the first result named it failed.
 func TestFailedShardIsRetriedUntilItHasItsPrimary(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, `{{if eq .Shard "-80"}}fail,fail,fail,fail,ok{{else}}ok{{end}}`, 2*time.Second)
 	r.cfg.Failover.RetryMaxBackoff = 200 * time.Millisecond
 	r.convergerRun(t, "ctl-b", r.bump(t), nil)
@@ -108,7 +107,6 @@ func TestFailedShardIsRetriedUntilItHasItsPrimary(t *testing.T) {
 // While paused, a shard that had its first attempts is not retried; a person can hold one shard and
 // promote it by hand, and the converger confirms it without running its command.
 func TestPauseStopsRetriesAndAHeldShardIsLeftToAPerson(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, `{{if eq .Shard "-80"}}fail,fail,fail,ok{{else}}fail{{end}}`, 2*time.Second)
 	r.cfg.Failover.RetryMaxBackoff = 200 * time.Millisecond
 	var paused atomic.Bool
@@ -157,7 +155,6 @@ func TestPauseStopsRetriesAndAHeldShardIsLeftToAPerson(t *testing.T) {
 
 // Two controllers that each run a converger: the lock lets one promote, and each shard is promoted once.
 func TestTwoConvergersPromoteEachShardOnce(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, "ok", 10*time.Second, "-delay", "500ms")
 	rec := r.bump(t)
 	r.convergerRun(t, "ctl-b", rec, nil)
@@ -173,7 +170,6 @@ func TestTwoConvergersPromoteEachShardOnce(t *testing.T) {
 // A converger that stops mid-failover (its promote command killed with it) leaves the lock; the next
 // one re-confirms what was confirmed, never runs it again, and finishes the rest.
 func TestTheNextConvergerResumesWithoutPromotingAgain(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, `{{if eq .Shard "-80"}}ok{{else}}hang,ok{{end}}`, 30*time.Second)
 	rec := r.bump(t)
 	stopB := r.convergerRun(t, "ctl-b", rec, nil)
@@ -201,7 +197,6 @@ func TestTheNextConvergerResumesWithoutPromotingAgain(t *testing.T) {
 // A converger that stops after the promotions, while after_failover runs, has recorded no result: the
 // next one records it, without promoting anything again.
 func TestTheResultIsRecordedWhenItsConvergerDiesBeforeRecordingIt(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, "ok", 10*time.Second)
 	marker := filepath.Join(r.logDir, "after_failover.ran")
 	// The first run hangs (its converger dies meanwhile); the next returns at once.

@@ -139,7 +139,6 @@ func ctxT(t *testing.T) context.Context {
 var decision = Decision{Action: ActionFailover, From: "dc1", To: "dc2", Trigger: TriggerAuto, NewEpoch: 1, Reason: "dc1 etcd down for 31s"}
 
 func TestExecutePromotesEveryShard(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, "ok", 10*time.Second)
 	dc2 := r.clients["dc2"]
 	// A shard lock copied without its lease (as make-mirror did), and a live lock of the DR side.
@@ -203,52 +202,59 @@ func TestExecutePromotesEveryShard(t *testing.T) {
 	}
 }
 
+// Each shard's outcome is read from the topo, whatever its command did; one failover of four shards, each
+// with a promote command that behaves differently.
 func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name      string
-		modes     string
-		confirmed bool
-		attempts  int
-		errPart   string
+	cases := []struct {
+		shard, why, modes string
+		confirmed         bool
+		attempts          int
+		errPart           string
 	}{
-		{"exit 1 after promoting counts as promoted", "exit1", true, 1, ""},
-		{"a failure is retried", "fail,ok", true, 2, ""},
-		{"failing every time", "fail", false, 3, "dc2-0000000101 is not primary"},
-		{"hanging is killed at the timeout", "hang", false, 3, "killed at its timeout"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			r := newRig(t, tc.modes, 500*time.Millisecond)
-			r.cfg.Failover.Shards = r.cfg.Failover.Shards[:1]
-			start := time.Now()
-			res, err := r.failover(t, decision, primary.Observed{})
-			s := res.Shards[0]
-			if s.Confirmed != tc.confirmed || s.Attempts != tc.attempts || !strings.Contains(s.Error, tc.errPart) {
-				t.Fatalf("shard result %+v", s)
-			}
-			if tc.confirmed != (err == nil) {
-				t.Errorf("Execute error = %v", err)
-			}
-			if !tc.confirmed && !strings.Contains(err.Error(), "commerce/-80") {
-				t.Errorf("the error does not name the shard: %v", err)
-			}
-			if !tc.confirmed && !slicesEqual(res.FailedShards(), []string{"commerce/-80"}) {
-				t.Errorf("failed shards = %v", res.FailedShards())
-			}
-			// Whatever the promotion did, the epoch stays bumped.
-			if got := primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()); got.Record == nil || got.Record.Epoch != 1 {
-				t.Errorf("epoch after a %s promotion: %+v", tc.modes, got)
-			}
-			if tc.modes == "hang" && time.Since(start) > 20*time.Second {
-				t.Errorf("hanging promotions took %s with a 500ms timeout", time.Since(start))
-			}
-		})
+		{"-40", "exit 1 after promoting counts as promoted", "exit1", true, 1, ""},
+		{"40-80", "a failure is retried", "fail,ok", true, 2, ""},
+		{"80-c0", "failing every time", "fail", false, 3, "dc2-0000000301 is not primary"},
+		{"c0-", "hanging is killed at the timeout", "hang", false, 3, "killed at its timeout"},
+	}
+	modes := "ok"
+	for _, tc := range cases {
+		modes = fmt.Sprintf(`{{if eq .Shard %q}}%s{{else}}%s{{end}}`, tc.shard, tc.modes, modes)
+	}
+	r := newRig(t, modes, 500*time.Millisecond)
+	r.cfg.Failover.Shards = nil
+	for i, tc := range cases {
+		r.cfg.Failover.Shards = append(r.cfg.Failover.Shards, config.Shard{Keyspace: "commerce", Shard: tc.shard,
+			Tablets: map[string]config.Aliases{"dc1": {fmt.Sprintf("dc1-%010d", 100*i+100)}, "dc2": {fmt.Sprintf("dc2-%010d", 100*i+101)}}})
+		rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: uint32(100*i + 100)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(t, r.clients["dc2"], vitess.ShardKey("/vt", "commerce", tc.shard), string(rec))
+	}
+	start := time.Now()
+	res, err := r.failover(t, decision, primary.Observed{})
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the first attempts took %s with a 500ms promote timeout: hanging commands are not killed", took)
+	}
+	if res.Outcome != ResultPartial || !slicesEqual(res.FailedShards(), []string{"commerce/80-c0", "commerce/c0-"}) {
+		t.Errorf("result %s, failed shards %v", res.Outcome, res.FailedShards())
+	}
+	for i, tc := range cases {
+		s := res.Shards[i]
+		if s.Shard != tc.shard || s.Confirmed != tc.confirmed || s.Attempts != tc.attempts || !strings.Contains(s.Error, tc.errPart) {
+			t.Errorf("%s: shard result %+v", tc.why, s)
+		}
+		if !tc.confirmed && !strings.Contains(err.Error(), "commerce/"+tc.shard) {
+			t.Errorf("%s: the error does not name the shard: %v", tc.why, err)
+		}
+	}
+	// Whatever the promotions did, the epoch stays bumped.
+	if got := primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()); got.Record == nil || got.Record.Epoch != 1 {
+		t.Errorf("epoch after the promotions: %+v", got)
 	}
 }
 
 func TestMissingPromoteCommand(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, "ok", time.Second)
 	r.cfg.Failover.PromoteCommand = []string{"/nonexistent/vtctldclient", "{{.Keyspace}}/{{.Shard}}"}
 	res, err := r.failover(t, decision, primary.Observed{})
@@ -259,7 +265,6 @@ func TestMissingPromoteCommand(t *testing.T) {
 
 // A failover decided on a stale view, or by a deposed leader, does nothing at all.
 func TestStaleViewOrLostFenceDoesNothing(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, "ok", time.Second)
 	dc2 := r.clients["dc2"]
 	key := r.cfg.Keys().Primary()

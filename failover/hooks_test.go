@@ -67,10 +67,8 @@ func hookRuns(t *testing.T, reg *prometheus.Registry, hook, result string) float
 // Patroni's pre_promote): no promote command runs, the result is "failed", after_failover still runs and
 // is told so.
 func TestBeforePromoteVetoesThePromotions(t *testing.T) {
-	t.Parallel()
 	for name, want := range map[string]string{"before_promote fails": "failure", "before_promote hangs": "timeout"} {
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
 			r, reg := hookRig(t, name)
 			start := time.Now()
 			res, err := r.failover(t, decision, primary.Read(ctxT(t), r.clients["dc2"], r.cfg.Keys().Primary()))

@@ -19,7 +19,6 @@ func tabletRecord(typ uint64) string {
 // A promotion counts only when the promoted tablet's own record agrees with the Shard record: one whose
 // Tablet write went to the other DC's etcd is run again.
 func TestPromotionNeedsTheTabletRecord(t *testing.T) {
-	t.Parallel()
 	r := newRig(t, "ok", 10*time.Second)
 	dc2 := r.clients["dc2"]
 	put(t, dc2, "/vt/cells/dc2/CellInfo", cellInfo("127.0.0.1:2379", "/vt/dc2"))
@@ -46,10 +45,8 @@ func TestPromotionNeedsTheTabletRecord(t *testing.T) {
 // With vitess.topo_vip, promotions wait until the VIP leads to the new primary's etcd; a VIP that keeps
 // leading elsewhere delays them by promote_timeout at most and is a warning of the result.
 func TestPromotionsWaitForTheTopoVIP(t *testing.T) {
-	t.Parallel()
 	for name, toNewPrimary := range map[string]bool{"VIP on the new primary": true, "VIP stuck on the old primary": false} {
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
 			r := newRig(t, "ok", 2*time.Second)
 			upstream := r.cfg.DCs["dc1"].Etcd.Endpoints[0]
 			if toNewPrimary {

@@ -45,7 +45,7 @@ func newCollector(ctl *controller.Controller) *collector {
 		unconfirmed: d("failover_unconfirmed_shards",
 			"Shards of the current epoch's failover whose Shard record does not name a tablet of the primary DC yet (0 when none); held ones included."),
 		heldShards:   d("failover_held_shards", "Shards of the current epoch's failover that a person holds (topoha pause --shard)."),
-		unfinishedAt: d("failover_unfinished_since_timestamp_seconds", "Unix time the current epoch's failover started, while some shard lacks its primary; absent otherwise."),
+		unfinishedAt: d("failover_unfinished_since_timestamp_seconds", "Unix time the current epoch's failover started, while some shard lacks its primary; 0 otherwise."),
 		etcdUp:       d("etcd_up", "1 when the DC's etcd serves linearizable reads (up or degraded), 0 when down, -1 while unknown.", "dc"),
 		etcdState:    d("etcd_state", "1 for the state the DC's etcd is in (up, degraded, down, unknown), 0 for the others.", "dc", "state"),
 		etcdAlarm:    d("etcd_alarm", "1 while the alarm is raised in the DC's etcd cluster, 0 while not (NOSPACE, CORRUPT).", "dc", "alarm"),
@@ -83,16 +83,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.paused, boolFloat(st.Paused))
 	gauge(c.fenced, boolFloat(st.Fence.Fenced()))
 	gauge(c.converging, boolFloat(st.Convergence.Holding))
-	unconfirmed, held := 0, 0
+	unconfirmed, held, unfinishedAt := 0, 0, 0.0
 	if u := st.Convergence.Unfinished; u != nil {
-		unconfirmed = len(u.Unconfirmed)
+		unconfirmed, unfinishedAt = len(u.Unconfirmed), float64(u.StartedAt.UnixNano())/1e9
 		for _, s := range u.Unconfirmed {
 			if s.State == failover.ShardHeld {
 				held++
 			}
 		}
-		gauge(c.unfinishedAt, float64(u.StartedAt.UnixNano())/1e9)
 	}
+	gauge(c.unfinishedAt, unfinishedAt)
 	gauge(c.unconfirmed, float64(unconfirmed))
 	gauge(c.heldShards, float64(held))
 	for dc, h := range st.Health {

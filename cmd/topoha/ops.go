@@ -152,7 +152,7 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 // printUnfinished writes the FAILOVER line of a failover whose shards do not all have their primary yet,
 // and a SHARD line for each that does not.
 func printUnfinished(w io.Writer, u *failover.Unfinished, converger *election.Leader, paused bool, now time.Time) {
-	who := "no controller holds the convergence lock: start one that reaches " + u.To + "'s etcd"
+	who := "no controller holds the convergence lock: start one in " + u.To
 	switch {
 	case u.Vetoed:
 		who = "before_promote vetoed the promotions (" + u.BeforePromote + "): topoha promotes nothing; promote by hand and it confirms each shard"
