@@ -217,8 +217,17 @@ func (c *Converger) hold(ctx context.Context, term election.Term, rec primary.Re
 	c.setHolding(true)
 	defer c.setHolding(false)
 	c.ev.Info(events.KindFailover, "converging the failover: this controller holds the convergence lock", "to", rec.DC, "epoch", rec.Epoch)
-	if err := c.drive(ctx, term.Fence(), rec, false); err != nil && ctx.Err() == nil {
-		c.ev.Warn(events.KindFailover, "converger: stopped driving the failover", "epoch", rec.Epoch, "err", err)
+	for {
+		err := c.drive(ctx, term.Fence(), rec, false)
+		if err == nil || errors.Is(err, errEpochMoved) || ctx.Err() != nil {
+			break
+		}
+		// An etcd that did not answer, or a write refused: start over from the record, still holding.
+		c.ev.Warn(events.KindFailover, "converger: driving the failover failed; starting over from its progress record", "epoch", rec.Epoch, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(c.cfg.Config().Health.Interval):
+		}
 	}
 	<-ctx.Done()
 }
