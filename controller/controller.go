@@ -145,6 +145,7 @@ func New(cfg Config) (*Controller, error) {
 			_, paused := ctl.pause(ctx)
 			return paused
 		},
+		Fenced: func() bool { return ctl.fencer.Status().Fenced() },
 		Logger: cfg.Logger, Events: ctl.ev, Metrics: cfg.Metrics})
 	if err != nil {
 		return nil, err

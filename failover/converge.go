@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,6 +32,9 @@ type ConvergerConfig struct {
 	// Paused says whether automatic failover is paused: then no shard is retried after its first
 	// attempts.
 	Paused func(context.Context) bool
+	// Fenced says whether this controller's DC has fenced itself (failover.self_fence): cut off from the
+	// other DC, it may follow an epoch the other side has moved past, and must promote nothing. Optional.
+	Fenced func() bool
 	// Attempts is how many attempts every shard gets before the failover's result is first recorded
 	// (default 3). Backoff is the wait after a shard's first failed attempt (default 1s), doubled after
 	// each next one up to failover.retry_max_backoff.
@@ -103,6 +107,8 @@ func NewConverger(cfg ConvergerConfig) (*Converger, error) {
 	return &Converger{cfg: cfg, log: cfg.Logger, ev: cfg.Events, kick: make(chan struct{}, 1)}, nil
 }
 
+func (c *Converger) fenced() bool { return c.cfg.Fenced != nil && c.cfg.Fenced() }
+
 // Kick makes Run look at the primary record and the progress now rather than at its next interval: the
 // epoch just moved.
 func (c *Converger) Kick() {
@@ -129,7 +135,7 @@ func (c *Converger) Run(ctx context.Context) error {
 	for {
 		// Only the new primary DC's controllers converge: they run next to its vtctld and tablets, which a
 		// controller of the lost DC that still reaches the new primary's etcd may not.
-		if rec, open, known := c.look(ctx); open && rec.DC == c.cfg.DC {
+		if rec, open, known := c.look(ctx); open && rec.DC == c.cfg.DC && !c.fenced() {
 			lock.start(ctx, c, rec)
 		} else if known {
 			lock.stop()
@@ -240,21 +246,36 @@ func (c *Converger) setHolding(h bool) {
 
 // Finish drives the failover to rec under the convergence lock until its result is recorded (every
 // shard had its first attempts), and lets the lock go; controllers go on with what is left. It is for a
-// failover carried out with no controller running (topoha failover --force). When a controller holds
-// the lock already, it leaves the failover to it and returns nil.
+// failover carried out with no controller running (topoha failover --force). While it waits for the lock,
+// it gives up when ctx ends, when a controller holds the lock, or when the result is recorded; once it
+// holds the lock, only the lock's end stops it.
 func (c *Converger) Finish(ctx context.Context, rec primary.Record) error {
 	cfg := c.cfg.Config()
-	rctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
-	holder, err := election.CurrentLeader(rctx, c.cfg.Clients[rec.DC], cfg.Keys().Converger())
-	cancel()
-	if err == nil && holder != nil {
-		c.ev.Info(events.KindFailover, "the failover is converged by a controller", "controller", holder.ID, "dc", holder.DC)
-		return nil
-	}
-	fctx, stop := context.WithCancel(ctx)
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
+	var holding atomic.Bool
+	go func() {
+		tick := time.NewTicker(cfg.Health.Interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-fctx.Done():
+				return
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+			if holding.Load() {
+				return
+			}
+			if ctx.Err() != nil || c.leftToOthers(fctx, rec) {
+				stop()
+				return
+			}
+		}
+	}()
 	var derr error
 	el, err := c.elector(rec, func(lctx context.Context, term election.Term) {
+		holding.Store(true)
 		derr = c.drive(lctx, term.Fence(), rec, true)
 		stop()
 	})
@@ -262,10 +283,24 @@ func (c *Converger) Finish(ctx context.Context, rec primary.Record) error {
 		return err
 	}
 	_ = el.Run(fctx)
-	if derr == nil && ctx.Err() != nil {
-		derr = ctx.Err()
+	if !holding.Load() && ctx.Err() != nil {
+		return ctx.Err()
 	}
 	return derr
+}
+
+// leftToOthers says whether another holds the convergence lock of the failover to rec, or its result is
+// recorded already.
+func (c *Converger) leftToOthers(ctx context.Context, rec primary.Record) bool {
+	cfg := c.cfg.Config()
+	rctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+	defer cancel()
+	if l, err := election.CurrentLeader(rctx, c.cfg.Clients[rec.DC], cfg.Keys().Converger()); err == nil && l != nil && l.ID != c.cfg.ID {
+		c.ev.Info(events.KindFailover, "the failover is converged by a controller", "controller", l.ID, "dc", l.DC)
+		return true
+	}
+	p, err := ReadProgress(rctx, c.cfg.Clients[rec.DC], cfg.Keys(), cfg.RequestTimeout)
+	return err == nil && (p == nil || p.Epoch != rec.Epoch || p.Reported)
 }
 
 // errEpochMoved means the primary record in the new primary's etcd is no longer the one being converged.
@@ -567,11 +602,16 @@ func (d *driver) backoff(attempt int) time.Duration {
 // record reports the failover once every shard had its first attempts, and marks it converged once every
 // shard is confirmed.
 func (d *driver) record(ctx context.Context, p *Progress) error {
+	if !p.Open() {
+		return nil
+	}
 	firstDone, all := true, true
 	for _, s := range p.Shards {
 		all = all && s.State == ShardConfirmed
 		firstDone = firstDone && (s.State == ShardConfirmed || s.State == ShardHeld || (s.State == ShardFailed && s.Attempts >= d.c.cfg.Attempts))
 	}
+	// A veto ends the first attempts before they start.
+	firstDone = firstDone || p.Vetoed()
 	switch {
 	case !p.Reported && firstDone:
 		return d.report(ctx, p)
@@ -619,6 +659,10 @@ func (d *driver) converged(ctx context.Context, p *Progress) error {
 	rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
 	last := ReadResult(rctx, d.cli, d.cfg.Keys().LastFailover())
 	cancel()
+	if last.Unreachable() {
+		// Rewriting it from scratch would lose what the first report recorded: try again later.
+		return fmt.Errorf("read the failover's result before recording its convergence: %w", last.Err)
+	}
 	res := d.result(p)
 	if last.Record != nil && last.Record.Epoch == p.Epoch {
 		res = last.Record

@@ -194,31 +194,47 @@ func TestTheNextConvergerResumesWithoutPromotingAgain(t *testing.T) {
 	}
 }
 
-// A converger that stops after the promotions, while after_failover runs, has recorded no result: the
-// next one records it, without promoting anything again.
+// A converger that stops after the promotions (or after before_promote vetoed them), while after_failover
+// runs, has recorded no result: the next one records it, without promoting anything again.
 func TestTheResultIsRecordedWhenItsConvergerDiesBeforeRecordingIt(t *testing.T) {
-	r := newRig(t, "ok", 10*time.Second)
-	marker := filepath.Join(r.logDir, "after_failover.ran")
-	// The first run hangs (its converger dies meanwhile); the next returns at once.
-	r.cfg.Failover.Hooks.AfterFailover = []string{"sh", "-c", "test -e " + marker + " || { touch " + marker + "; sleep 60; }"}
-	rec := r.bump(t)
-	stopB := r.convergerRun(t, "ctl-b", rec, nil)
-	testenv.Eventually(t, wait, func() (bool, string) {
-		_, err := os.Stat(marker)
-		return err == nil, "after_failover has not started"
-	})
-	stopB()
-	if p := r.progress(t); p.Reported || len(p.Unconfirmed()) != 0 {
-		t.Fatalf("before the next converger: reported %v, unconfirmed %v", p.Reported, p.Unconfirmed())
-	}
-	r.convergerRun(t, "ctl-c", rec, nil)
-	res := r.waitConverged(t)
-	for _, shard := range []string{"-80", "80-"} {
-		if runs := r.runs(t, shard); len(runs) != 1 {
-			t.Errorf("commerce/%s promoted %d times: %q", shard, len(runs), runs)
-		}
-	}
-	if len(res.Shards) != 2 || !res.Shards[0].Confirmed || !res.Shards[1].Confirmed {
-		t.Errorf("recorded shards %+v", res.Shards)
+	for name, veto := range map[string]bool{"promoted": false, "vetoed": true} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, "ok", 10*time.Second)
+			marker := filepath.Join(r.logDir, "after_failover.ran")
+			// The first run hangs (its converger dies meanwhile); the next returns at once.
+			r.cfg.Failover.Hooks.AfterFailover = []string{"sh", "-c", "test -e " + marker + " || { touch " + marker + "; sleep 60; }"}
+			if veto {
+				r.cfg.Failover.Hooks.BeforePromote = []string{"sh", "-c", "echo not now; exit 3"}
+			}
+			rec := r.bump(t)
+			stopB := r.convergerRun(t, "ctl-b", rec, nil)
+			testenv.Eventually(t, wait, func() (bool, string) {
+				_, err := os.Stat(marker)
+				return err == nil, "after_failover has not started"
+			})
+			stopB()
+			if p := r.progress(t); p.Reported || p.Vetoed() != veto {
+				t.Fatalf("before the next converger: reported %v, vetoed %v", p.Reported, p.Vetoed())
+			}
+			r.convergerRun(t, "ctl-c", rec, nil)
+			var res *Result
+			testenv.Eventually(t, wait, func() (bool, string) {
+				got := ReadResult(ctxT(t), r.clients["dc2"], r.cfg.Keys().LastFailover())
+				res = got.Record
+				return res != nil && res.Epoch == 1, fmt.Sprintf("no result: %+v", got)
+			})
+			wantRuns, outcome := 1, ResultSuccess
+			if veto {
+				wantRuns, outcome = 0, ResultFailed
+			}
+			for _, shard := range []string{"-80", "80-"} {
+				if runs := r.runs(t, shard); len(runs) != wantRuns {
+					t.Errorf("commerce/%s promoted %d times: %q", shard, len(runs), runs)
+				}
+			}
+			if res.Outcome != outcome || len(res.Shards) != 2 {
+				t.Errorf("recorded result %s, shards %+v", res.Outcome, res.Shards)
+			}
+		})
 	}
 }

@@ -313,7 +313,9 @@ func HoldShard(ctx context.Context, cli *clientv3.Client, l keys.Layout, timeout
 	s.By, s.UpdatedAt = by, now
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := writeShard(ctx, cli, l, &s, nil); err != nil {
+	// Fenced on the header too: a failover that started meanwhile must not inherit this hold.
+	unchanged := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(l.Progress()), "=", p.modRevision)}
+	if err := writeShard(ctx, cli, l, &s, unchanged); err != nil {
 		return s, fmt.Errorf("%w; try again", err)
 	}
 	return s, nil

@@ -447,7 +447,9 @@ func failoverDirectly(ctx context.Context, stdout, stderr io.Writer, cfg *config
 	conv, cerr := failover.NewConverger(failover.ConvergerConfig{Config: func() *config.Config { return cfg }, Clients: clients, DC: "-", ID: id,
 		Primary: func() (primary.Record, bool) { return moved, true }, Paused: func(context.Context) bool { return false }, Events: rec})
 	if cerr == nil {
-		cerr = conv.Finish(xctx, moved)
+		// Interruptible while it waits for the convergence lock; once it holds it, it finishes the first
+		// attempts.
+		cerr = conv.Finish(ctx, moved)
 	}
 	if cerr != nil {
 		return fail(stderr, "failover", fmt.Errorf("the epoch moved to %d but the promotions did not finish here: %w; controllers converge it once they run (`topoha status`)", p.Epoch, cerr))
