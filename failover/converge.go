@@ -680,12 +680,13 @@ func (d *driver) converged(ctx context.Context, p *Progress) error {
 
 // result is the failover's Result as the progress has it now.
 func (d *driver) result(p *Progress) *Result {
-	res := &Result{Decision: p.Decision, Epoch: p.Epoch, StartedAt: p.StartedAt, FinishedAt: time.Now().UTC(),
-		Locks: d.locks, Warnings: d.warnings, Errors: d.errs}
+	res := &Result{Decision: p.Decision, Epoch: p.Epoch, StartedAt: p.StartedAt, Locks: d.locks, Warnings: d.warnings, Errors: d.errs}
 	if d.oldSide != nil {
+		// The old primary's etcd gets a probe's time: the result waits for that, not the promotions.
 		res.OldSide = <-d.oldSide
 		d.oldSide <- res.OldSide
 	}
+	res.FinishedAt = time.Now().UTC()
 	if len(d.cfg.Failover.Hooks.BeforePromote) > 0 {
 		res.Hooks = append(res.Hooks, HookBeforePromote+": "+p.BeforePromote)
 	}
