@@ -72,17 +72,15 @@ func (ctl *Controller) readPrimary(ctx context.Context) (primary.Record, bool) {
 
 // campaign is this controller's candidacy in the election of one DR DC, under one epoch.
 type campaign struct {
-	dr     string
-	epoch  int64
-	cancel context.CancelFunc // nil while not campaigning
-	done   chan struct{}
+	dr    string
+	epoch int64
+	end   func() // nil while not campaigning
 }
 
 func (c *campaign) stop() {
-	if c.cancel != nil {
-		c.cancel()
-		<-c.done
-		c.cancel = nil
+	if c.end != nil {
+		c.end()
+		c.end = nil
 	}
 }
 
@@ -92,7 +90,7 @@ func (c *campaign) stop() {
 func (ctl *Controller) campaignUnder(ctx context.Context, camp *campaign, rec primary.Record) error {
 	dr := ctl.config().OtherDC(rec.DC)
 	moved := camp.dr != dr || camp.epoch != rec.Epoch
-	if camp.cancel != nil && (!moved || ctl.phase().changesPrimary()) {
+	if camp.end != nil && (!moved || ctl.phase().changesPrimary()) {
 		return nil
 	}
 	camp.stop()
@@ -105,13 +103,7 @@ func (ctl *Controller) campaignUnder(ctx context.Context, camp *campaign, rec pr
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	*camp = campaign{dr: dr, epoch: rec.Epoch, cancel: cancel, done: done}
-	go func() {
-		defer close(done)
-		_ = el.Run(cctx)
-	}()
+	*camp = campaign{dr: dr, epoch: rec.Epoch, end: el.Start(ctx)}
 	ctl.log.Info("campaigning", "election_in", dr, "primary", rec.DC, "epoch", rec.Epoch)
 	return nil
 }

@@ -136,6 +136,21 @@ func (e *Elector) Run(ctx context.Context) error {
 	}
 }
 
+// Start runs Run in a goroutine of its own, and returns stop, which ends it (a term it holds is resigned)
+// and waits until it has returned.
+func (e *Elector) Start(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = e.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 var errSessionLost = errors.New("election session lost: its lease expired or could not be refreshed")
 
 // term runs one session: campaign, then lead until the session or ctx ends.

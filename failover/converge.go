@@ -2,9 +2,11 @@ package failover
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,14 +175,13 @@ func (c *Converger) look(ctx context.Context) (rec primary.Record, open, known b
 
 // lockCampaign is a Converger's candidacy for the convergence lock of one failover.
 type lockCampaign struct {
-	dc     string
-	epoch  int64
-	cancel context.CancelFunc // nil while not campaigning
-	done   chan struct{}
+	dc    string
+	epoch int64
+	end   func() // nil while not campaigning
 }
 
 func (l *lockCampaign) start(ctx context.Context, c *Converger, rec primary.Record) {
-	if l.cancel != nil && l.dc == rec.DC && l.epoch == rec.Epoch {
+	if l.end != nil && l.dc == rec.DC && l.epoch == rec.Epoch {
 		return
 	}
 	l.stop()
@@ -189,20 +190,14 @@ func (l *lockCampaign) start(ctx context.Context, c *Converger, rec primary.Reco
 		c.log.Error("converger: cannot campaign for the convergence lock", "err", err)
 		return
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	*l = lockCampaign{dc: rec.DC, epoch: rec.Epoch, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		_ = el.Run(cctx)
-	}()
+	*l = lockCampaign{dc: rec.DC, epoch: rec.Epoch, end: el.Start(ctx)}
 	c.log.Info("converger: the failover is unfinished; campaigning for the convergence lock", "lock_in", rec.DC, "epoch", rec.Epoch)
 }
 
 func (l *lockCampaign) stop() {
-	if l.cancel != nil {
-		l.cancel()
-		<-l.done
-		l.cancel = nil
+	if l.end != nil {
+		l.end()
+		l.end = nil
 	}
 }
 
@@ -665,8 +660,9 @@ func (d *driver) converged(ctx context.Context, p *Progress) error {
 	}
 	res := d.result(p)
 	if last.Record != nil && last.Record.Epoch == p.Epoch {
+		// What the first report recorded stays (hooks, locks, warnings, times); the shards are as now.
+		last.Record.Shards = res.Shards
 		res = last.Record
-		res.Shards = d.result(p).Shards
 	}
 	res.Outcome, res.ConvergedAt = ResultSuccess, time.Now().UTC()
 	p.ConvergedAt = res.ConvergedAt
@@ -680,7 +676,8 @@ func (d *driver) converged(ctx context.Context, p *Progress) error {
 
 // result is the failover's Result as the progress has it now.
 func (d *driver) result(p *Progress) *Result {
-	res := &Result{Decision: p.Decision, Epoch: p.Epoch, StartedAt: p.StartedAt, Locks: d.locks, Warnings: d.warnings, Errors: d.errs}
+	res := &Result{Decision: p.Decision, Epoch: p.Epoch, StartedAt: p.StartedAt,
+		Locks: slices.Clone(d.locks), Warnings: slices.Clone(d.warnings), Errors: slices.Clone(d.errs)}
 	if d.oldSide != nil {
 		// The old primary's etcd gets a probe's time: the result waits for that, not the promotions.
 		res.OldSide = <-d.oldSide
@@ -717,11 +714,11 @@ func hookOutcome(name string, err error) string {
 }
 
 func (d *driver) saveResult(ctx context.Context, p *Progress, res *Result) error {
-	val, err := jsonValue(res)
+	val, err := json.Marshal(res)
 	if err != nil {
 		return err
 	}
-	return d.writeHeader(ctx, p, clientv3.OpPut(d.cfg.Keys().LastFailover(), val))
+	return d.writeHeader(ctx, p, clientv3.OpPut(d.cfg.Keys().LastFailover(), string(val)))
 }
 
 func (d *driver) writeHeader(ctx context.Context, p *Progress, also ...clientv3.Op) error {

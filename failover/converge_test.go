@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/vitess"
@@ -35,13 +34,7 @@ func (r *rig) bump(t *testing.T) primary.Record {
 // controller stopped by a signal: it resigns the lock) or the test ends.
 func (r *rig) convergerRun(t *testing.T, id string, rec primary.Record, paused *atomic.Bool) (stop func()) {
 	t.Helper()
-	c, err := NewConverger(ConvergerConfig{Config: func() *config.Config { return r.cfg }, Clients: r.clients, DC: "dc2", ID: id,
-		Primary: func() (primary.Record, bool) { return rec, true },
-		Paused:  func(context.Context) bool { return paused != nil && paused.Load() },
-		Backoff: 50 * time.Millisecond, ConfirmTimeout: time.Second, ConfirmPoll: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := r.converger(t, id, rec, paused)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

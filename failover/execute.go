@@ -2,7 +2,6 @@ package failover
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -359,10 +358,4 @@ func purgeLocks(ctx context.Context, cfg *config.Config, cli *clientv3.Client, e
 		}
 	}
 	return deleted, errors.Join(errs...)
-}
-
-// jsonValue is v in JSON, as an etcd value.
-func jsonValue(v any) (string, error) {
-	b, err := json.Marshal(v)
-	return string(b), err
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,10 +65,12 @@ func (r *rig) executor(t *testing.T) *Executor {
 	return x
 }
 
-// converger is a Converger of controller ctl-b in dc2 that follows rec, with short waits.
-func (r *rig) converger(t *testing.T, rec primary.Record) *Converger {
-	c, err := NewConverger(ConvergerConfig{Config: func() *config.Config { return r.cfg }, Clients: r.clients, DC: "dc2", ID: "ctl-b",
-		Primary: func() (primary.Record, bool) { return rec, true }, Paused: func(context.Context) bool { return false },
+// converger is a Converger of controller id in dc2 that follows rec, paused while paused (if not nil) says
+// so, with short waits.
+func (r *rig) converger(t *testing.T, id string, rec primary.Record, paused *atomic.Bool) *Converger {
+	c, err := NewConverger(ConvergerConfig{Config: func() *config.Config { return r.cfg }, Clients: r.clients, DC: "dc2", ID: id,
+		Primary: func() (primary.Record, bool) { return rec, true },
+		Paused:  func(context.Context) bool { return paused != nil && paused.Load() },
 		Backoff: 50 * time.Millisecond, ConfirmTimeout: time.Second, ConfirmPoll: 20 * time.Millisecond, Metrics: r.metrics})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +86,8 @@ func (r *rig) failover(t *testing.T, d Decision, seen primary.Observed, fence ..
 	if err != nil {
 		return nil, err
 	}
-	if err := r.converger(t, primary.Record{DC: d.To, Epoch: p.Epoch}).Finish(ctxT(t), primary.Record{DC: d.To, Epoch: p.Epoch}); err != nil {
+	moved := primary.Record{DC: d.To, Epoch: p.Epoch}
+	if err := r.converger(t, "ctl-b", moved, nil).Finish(ctxT(t), moved); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	got := ReadResult(ctxT(t), r.clients[d.To], r.cfg.Keys().LastFailover())

@@ -238,39 +238,37 @@ var errChanged = errors.New("the record changed meanwhile, or this controller no
 // writeShard stores s if its key still has the revision s was read at and every fence holds; s's
 // revision becomes the written one.
 func writeShard(ctx context.Context, cli *clientv3.Client, l keys.Layout, s *ShardProgress, fence []clientv3.Cmp) error {
-	key := l.ProgressShards() + s.ID()
-	val, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", s.modRevision)}, fence...)
-	resp, err := cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(val))).Commit()
-	switch {
-	case err != nil:
+	if err := casPut(ctx, cli, l.ProgressShards()+s.ID(), s, &s.modRevision, fence); err != nil {
 		return fmt.Errorf("record %s's progress: %w", s.ID(), err)
-	case !resp.Succeeded:
-		return fmt.Errorf("record %s's progress: %w", s.ID(), errChanged)
 	}
-	s.modRevision = resp.Header.Revision
 	return nil
 }
 
 // writeHeader stores p's header if it is unchanged since read and every fence holds, with also in the
 // same transaction.
 func writeHeader(ctx context.Context, cli *clientv3.Client, l keys.Layout, p *Progress, fence []clientv3.Cmp, also ...clientv3.Op) error {
-	val, err := json.Marshal(p)
+	if err := casPut(ctx, cli, l.Progress(), p, &p.modRevision, fence, also...); err != nil {
+		return fmt.Errorf("record the failover's progress: %w", err)
+	}
+	return nil
+}
+
+// casPut puts v as JSON at key, with also, if key's mod revision is still *rev and every fence holds;
+// *rev becomes the written revision.
+func casPut(ctx context.Context, cli *clientv3.Client, key string, v any, rev *int64, fence []clientv3.Cmp, also ...clientv3.Op) error {
+	val, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(l.Progress()), "=", p.modRevision)}, fence...)
-	resp, err := cli.Txn(ctx).If(cmps...).Then(append([]clientv3.Op{clientv3.OpPut(l.Progress(), string(val))}, also...)...).Commit()
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", *rev)}, fence...)
+	resp, err := cli.Txn(ctx).If(cmps...).Then(append([]clientv3.Op{clientv3.OpPut(key, string(val))}, also...)...).Commit()
 	switch {
 	case err != nil:
-		return fmt.Errorf("record the failover's progress: %w", err)
+		return err
 	case !resp.Succeeded:
-		return fmt.Errorf("record the failover's progress: %w", errChanged)
+		return errChanged
 	}
-	p.modRevision = resp.Header.Revision
+	*rev = resp.Header.Revision
 	return nil
 }
 

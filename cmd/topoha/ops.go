@@ -248,12 +248,14 @@ func describeFence(r *fence.Record, p primary.Record) string {
 // the converger (resume --shard), in the primary DC's etcd, where the failover's progress lives.
 func holdShard(ctx context.Context, stdout, stderr io.Writer, name string, cfg *config.Config, clients map[string]*clientv3.Client,
 	rec *events.Recorder, id string, hold bool, reason string) int {
-	st := clusterstatus.Read(ctx, cfg, clients)
+	// The primary record as status reads it: the failover's progress is in that DC's etcd.
+	observed := primary.ReadAll(ctx, clients, cfg.Keys().Primary(), cfg.RequestTimeout)
+	held := primary.HeldByAny(cfg.InitialPrimary, cfg.DCNames(), observed)
 	by := "cli:" + userAtHost()
 	if reason == "" {
 		reason = "held by " + by
 	}
-	s, err := failover.HoldShard(ctx, clients[st.Primary.DC], cfg.Keys(), cfg.RequestTimeout, id, hold, by, reason)
+	s, err := failover.HoldShard(ctx, clients[held.DC], cfg.Keys(), cfg.RequestTimeout, id, hold, by, reason)
 	if err != nil {
 		return fail(stderr, name, fmt.Errorf("--shard %s: %w", id, err))
 	}
