@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/fence"
@@ -39,7 +40,10 @@ type Status struct {
 	Fences map[string]*fence.Record `json:"fences,omitempty"`
 	// Witnesses are the configured witnesses' views, asked just now.
 	Witnesses []witness.Answer `json:"witnesses,omitempty"`
-	Warnings  []string         `json:"warnings,omitempty"`
+	// Plan says whether every shard could fail over to the DR DC now, as read from its etcd (`topoha
+	// plan` lists every shard).
+	Plan     *discovery.Summary `json:"plan,omitempty"`
+	Warnings []string           `json:"warnings,omitempty"`
 }
 
 // DC is one DC's etcd as probed just now.
@@ -183,10 +187,16 @@ func readDR(ctx context.Context, c *config.Config, cli *clientv3.Client, dr stri
 			st.Mirror.LagRevisions = max(0, st.Mirror.SourceRevision-cp.Revision)
 		}
 	}
-	if len(c.Failover.Shards) > 0 {
-		for _, w := range failover.Preflight(ctx, c, cli, st.Primary.DC, dr, c.RequestTimeout) {
-			st.Warnings = append(st.Warnings, "pre-flight for a failover to "+dr+": "+w)
-		}
+	plan, err := discovery.Compute(ctx, discovery.Input{Config: c, Client: cli, From: st.Primary.DC, To: dr, Epoch: st.Primary.Epoch + 1,
+		Timeout: c.RequestTimeout, CheckCells: true})
+	if err != nil {
+		st.Warnings = append(st.Warnings, "plan: "+err.Error())
+		return
+	}
+	sum := plan.Summarize(5)
+	st.Plan = &sum
+	for _, w := range plan.Warnings {
+		st.Warnings = append(st.Warnings, "plan for a failover to "+dr+": "+w)
 	}
 }
 

@@ -44,6 +44,9 @@ type DC struct {
 	// etcd, below mirror.prefix. The mirror never writes or deletes below them in this DC's etcd, and
 	// copies them out of it when this DC is the primary, so that the DR side holds the lost cells' records.
 	CellRoots []string `yaml:"cell_roots"`
+	// Cells are the Vitess cells whose tablets run in this DC. Shard discovery (failover.shards: auto)
+	// takes a shard's candidates in this DC from them, and ignores them when this DC is lost.
+	Cells []string `yaml:"cells"`
 }
 
 // Etcd holds the connection settings for one DC's etcd cluster.
@@ -127,8 +130,47 @@ type Failover struct {
 	RetryMaxBackoff   time.Duration `yaml:"retry_max_backoff"`
 	PromoteCommand    []string      `yaml:"promote_command"`
 	SwitchoverCommand []string      `yaml:"switchover_command"`
-	Shards            []Shard       `yaml:"shards"`
-	Hooks             Hooks         `yaml:"hooks"`
+	// Shards are the shards a failover promotes: listed by hand, or "auto" to discover them in the topo.
+	Shards    ShardList `yaml:"shards"`
+	Discovery Discovery `yaml:"discovery"`
+	// NeverPromote are tablet aliases that discovery never chooses as candidates.
+	NeverPromote []string `yaml:"never_promote"`
+	// MaxParallel bounds the promote (or switchover) commands running at once; 0 means
+	// DefaultMaxParallel.
+	MaxParallel int   `yaml:"max_parallel"`
+	Hooks       Hooks `yaml:"hooks"`
+}
+
+// DefaultMaxParallel is how many promote commands run at once when failover.max_parallel is 0: each is
+// a vtctldclient process (tens of MB) and an EmergencyReparentShard in the new primary's vtctld, so a
+// thousand at once would swamp both; 32 promote 1,000 shards whose reparent takes 2 s in about a minute.
+const DefaultMaxParallel = 32
+
+// Parallel is the number of promote commands that may run at once.
+func (f Failover) Parallel() int {
+	if f.MaxParallel == 0 {
+		return DefaultMaxParallel
+	}
+	return f.MaxParallel
+}
+
+// ShardList is failover.shards: either the word auto (Auto: discover the shards in the topo) or a list
+// of shards with their tablets (List).
+type ShardList struct {
+	Auto bool
+	List []Shard
+}
+
+// ShardsAuto is the value of failover.shards that turns on discovery.
+const ShardsAuto = "auto"
+
+// Discovery scopes and paces shard discovery (failover.shards: auto).
+type Discovery struct {
+	// Interval is how often the leader re-reads the topo and refreshes the plan.
+	Interval time.Duration `yaml:"interval"`
+	// Keyspaces limits discovery to these keyspaces, or keyspace/shard entries; empty means all, like
+	// VTOrc's --clusters_to_watch.
+	Keyspaces []string `yaml:"keyspaces"`
 }
 
 // Shard is one Vitess shard that a failover promotes. Tablets lists, per DC, the tablet aliases of that DC;
@@ -189,6 +231,7 @@ func Default() Config {
 			FenceAfter:      20 * time.Second,
 			PromoteTimeout:  60 * time.Second,
 			RetryMaxBackoff: time.Minute,
+			Discovery:       Discovery{Interval: 15 * time.Second},
 			Hooks:           Hooks{Timeout: 30 * time.Second},
 			FenceCommand: []string{"vtctldclient", "--server", "{{.Vtctld}}", "--action_timeout", "{{.Timeout}}",
 				"SetWritable", "{{.Tablet}}", "false"},

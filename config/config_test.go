@@ -194,8 +194,8 @@ func TestLoadExampleConfig(t *testing.T) {
 	}
 	wantShards := []Shard{{Keyspace: "commerce", Shard: "0", Tablets: map[string]Aliases{
 		"dc1": {"dc1-0000000100", "dc1-0000000102"}, "dc2": {"dc2-0000000101"}}}}
-	if !reflect.DeepEqual(cfg.Failover.Shards, wantShards) {
-		t.Errorf("failover.shards = %+v, want %+v", cfg.Failover.Shards, wantShards)
+	if !reflect.DeepEqual(cfg.Failover.Shards.List, wantShards) {
+		t.Errorf("failover.shards = %+v, want %+v", cfg.Failover.Shards.List, wantShards)
 	}
 	if cfg.Listen != "127.0.0.1:9464" || cfg.HTTP.TokenFile != "" {
 		t.Errorf("listen, http = %q, %+v", cfg.Listen, cfg.HTTP)
@@ -463,6 +463,28 @@ func TestValidationRules(t *testing.T) {
 			want: "failover.shards[0].tablets.dc1[1]: ", contains: []string{"dc1_0000000102", "<cell>-<uid>"}},
 		{name: "bad scalar alias", edits: []string{"dc2: [dc2-0000000101]", "dc2: 101"}, want: "failover.shards[0].tablets.dc2[0]: "},
 
+		// discovery
+		{name: "auto without cells", edits: []string{shardsBlock, "  shards: auto\n"}, want: "dcs.dc1.cells: must list the Vitess cells", contains: []string{"failover.shards is auto"}},
+		{name: "auto and a listed shard", edits: []string{"  shards:\n", "  shards:\n    - auto\n"}, want: "failover.shards[0]: auto cannot be mixed with listed shards"},
+		{name: "shards neither auto nor a list", edits: []string{shardsBlock, "  shards: all\n"}, want: "failover.shards: want auto or a list of shards"},
+		{name: "cell in two DCs", edits: []string{"    topo_address: etcd-dc1:2379\n", "    topo_address: etcd-dc1:2379\n    cells: [dc1, shared]\n",
+			"    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cells: [shared]\n"},
+			want: `dcs.dc2.cells[0]: "shared" is also in dcs.dc1.cells`},
+		{name: "cell listed twice", edits: []string{"    topo_address: etcd-dc1:2379\n", "    topo_address: etcd-dc1:2379\n    cells: [dc1, dc1]\n"},
+			want: `dcs.dc1.cells[1]: "dc1" is listed twice`},
+		{name: "discovery interval zero", edits: []string{"promote_timeout: 60s", "promote_timeout: 60s\n  discovery: {interval: 0s}"}, want: "failover.discovery.interval: must be positive"},
+		{name: "discovery keyspaces with listed shards", edits: []string{"promote_timeout: 60s", "promote_timeout: 60s\n  discovery: {keyspaces: [commerce]}"},
+			want: "failover.discovery.keyspaces: only applies with failover.shards: auto"},
+		{name: "never_promote with listed shards", edits: []string{"promote_timeout: 60s", "promote_timeout: 60s\n  never_promote: [dc2-0000000101]"},
+			want: "failover.never_promote: only applies with failover.shards: auto"},
+		{name: "bad discovery keyspace", edits: []string{shardsBlock, "  shards: auto\n  discovery: {keyspaces: [commerce, customer/, a/b/c]}\n",
+			"    topo_address: etcd-dc1:2379\n", "    topo_address: etcd-dc1:2379\n    cells: [dc1]\n", "    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cells: [dc2]\n"},
+			want: `failover.discovery.keyspaces[1]: "customer/": write a keyspace`},
+		{name: "bad never_promote alias", edits: []string{shardsBlock, "  shards: auto\n  never_promote: [dc2_101]\n",
+			"    topo_address: etcd-dc1:2379\n", "    topo_address: etcd-dc1:2379\n    cells: [dc1]\n", "    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cells: [dc2]\n"},
+			want: `failover.never_promote[0]: "dc2_101" is not a tablet alias`},
+		{name: "negative max_parallel", edits: []string{"promote_timeout: 60s", "promote_timeout: 60s\n  max_parallel: -1"}, want: "failover.max_parallel: -1: must be 0"},
+
 		// etcd credentials and TLS
 		{name: "password_file without username", edits: []string{"dial_timeout: 3s", "dial_timeout: 3s\n      password_file: " + pwFile},
 			want: "dcs.dc1.etcd.username: must be set when password_file is"},
@@ -520,7 +542,7 @@ func TestAccepted(t *testing.T) {
 			name:  "tablets as a single scalar alias",
 			edits: []string{"dc2: [dc2-0000000101]", "dc2: dc2-0000000101"},
 			check: func(t *testing.T, cfg *Config) {
-				if got := cfg.Failover.Shards[0].Tablets["dc2"]; !reflect.DeepEqual(got, Aliases{"dc2-0000000101"}) {
+				if got := cfg.Failover.Shards.List[0].Tablets["dc2"]; !reflect.DeepEqual(got, Aliases{"dc2-0000000101"}) {
 					t.Errorf("tablets.dc2 = %q, want [dc2-0000000101]", got)
 				}
 			},
@@ -529,8 +551,20 @@ func TestAccepted(t *testing.T) {
 			name:  "tablets in block-style lists",
 			edits: []string{"dc1: [dc1-0000000100, dc1-0000000102]", "dc1:\n          - dc1-0000000100\n          - zone1-a-0000000102"},
 			check: func(t *testing.T, cfg *Config) {
-				if got := cfg.Failover.Shards[0].Tablets["dc1"]; !reflect.DeepEqual(got, Aliases{"dc1-0000000100", "zone1-a-0000000102"}) {
+				if got := cfg.Failover.Shards.List[0].Tablets["dc1"]; !reflect.DeepEqual(got, Aliases{"dc1-0000000100", "zone1-a-0000000102"}) {
 					t.Errorf("tablets.dc1 = %q", got)
+				}
+			},
+		},
+		{
+			name: "discovered shards",
+			edits: []string{shardsBlock, "  shards: auto\n  discovery: {interval: 5s, keyspaces: [commerce, customer/-80]}\n  never_promote: [dc2-0000000102]\n  max_parallel: 8\n",
+				"    topo_address: etcd-dc1:2379\n", "    topo_address: etcd-dc1:2379\n    cells: [dc1, dc1b]\n", "    topo_address: etcd-dc2:2379\n", "    topo_address: etcd-dc2:2379\n    cells: [dc2]\n"},
+			check: func(t *testing.T, cfg *Config) {
+				f := cfg.Failover
+				if !f.Shards.Auto || f.Shards.List != nil || f.Discovery.Interval != 5*time.Second || f.Parallel() != 8 ||
+					!reflect.DeepEqual(f.Discovery.Keyspaces, []string{"commerce", "customer/-80"}) || !reflect.DeepEqual(cfg.DCs["dc1"].Cells, []string{"dc1", "dc1b"}) {
+					t.Errorf("failover = %+v, dc1 cells %q", f, cfg.DCs["dc1"].Cells)
 				}
 			},
 		},
@@ -538,7 +572,7 @@ func TestAccepted(t *testing.T) {
 			name:  "unquoted numeric shard",
 			edits: []string{`shard: "0"`, "shard: 0"},
 			check: func(t *testing.T, cfg *Config) {
-				if got := cfg.Failover.Shards[0].Shard; got != "0" {
+				if got := cfg.Failover.Shards.List[0].Shard; got != "0" {
 					t.Errorf("shard = %q, want 0", got)
 				}
 			},
@@ -590,8 +624,8 @@ func TestFlowStyleDocument(t *testing.T) {
   mirror: {prefix: /vt, dest_prefix: /vt, exclude: [], leased_keys: skip, cell_info_rewrite: false},
   election: {ttl: 5s}, health: {interval: 1s, timeout: 1s, failure_threshold: 3, success_threshold: 2},
   failover: {mode: manual, shards: [{keyspace: commerce, shard: "0", tablets: {dc1: [dc1-0000000100], dc2: dc2-0000000101}}]}}`)
-	if cfg.InitialPrimary != "dc2" || cfg.Election.TTL != 5*time.Second || len(cfg.Failover.Shards) != 1 ||
-		!reflect.DeepEqual(cfg.Failover.Shards[0].Tablets["dc2"], Aliases{"dc2-0000000101"}) {
+	if cfg.InitialPrimary != "dc2" || cfg.Election.TTL != 5*time.Second || len(cfg.Failover.Shards.List) != 1 ||
+		!reflect.DeepEqual(cfg.Failover.Shards.List[0].Tablets["dc2"], Aliases{"dc2-0000000101"}) {
 		t.Errorf("cfg = %+v", cfg)
 	}
 }

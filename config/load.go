@@ -171,3 +171,35 @@ func (a *Aliases) UnmarshalYAML(n *yaml.Node) error {
 	*a = list
 	return nil
 }
+
+// UnmarshalYAML accepts the word auto or a list of shards. A list that also holds auto is refused: a
+// shard listed by hand and discovered shards cannot be told apart at failover time.
+func (l *ShardList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != ShardsAuto {
+			return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want auto or a list of shards, not %q", n.Line, n.Value)}}
+		}
+		*l = ShardList{Auto: true}
+		return nil
+	}
+	var errs []string
+	if n.Kind == yaml.SequenceNode {
+		for _, item := range n.Content {
+			if item.Kind == yaml.ScalarNode && item.Value == ShardsAuto {
+				errs = append(errs, fmt.Sprintf("line %d: auto cannot be mixed with listed shards; write failover.shards: auto, or list every shard", item.Line))
+			}
+			// Node.Decode does not reject unknown keys as Load's decoder does: check them here.
+			for i := 0; item.Kind == yaml.MappingNode && i+1 < len(item.Content); i += 2 {
+				switch k := item.Content[i]; k.Value {
+				case "keyspace", "shard", "tablets": // config.Shard's yaml tags
+				default:
+					errs = append(errs, fmt.Sprintf("line %d: field %s not found in type config.Shard", k.Line, k.Value))
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return &yaml.TypeError{Errors: errs}
+	}
+	return n.Decode(&l.List)
+}

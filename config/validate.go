@@ -294,8 +294,9 @@ func (c *Config) validateFailover(add func(error)) {
 		add(fieldErr("failover.hooks.timeout", "must be positive, e.g. 30s: a hook is killed when it passes"))
 	}
 
+	c.validateDiscovery(add)
 	seen := map[string]int{}
-	for i, s := range f.Shards {
+	for i, s := range f.Shards.List {
 		base := fmt.Sprintf("failover.shards[%d]", i)
 		if s.Keyspace == "" {
 			add(fieldErr(base+".keyspace", "must be set"))
@@ -323,6 +324,57 @@ func (c *Config) validateFailover(add func(error)) {
 					add(fieldErr(fmt.Sprintf("%s.tablets.%s[%d]", base, dc, j), "%q is not a tablet alias <cell>-<uid>, e.g. %s-0000000101", a, dc))
 				}
 			}
+		}
+	}
+}
+
+// validateDiscovery checks the DCs' cells and the discovery keys: a cell is in at most one DC, and auto
+// needs every DC's cells.
+func (c *Config) validateDiscovery(add func(error)) {
+	f := c.Failover
+	owner := map[string]string{}
+	for _, dc := range c.DCNames() {
+		cells := c.DCs[dc].Cells
+		if f.Shards.Auto && len(cells) == 0 {
+			add(fieldErr("dcs."+dc+".cells", "must list the Vitess cells whose tablets run in %s when failover.shards is auto, e.g. [%s]", dc, dc))
+		}
+		for i, cell := range cells {
+			field := fmt.Sprintf("dcs.%s.cells[%d]", dc, i)
+			switch other, dup := owner[cell]; {
+			case !namePattern.MatchString(cell):
+				add(fieldErr(field, "%q is not a Vitess cell name: use letters, digits, '.', '_' and '-' only", cell))
+			case dup && other == dc:
+				add(fieldErr(field, "%q is listed twice; keep one", cell))
+			case dup:
+				add(fieldErr(field, "%q is also in dcs.%s.cells: a cell's tablets run in one DC; remove it from one of them", cell, other))
+			default:
+				owner[cell] = dc
+			}
+		}
+	}
+	if f.Discovery.Interval <= 0 {
+		add(fieldErr("failover.discovery.interval", "must be positive, e.g. 15s: how often the leader re-reads the topo"))
+	}
+	if f.MaxParallel < 0 {
+		add(fieldErr("failover.max_parallel", "%d: must be 0 (the default, %d at once) or a positive number of promote commands run at once", f.MaxParallel, DefaultMaxParallel))
+	}
+	if !f.Shards.Auto {
+		if len(f.Discovery.Keyspaces) > 0 {
+			add(fieldErr("failover.discovery.keyspaces", "only applies with failover.shards: auto; the listed shards are all there is"))
+		}
+		if len(f.NeverPromote) > 0 {
+			add(fieldErr("failover.never_promote", "only applies with failover.shards: auto; with listed shards, leave the tablet out of failover.shards"))
+		}
+	}
+	for i, ks := range f.Discovery.Keyspaces {
+		keyspace, shard, hasShard := strings.Cut(ks, "/")
+		if !namePattern.MatchString(keyspace) || (hasShard && (shard == "" || strings.Contains(shard, "/"))) {
+			add(fieldErr(fmt.Sprintf("failover.discovery.keyspaces[%d]", i), "%q: write a keyspace (commerce) or a keyspace/shard (customer/-80)", ks))
+		}
+	}
+	for i, a := range f.NeverPromote {
+		if !aliasPattern.MatchString(a) {
+			add(fieldErr(fmt.Sprintf("failover.never_promote[%d]", i), "%q is not a tablet alias <cell>-<uid>, e.g. dc2-0000000101", a))
 		}
 	}
 }

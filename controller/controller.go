@@ -182,7 +182,7 @@ func (ctl *Controller) Reload(load func() (*config.Config, error)) error {
 		ctl.ev.Error(events.KindConfig, "config not reloaded; the old one stays in force", "err", err)
 		return err
 	}
-	ctl.ev.Info(events.KindConfig, "config reloaded", "mode", next.Failover.Mode, "after", next.Failover.After, "shards", len(next.Failover.Shards))
+	ctl.ev.Info(events.KindConfig, "config reloaded", "mode", next.Failover.Mode, "after", next.Failover.After, "shards", len(next.Failover.Shards.List))
 	return nil
 }
 

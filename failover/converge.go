@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/metrics"
@@ -318,10 +319,10 @@ func (c *Converger) drive(ctx context.Context, lock clientv3.Cmp, rec primary.Re
 	d := &driver{
 		c: c, cfg: cfg, cli: cli, rec: rec,
 		fence:    []clientv3.Cmp{lock, primary.Unchanged(cfg.Keys().Primary(), seen)},
-		inflight: map[string]bool{}, done: make(chan string), nextCheck: map[string]time.Time{},
+		inflight: map[string]bool{}, done: make(chan attempted), nextCheck: map[string]time.Time{},
 		hooks: Hooks{Config: cfg, DC: c.cfg.DC, ID: c.cfg.ID, Events: c.ev, Metrics: c.cfg.Metrics},
-		promoter: &Promoter{Timeout: cfg.Failover.PromoteTimeout, Topo: cli, GlobalRoot: cfg.Vitess.GlobalRoot,
-			ConfirmTimeout: c.cfg.ConfirmTimeout, ConfirmPoll: c.cfg.ConfirmPoll},
+		promoter: &Promoter{Timeout: cfg.Failover.PromoteTimeout, Topo: cli, GlobalRoot: cfg.Vitess.GlobalRoot, Cells: cfg.DCs[rec.DC].Cells,
+			ConfirmTimeout: c.cfg.ConfirmTimeout, ConfirmPoll: c.cfg.ConfirmPoll, ReadTimeout: cfg.RequestTimeout},
 	}
 	defer d.wait()
 	return d.run(ctx, untilReported)
@@ -339,7 +340,7 @@ type driver struct {
 	promoter *Promoter
 
 	inflight map[string]bool
-	done     chan string
+	done     chan attempted
 	// nextCheck is when a shard that is only checked, not promoted, is read next.
 	nextCheck map[string]time.Time
 	wg        sync.WaitGroup
@@ -350,9 +351,16 @@ type driver struct {
 	oldSide  chan string
 }
 
+// attempted is a finished attempt: the shard's progress as its attempt left it, and whether that is
+// what etcd holds (its write went through).
+type attempted struct {
+	shard    ShardProgress
+	recorded bool
+}
+
 func (d *driver) wait() {
 	for len(d.inflight) > 0 {
-		delete(d.inflight, <-d.done)
+		delete(d.inflight, (<-d.done).shard.ID())
 	}
 	d.wg.Wait()
 }
@@ -394,8 +402,15 @@ func (d *driver) run(ctx context.Context, untilReported bool) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case id := <-d.done:
-			delete(d.inflight, id)
+		case a := <-d.done:
+			delete(d.inflight, a.shard.ID())
+			if i := slices.IndexFunc(p.Shards, func(s ShardProgress) bool { return s.ID() == a.shard.ID() }); a.recorded && i >= 0 {
+				// What the attempt wrote is what etcd holds: no need to read every shard's record again
+				// for it (with a thousand shards that would be a thousand range reads). The tick re-reads
+				// for what others changed.
+				p.Shards[i] = a.shard
+				continue
+			}
 		case <-tick.C:
 		}
 		if p, err = d.read(ctx); err != nil {
@@ -426,7 +441,7 @@ func (d *driver) read(ctx context.Context) (*Progress, error) {
 
 // prepare does what comes before the promotions, again for every holder until the result is recorded:
 // each step is safe to repeat. It tells the old primary's etcd of the new epoch if it answers, deletes
-// lock keys without a lease, reads the pre-flight checks, and waits for the topo VIP.
+// lock keys without a lease, plans again for the pre-flight warnings, and waits for the topo VIP.
 func (d *driver) prepare(ctx context.Context, p *Progress) {
 	d.oldSide = make(chan string, 1)
 	if p.OldSide == "" || strings.HasPrefix(p.OldSide, "not written") {
@@ -443,13 +458,31 @@ func (d *driver) prepare(ctx context.Context, p *Progress) {
 	if err != nil {
 		d.errs = append(d.errs, err.Error())
 	}
-	d.warnings = Preflight(ctx, d.cfg, d.cli, p.Decision.From, p.Decision.To, d.cfg.RequestTimeout)
+	d.warnings = d.preflight(ctx, p)
 	for _, w := range d.warnings {
 		d.c.ev.Warn(events.KindFailover, "failover: pre-flight warning", "warning", w)
 	}
 	if err := waitTopoVIP(ctx, d.cfg, d.c.ev, d.rec.DC, d.cli); err != nil {
 		d.warnings = append(d.warnings, err.Error())
 	}
+}
+
+// preflight plans the failover again, now, for what would make a reparent fail or misbehave: each
+// problem is a warning of the result (a failover is what is needed when things are broken: it never
+// stops one). A cell's topo gets a probe's time to answer: the lost DC's does not.
+func (d *driver) preflight(ctx context.Context, p *Progress) []string {
+	plan, err := discovery.Compute(ctx, discovery.Input{Config: d.cfg, Client: d.cli, From: p.Decision.From, To: p.Decision.To,
+		Epoch: p.Epoch, Timeout: d.cfg.Health.Timeout, CheckCells: true})
+	if err != nil {
+		return []string{"pre-flight: " + err.Error()}
+	}
+	out := append(plan.Problems, plan.Warnings...)
+	for _, s := range plan.Shards {
+		for _, problem := range s.Problems {
+			out = append(out, s.ID()+": "+problem)
+		}
+	}
+	return out
 }
 
 // beforePromote runs the before_promote hook and records its outcome; a veto records the result at once.
@@ -485,18 +518,22 @@ func hookEnv(d Decision) map[string]string {
 	}
 }
 
-// startDue starts an attempt for every shard that is due: not confirmed, not under way, its next
-// attempt time reached, and, once it had its first attempts, not while paused. A held shard, and every
-// shard of a failover whose before_promote vetoed the promotions, is only checked (a person may have
-// promoted it by hand), every failover.retry_max_backoff.
+// startDue starts an attempt for every shard that is due, at most failover.max_parallel at once: not
+// confirmed, not under way, its next attempt time reached, and, once it had its first attempts, not while
+// paused. A held shard, a shard the plan had no tablet for, and every shard of a failover whose
+// before_promote vetoed the promotions, is only checked (a person may have promoted it by hand), every
+// failover.retry_max_backoff.
 func (d *driver) startDue(ctx context.Context, p *Progress) {
 	now := time.Now()
 	var paused *bool
 	for _, s := range p.Shards {
+		if len(d.inflight) >= d.cfg.Failover.Parallel() {
+			return
+		}
 		if s.State == ShardConfirmed || d.inflight[s.ID()] {
 			continue
 		}
-		promote := !p.Vetoed() && s.State != ShardHeld
+		promote := !p.Vetoed() && s.State != ShardHeld && s.Tablet != ""
 		switch {
 		case !promote && now.Before(d.nextCheck[s.ID()]):
 			continue
@@ -519,44 +556,50 @@ func (d *driver) startDue(ctx context.Context, p *Progress) {
 		}
 		d.inflight[s.ID()] = true
 		d.wg.Go(func() {
-			d.attempt(ctx, p.Decision, s, promote)
-			d.done <- s.ID()
+			recorded := d.attempt(ctx, p.Decision, &s, promote)
+			d.done <- attempted{shard: s, recorded: recorded}
 		})
 	}
 }
 
 // attempt re-confirms shard s, and if it has no primary in the new primary DC yet and promote is set,
-// runs its promote command once and records the outcome.
-func (d *driver) attempt(ctx context.Context, dec Decision, s ShardProgress, promote bool) {
+// runs its promote command once and records the outcome in s. It says whether s is what etcd holds.
+func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, promote bool) bool {
 	ev := d.c.ev
 	rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
 	err := d.promoter.HasPrimary(rctx, s.Keyspace, s.Shard, s.Candidates)
 	cancel()
-	if err == nil {
+	switch {
+	case err == nil:
 		// Promoted by a holder that died before recording it, or by a person: never promoted again.
-		d.settle(ctx, &s, nil, s.Output)
+		recorded := d.settle(ctx, s, nil, s.Output)
 		ev.Info(events.KindFailover, "failover: shard has its primary in the new primary DC; confirmed without promoting it", "shard", s.ID(), "attempts", s.Attempts)
-		return
-	}
-	if !promote {
-		return
+		return recorded
+	case s.Tablet == "" && s.State == ShardPending:
+		// Nothing to promote: its first attempts are over before they start.
+		err = fmt.Errorf("no tablet to promote: %s", strings.Join(s.Problems, "; "))
+		recorded := d.settle(ctx, s, err, "")
+		ev.Error(events.KindFailover, "failover: shard NOT promoted: the plan has no tablet for it; promote one by hand", "shard", s.ID(), "err", err)
+		return recorded
+	case !promote:
+		return true
 	}
 	s.Attempts++
 	s.State, s.By, s.UpdatedAt = ShardPending, d.c.cfg.ID, time.Now().UTC()
-	if err := d.writeShard(ctx, &s); err != nil {
+	if err := d.writeShard(ctx, s); err != nil {
 		ev.Warn(events.KindFailover, "failover: shard not attempted: its progress could not be recorded", "shard", s.ID(), "err", err)
-		return
+		return false
 	}
 	vars := d.vars(dec)
 	vars.Keyspace, vars.Shard, vars.Tablet, vars.IgnoreTablets = s.Keyspace, s.Shard, s.Tablet, strings.Join(s.Ignore, ",")
 	start := time.Now()
 	out, err := d.promoter.Attempt(ctx, vars, s.Candidates)
 	if ctx.Err() != nil {
-		return // the lock was lost: the next holder re-confirms this shard
+		return false // the lock was lost: the next holder re-confirms this shard
 	}
 	s.Took = time.Since(start)
 	d.c.cfg.Metrics.ShardPromoted(s.Keyspace, s.Shard, err == nil, s.Took)
-	d.settle(ctx, &s, err, out)
+	recorded := d.settle(ctx, s, err, out)
 	attrs := []any{"shard", s.ID(), "tablet", s.Tablet, "attempt", s.Attempts, "took", time.Since(start).Round(time.Millisecond),
 		"output", strings.TrimSpace(out)}
 	switch {
@@ -567,11 +610,12 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s ShardProgress, pro
 	default:
 		ev.Error(events.KindFailover, "failover: shard NOT promoted; retrying with back-off until it is", append(attrs, "err", err, "next_attempt_at", s.NextAttemptAt)...)
 	}
+	return recorded
 }
 
 // settle records the outcome of s's attempt: confirmed when err is nil, else failed with the next
-// attempt's time. A person who held the shard meanwhile keeps it.
-func (d *driver) settle(ctx context.Context, s *ShardProgress, err error, out string) {
+// attempt's time. A person who held the shard meanwhile keeps it. It says whether the record was written.
+func (d *driver) settle(ctx context.Context, s *ShardProgress, err error, out string) bool {
 	now := time.Now().UTC()
 	s.By, s.UpdatedAt, s.Output = d.c.cfg.ID, now, out
 	if err == nil {
@@ -582,7 +626,9 @@ func (d *driver) settle(ctx context.Context, s *ShardProgress, err error, out st
 	if werr := d.writeShard(ctx, s); werr != nil {
 		d.c.ev.Warn(events.KindFailover, "failover: a shard's outcome was not recorded (held by a person meanwhile, or the lock lost)",
 			"shard", s.ID(), "state", s.State, "err", werr)
+		return false
 	}
+	return true
 }
 
 // backoff is the wait after a shard's attempt-th failed attempt.
@@ -603,7 +649,8 @@ func (d *driver) record(ctx context.Context, p *Progress) error {
 	firstDone, all := true, true
 	for _, s := range p.Shards {
 		all = all && s.State == ShardConfirmed
-		firstDone = firstDone && (s.State == ShardConfirmed || s.State == ShardHeld || (s.State == ShardFailed && s.Attempts >= d.c.cfg.Attempts))
+		firstDone = firstDone && (s.State == ShardConfirmed || s.State == ShardHeld ||
+			(s.State == ShardFailed && (s.Attempts >= d.c.cfg.Attempts || s.Tablet == "")))
 	}
 	// A veto ends the first attempts before they start.
 	firstDone = firstDone || p.Vetoed()

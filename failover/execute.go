@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/internal/etcdrec"
 	"github.com/topoha/topoha/metrics"
@@ -135,8 +136,15 @@ func (x *Executor) Switchover(ctx context.Context, d Decision, seen primary.Obse
 
 func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observed, drain func(context.Context) error, fence ...clientv3.Cmp) (*Progress, error) {
 	cfg := x.cfg.Config
-	p := NewProgress(cfg, d, time.Now().UTC())
 	target := x.cfg.Clients[d.To]
+	// The plan is read afresh from the new primary's etcd: the copy, when the old primary is lost.
+	plan, err := discovery.Compute(ctx, discovery.Input{Config: cfg, Client: target, From: d.From, To: d.To, Epoch: d.NewEpoch, Timeout: cfg.RequestTimeout})
+	if err != nil {
+		err = fmt.Errorf("plan the failover to %s: %w; nothing was done", d.To, err)
+		x.ev.Error(events.KindFailover, "failover: the epoch was not bumped", "to", d.To, "err", err)
+		return nil, err
+	}
+	p := NewProgress(cfg, d, time.Now().UTC(), plan)
 	key := cfg.Keys().Primary()
 	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: p.StartedAt, Reason: string(d.Trigger) + ": " + d.Reason}
 	var errs []error

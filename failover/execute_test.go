@@ -225,9 +225,9 @@ func TestPromoteOutcomeComesFromTheTopo(t *testing.T) {
 		modes = fmt.Sprintf(`{{if eq .Shard %q}}%s{{else}}%s{{end}}`, tc.shard, tc.modes, modes)
 	}
 	r := newRig(t, modes, 500*time.Millisecond)
-	r.cfg.Failover.Shards = nil
+	r.cfg.Failover.Shards.List = nil
 	for i, tc := range cases {
-		r.cfg.Failover.Shards = append(r.cfg.Failover.Shards, config.Shard{Keyspace: "commerce", Shard: tc.shard,
+		r.cfg.Failover.Shards.List = append(r.cfg.Failover.Shards.List, config.Shard{Keyspace: "commerce", Shard: tc.shard,
 			Tablets: map[string]config.Aliases{"dc1": {fmt.Sprintf("dc1-%010d", 100*i+100)}, "dc2": {fmt.Sprintf("dc2-%010d", 100*i+101)}}})
 		rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: uint32(100*i + 100)})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/keys"
 )
 
@@ -22,7 +23,7 @@ type Progress struct {
 	Epoch     int64     `json:"epoch"`
 	Decision  Decision  `json:"decision"`
 	StartedAt time.Time `json:"started_at"`
-	// Targets are the shards to promote, in the order of failover.shards when the epoch moved.
+	// Targets are the shards to promote, as the plan had them when the epoch moved.
 	Targets []Target `json:"targets"`
 	// BeforePromote is "" until the before_promote hook ran (or none is configured), then "ok" or
 	// "vetoed: <why>". After a veto no promote command runs: shards promoted by hand are only confirmed.
@@ -51,6 +52,9 @@ type Target struct {
 	Candidates []string `json:"candidates"`
 	// Ignore are the shard's tablets in the old primary DC ({{.IgnoreTablets}}).
 	Ignore []string `json:"ignore_tablets,omitempty"`
+	// Problems are what the plan found in the way of this shard's failover when the epoch moved. A
+	// shard with no Tablet is never promoted by topoha: only confirmed once a person promoted it.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // ID is keyspace/shard.
@@ -141,12 +145,12 @@ func (p *Progress) Shard(id string) (ShardProgress, bool) {
 	return p.Shards[i], true
 }
 
-// NewProgress is the record a failover for d starts with: every shard of c pending.
-func NewProgress(c *config.Config, d Decision, at time.Time) Progress {
+// NewProgress is the record a failover for d starts with: every shard of plan pending.
+func NewProgress(c *config.Config, d Decision, at time.Time, plan *discovery.Plan) Progress {
 	p := Progress{Epoch: d.NewEpoch, Decision: d, StartedAt: at}
-	for _, s := range c.Failover.Shards {
-		p.Targets = append(p.Targets, Target{Keyspace: s.Keyspace, Shard: s.Shard, Tablet: s.Tablets[d.To][0],
-			Candidates: s.Tablets[d.To], Ignore: s.Tablets[d.From]})
+	for _, s := range plan.Shards {
+		p.Targets = append(p.Targets, Target{Keyspace: s.Keyspace, Shard: s.Shard, Tablet: s.Tablet,
+			Candidates: s.Candidates, Ignore: s.IgnoreTablets, Problems: s.Problems})
 	}
 	if len(c.Failover.Hooks.BeforePromote) == 0 {
 		p.BeforePromote = "ok"

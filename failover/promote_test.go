@@ -5,15 +5,15 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/vitess"
 )
 
-// tabletRecord is a topodata.Tablet with only its type set (8: 1 PRIMARY, 2 REPLICA).
-func tabletRecord(typ uint64) string {
-	return string(protowire.AppendVarint(protowire.AppendTag(nil, 8, protowire.VarintType), typ))
+// tabletRecord is a topodata.Tablet of commerce with only its alias and type set.
+func tabletRecord(alias string, typ vitess.TabletType) string {
+	a, _ := vitess.ParseTabletAlias(alias)
+	return string(vitess.EncodeTablet(vitess.Tablet{Alias: a, Keyspace: "commerce", Type: typ}, 0))
 }
 
 // A promotion counts only when the promoted tablet's own record agrees with the Shard record: one whose
@@ -21,9 +21,9 @@ func tabletRecord(typ uint64) string {
 func TestPromotionNeedsTheTabletRecord(t *testing.T) {
 	r := newRig(t, "ok", 10*time.Second)
 	dc2 := r.clients["dc2"]
-	put(t, dc2, "/vt/cells/dc2/CellInfo", cellInfo("127.0.0.1:2379", "/vt/dc2"))
-	put(t, dc2, "/vt/dc2/tablets/dc2-0000000101/Tablet", tabletRecord(2)) // still a REPLICA here
-	put(t, dc2, "/vt/dc2/tablets/dc2-0000000201/Tablet", tabletRecord(1))
+	put(t, dc2, "/vt/cells/dc2/CellInfo", string(vitess.EncodeCellInfo(vitess.CellInfo{ServerAddress: "127.0.0.1:2379", Root: "/vt/dc2"})))
+	put(t, dc2, "/vt/dc2/tablets/dc2-0000000101/Tablet", tabletRecord("dc2-0000000101", vitess.TypeReplica)) // still a REPLICA here
+	put(t, dc2, "/vt/dc2/tablets/dc2-0000000201/Tablet", tabletRecord("dc2-0000000201", vitess.TypePrimary))
 	res, err := r.failover(t, decision, primary.Read(ctxT(t), dc2, r.cfg.Keys().Primary()))
 	if err == nil || res.Outcome != ResultPartial {
 		t.Fatalf("Execute: %v, outcome %s", err, res.Outcome)

@@ -19,8 +19,8 @@ import (
 // the Shard record when it is one of the DC's tablets (a local reparent may have moved it), else the DC's
 // first tablet of the shard. ctx bounds all the reads together.
 func targets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) []Tablet {
-	out := make([]Tablet, 0, len(c.Failover.Shards))
-	for _, s := range c.Failover.Shards {
+	out := make([]Tablet, 0, len(c.Failover.Shards.List))
+	for _, s := range c.Failover.Shards.List {
 		t := Tablet{Keyspace: s.Keyspace, Shard: s.Shard, Tablet: s.Tablets[dc][0]}
 		resp, err := cli.Get(ctx, vitess.ShardKey(c.Vitess.GlobalRoot, s.Keyspace, s.Shard))
 		if err == nil && len(resp.Kvs) > 0 {

@@ -156,29 +156,165 @@ func decodeAlias(b []byte) (TabletAlias, error) {
 	return a, err
 }
 
-// Tablet fields and types of topodata.proto.
+// Tablet fields of topodata.proto.
 const (
-	tabletType        = 8 // Tablet.type
-	tabletTypePrimary = 1 // TabletType.PRIMARY
+	tabletAlias    = 1  // Tablet.alias
+	tabletHostname = 2  // Tablet.hostname
+	tabletPortMap  = 4  // Tablet.port_map
+	tabletKeyspace = 5  // Tablet.keyspace
+	tabletShard    = 6  // Tablet.shard
+	tabletType     = 8  // Tablet.type
+	keyspaceSide   = 10 // Keyspace.sidecar_db_name
+	shardServing   = 7  // Shard.is_primary_serving
 )
+
+// TabletType is topodata.TabletType.
+type TabletType int32
+
+// The tablet types of topodata.proto.
+const (
+	TypeUnknown      TabletType = 0
+	TypePrimary      TabletType = 1
+	TypeReplica      TabletType = 2
+	TypeRdonly       TabletType = 3
+	TypeSpare        TabletType = 4
+	TypeExperimental TabletType = 5
+	TypeBackup       TabletType = 6
+	TypeRestore      TabletType = 7
+	TypeDrained      TabletType = 8
+)
+
+func (t TabletType) String() string {
+	names := [...]string{"UNKNOWN", "PRIMARY", "REPLICA", "RDONLY", "SPARE", "EXPERIMENTAL", "BACKUP", "RESTORE", "DRAINED"}
+	if t >= 0 && int(t) < len(names) {
+		return names[t]
+	}
+	return fmt.Sprintf("TabletType(%d)", int32(t))
+}
+
+// Tablet is what topoha reads of a topodata.Tablet.
+type Tablet struct {
+	Alias    TabletAlias
+	Hostname string
+	Keyspace string
+	Shard    string
+	Type     TabletType
+}
 
 // TabletKey is the key of a tablet's record below its cell's root.
 func TabletKey(cellRoot string, alias TabletAlias) string {
 	return path.Join(cellRoot, "tablets", alias.String(), "Tablet")
 }
 
-// TabletIsPrimary says whether an encoded topodata.Tablet has type PRIMARY.
-func TabletIsPrimary(b []byte) (bool, error) {
-	primary := false
+// TabletsDir is the directory of a cell's Tablet records.
+func TabletsDir(cellRoot string) string { return path.Join(cellRoot, "tablets") + "/" }
+
+// DecodeTablet decodes an encoded topodata.Tablet.
+func DecodeTablet(b []byte) (Tablet, error) {
+	var t Tablet
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, val []byte) error {
-		if num == tabletType && typ == protowire.VarintType {
+		switch {
+		case num == tabletAlias && typ == protowire.BytesType:
+			a, err := decodeAlias(val)
+			t.Alias = a
+			return err
+		case num == tabletHostname && typ == protowire.BytesType:
+			t.Hostname = string(val)
+		case num == tabletKeyspace && typ == protowire.BytesType:
+			t.Keyspace = string(val)
+		case num == tabletShard && typ == protowire.BytesType:
+			t.Shard = string(val)
+		case num == tabletType && typ == protowire.VarintType:
 			v, _ := protowire.ConsumeVarint(val)
-			primary = v == tabletTypePrimary
+			t.Type = TabletType(int32(v))
 		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("decode Tablet record: %w", err)
+		return Tablet{}, fmt.Errorf("decode Tablet record: %w", err)
 	}
-	return primary, nil
+	return t, nil
+}
+
+// TabletIsPrimary says whether an encoded topodata.Tablet has type PRIMARY.
+func TabletIsPrimary(b []byte) (bool, error) {
+	t, err := DecodeTablet(b)
+	return t.Type == TypePrimary, err
+}
+
+// The encoders below write records as Vitess does (fields in number order, zero values left out), for
+// the demo, the benchmark and tests that need a topo without running Vitess. Each is checked against
+// bytes Vitess wrote.
+
+// EncodeCellInfo encodes a topodata.CellInfo.
+func EncodeCellInfo(ci CellInfo) []byte {
+	b := appendString(nil, cellInfoServerAddress, ci.ServerAddress)
+	return appendString(b, cellInfoRoot, ci.Root)
+}
+
+// EncodeKeyspace encodes a topodata.Keyspace as CreateKeyspace writes it: a durability policy and the
+// default sidecar database, _vt.
+func EncodeKeyspace(durability string) []byte {
+	b := appendString(nil, keyspaceDurability, durability)
+	return appendString(b, keyspaceSide, "_vt")
+}
+
+// EncodeShard encodes a topodata.Shard that serves, with primary as its primary_alias unless it is the
+// zero alias (a shard no tablet was elected in yet).
+func EncodeShard(primary TabletAlias) []byte {
+	var b []byte
+	if primary != (TabletAlias{}) {
+		b = protowire.AppendTag(b, shardPrimaryAlias, protowire.BytesType)
+		b = protowire.AppendBytes(b, encodeAlias(primary))
+	}
+	b = protowire.AppendTag(b, shardServing, protowire.VarintType)
+	return protowire.AppendVarint(b, 1)
+}
+
+// EncodeShardReplication encodes a topodata.ShardReplication with a node for each tablet.
+func EncodeShardReplication(tablets []TabletAlias) []byte {
+	var b []byte
+	for _, a := range tablets {
+		node := protowire.AppendTag(nil, shardReplicationNodeTab, protowire.BytesType)
+		node = protowire.AppendBytes(node, encodeAlias(a))
+		b = protowire.AppendTag(b, shardReplicationNodes, protowire.BytesType)
+		b = protowire.AppendBytes(b, node)
+	}
+	return b
+}
+
+// EncodeTablet encodes a topodata.Tablet with t's fields and a grpc port.
+func EncodeTablet(t Tablet, grpcPort int32) []byte {
+	b := protowire.AppendTag(nil, tabletAlias, protowire.BytesType)
+	b = protowire.AppendBytes(b, encodeAlias(t.Alias))
+	b = appendString(b, tabletHostname, t.Hostname)
+	if grpcPort != 0 {
+		entry := appendString(nil, 1, "grpc")
+		entry = protowire.AppendTag(entry, 2, protowire.VarintType)
+		entry = protowire.AppendVarint(entry, uint64(grpcPort))
+		b = protowire.AppendTag(b, tabletPortMap, protowire.BytesType)
+		b = protowire.AppendBytes(b, entry)
+	}
+	b = appendString(b, tabletKeyspace, t.Keyspace)
+	b = appendString(b, tabletShard, t.Shard)
+	if t.Type != TypeUnknown {
+		b = protowire.AppendTag(b, tabletType, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(t.Type))
+	}
+	return b
+}
+
+// appendString appends a string field, left out when empty as proto3 does.
+func appendString(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func encodeAlias(a TabletAlias) []byte {
+	b := appendString(nil, aliasCell, a.Cell)
+	b = protowire.AppendTag(b, aliasUID, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(a.UID))
 }

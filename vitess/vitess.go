@@ -91,13 +91,8 @@ func SetShardPrimary(shard []byte, primary TabletAlias) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode Shard record: %w", err)
 	}
-	var alias []byte
-	alias = protowire.AppendTag(alias, aliasCell, protowire.BytesType)
-	alias = protowire.AppendString(alias, primary.Cell)
-	alias = protowire.AppendTag(alias, aliasUID, protowire.VarintType)
-	alias = protowire.AppendVarint(alias, uint64(primary.UID))
 	head := protowire.AppendTag(nil, shardPrimaryAlias, protowire.BytesType)
-	head = protowire.AppendBytes(head, alias)
+	head = protowire.AppendBytes(head, encodeAlias(primary))
 	return append(head, out...), nil
 }
 

@@ -144,6 +144,9 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 		fmt.Fprintf(w, "LAST FAILOVER  %s %s -> %s (%s, epoch %d, took %s%s) %s: %s\n", f.StartedAt.Format(time.RFC3339), f.Decision.From, f.Decision.To,
 			f.Decision.Trigger, f.Epoch, f.FinishedAt.Sub(f.StartedAt).Round(time.Millisecond), converged, strings.ToUpper(string(f.Outcome)), strings.Join(shards, "; "))
 	}
+	if st.Plan != nil {
+		fmt.Fprintf(w, "PLAN     %s\n", st.Plan.Line())
+	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING  %s\n", warn)
 	}
