@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/topoha
 
-.PHONY: build test test-race lint check-deploy test-etcd-versions e2e-vitess chaos chaos-short bench bench-go demo clean
+.PHONY: build test test-race lint check-deploy test-etcd-versions e2e-vitess chaos chaos-short bench bench-failover bench-go demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/topoha
@@ -63,6 +63,10 @@ chaos-short:
 # Mirror benchmark against etcdctl make-mirror on the same two etcd servers (installs etcd from Debian).
 bench:
 	bash bench/run.sh
+
+# Shard discovery and a failover of 1,000 shards (3-member etcd clusters, promote commands of 0.5 s).
+bench-failover:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/failoverbench/
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./replication/

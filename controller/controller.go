@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/fence"
@@ -60,6 +61,11 @@ type Controller struct {
 	learnedMu sync.Mutex
 	learned   primary.Record
 	relearn   chan struct{}
+
+	// plan is the last plan computed while leading; replan asks for a new one now.
+	planMu sync.Mutex
+	plan   *discovery.Plan
+	replan chan struct{}
 
 	mu     sync.Mutex
 	status Status
@@ -108,7 +114,8 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Events == nil {
 		cfg.Events = events.LogOnly(cfg.Logger)
 	}
-	ctl := &Controller{cfg: cfg, log: cfg.Logger, ev: cfg.Events, probers: map[string]*health.Prober{}, relearn: make(chan struct{}, 1)}
+	ctl := &Controller{cfg: cfg, log: cfg.Logger, ev: cfg.Events, probers: map[string]*health.Prober{}, relearn: make(chan struct{}, 1),
+		replan: make(chan struct{}, 1)}
 	ctl.conf.Store(c)
 	for _, dc := range c.DCNames() {
 		hc, err := health.ConfigFor(c, dc)
@@ -272,6 +279,7 @@ func (ctl *Controller) startWorkers(ctx context.Context, wg *sync.WaitGroup, rol
 	}
 	wg.Go(func() { _ = ctl.fencer.Run(ctx) })
 	wg.Go(func() { _ = ctl.converger.Run(ctx) })
+	wg.Go(func() { ctl.refreshPlans(ctx) })
 	wg.Go(func() { ctl.runRoleHooks(ctx, roles) })
 }
 

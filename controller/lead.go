@@ -60,6 +60,10 @@ func (ctl *Controller) lead(ctx context.Context, et election.Term, rec primary.R
 
 func (ctl *Controller) beginTerm(t *term) {
 	ctl.update(func(s *Status) { s.Leading = true })
+	select {
+	case ctl.replan <- struct{}{}:
+	default:
+	}
 	ctl.cfg.Metrics.LeaderChanged()
 	ctl.ev.Info(events.KindLeadership, "became the leader", "election_in", t.dr, "primary", t.rec.DC, "epoch", t.rec.Epoch)
 }

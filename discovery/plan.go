@@ -162,11 +162,16 @@ func (pl *planner) discovered() {
 		}
 	}
 	for _, s := range pl.topo.Shards {
-		if len(scope) > 0 && !slices.ContainsFunc(scope, func(e string) bool { return e == s.Keyspace || e == s.ID() }) {
+		if !InScope(scope, s) {
 			continue
 		}
 		pl.plan.Shards = append(pl.plan.Shards, pl.discoveredShard(s))
 	}
+}
+
+// InScope says whether discovery.keyspaces (scope) covers shard s: an empty scope covers every shard.
+func InScope(scope []string, s *Shard) bool {
+	return len(scope) == 0 || slices.ContainsFunc(scope, func(e string) bool { return e == s.Keyspace || e == s.ID() })
 }
 
 // discoveredShard applies the candidate rule (docs/operations.md, "Shard discovery") to one shard.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/topoha/topoha/clusterstatus"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/internal/clitest"
 	"github.com/topoha/topoha/internal/testenv"
 )
@@ -34,11 +36,17 @@ type shard struct {
 
 func (s shard) name() string { return s.keyspace + "/" + s.shard }
 
-var shards = []shard{
-	{"commerce", "0", map[string]string{"dc1": "dc1-0000000100", "dc2": "dc2-0000000101"}},
-	{"customer", "-80", map[string]string{"dc1": "dc1-0000000200", "dc2": "dc2-0000000201"}},
-	{"customer", "80-", map[string]string{"dc1": "dc1-0000000300", "dc2": "dc2-0000000301"}},
+// initialShards are created before topoha starts; orders/0 is created while it runs.
+func initialShards() []shard {
+	return []shard{
+		{"commerce", "0", map[string]string{"dc1": "dc1-0000000100", "dc2": "dc2-0000000101"}},
+		{"customer", "-80", map[string]string{"dc1": "dc1-0000000200", "dc2": "dc2-0000000201"}},
+		{"customer", "80-", map[string]string{"dc1": "dc1-0000000300", "dc2": "dc2-0000000301"}},
+	}
 }
+
+// rdonly is a second tablet of commerce/0 in dc2, of type RDONLY: never a candidate.
+const rdonly = "dc2-0000000102"
 
 // vitess is the Vitess side of the two DCs.
 type vitess struct {
@@ -48,6 +56,7 @@ type vitess struct {
 	vtctld  map[string]string // dc -> gRPC address
 	tablets map[string]*testenv.Process
 	ports   map[string]int // tablet alias -> gRPC port
+	shards  []shard
 	// topo is the global topo VIP that every tablet uses; it follows the primary DC.
 	topo *vip
 }
@@ -158,7 +167,7 @@ func (v *vitess) primary(dc string, s shard) (shardRecord, tablets string, err e
 // waitPrimaries waits until dc's vtctld shows every shard's tablet in want as its primary.
 func (v *vitess) waitPrimaries(dc, want string) {
 	v.t.Helper()
-	for _, s := range shards {
+	for _, s := range v.shards {
 		testenv.Eventually(v.t, waitLong, func() (bool, string) {
 			rec, tab, err := v.primary(dc, s)
 			return err == nil && rec == s.tablets[want] && tab == s.tablets[want],
@@ -173,7 +182,7 @@ func setup(t *testing.T) *vitess {
 	// vtctldclient and vtctlclient leave glog files in $TMPDIR at every run, --logtostderr or not.
 	t.Setenv("TMPDIR", t.TempDir())
 	v := &vitess{t: t, bin: vitessBin(t), etcd: map[string]*testenv.Etcd{}, vtctld: map[string]string{},
-		tablets: map[string]*testenv.Process{}, ports: map[string]int{}}
+		tablets: map[string]*testenv.Process{}, ports: map[string]int{}, shards: initialShards()}
 	for _, dc := range []string{"dc1", "dc2"} {
 		v.etcd[dc] = testenv.StartEtcd(t, dc)
 	}
@@ -188,35 +197,44 @@ func setup(t *testing.T) *vitess {
 	for _, ks := range []string{"commerce", "customer"} {
 		v.mustCtl("dc1", "CreateKeyspace", "--durability-policy", "none", ks)
 	}
-	for _, s := range shards {
-		v.mustCtl("dc1", "CreateShard", s.name())
-		for _, alias := range s.tablets {
-			v.ports[alias] = freePort(t)
-			out, err := v.run("faketablet", "register", "--topo-global-server-address", hostPort(v.etcd["dc1"]),
-				"--alias", alias, "--keyspace", s.keyspace, "--shard", s.shard, "--port", fmt.Sprint(v.ports[alias]))
-			if err != nil {
-				t.Fatalf("register %s: %v\n%s", alias, err, out)
-			}
-		}
+	for _, s := range v.shards {
+		v.createShard(s)
 	}
+	v.register(rdonly, v.shards[0])
 	return v
 }
 
-// topohaConfig writes the controllers' config: the whole /vt mirrored with CellInfo rewritten,
-// vtctldclient ERS as the promote command and PRS as the switchover command.
-func (v *vitess) topohaConfig(dir string) string {
-	var shardLines []string
-	for _, s := range shards {
-		shardLines = append(shardLines, fmt.Sprintf(`    - {keyspace: %s, shard: %q, tablets: {dc1: [%s], dc2: [%s]}}`, s.keyspace, s.shard, s.tablets["dc1"], s.tablets["dc2"]))
+// createShard creates s in dc1's topo and registers its tablets.
+func (v *vitess) createShard(s shard) {
+	v.mustCtl("dc1", "CreateShard", s.name())
+	for _, alias := range s.tablets {
+		v.register(alias, s)
 	}
+}
+
+// register records a REPLICA tablet of s in the topo, as a starting vttablet does.
+func (v *vitess) register(alias string, s shard) {
+	v.t.Helper()
+	v.ports[alias] = freePort(v.t)
+	out, err := v.run("faketablet", "register", "--topo-global-server-address", v.topo.addr(),
+		"--alias", alias, "--keyspace", s.keyspace, "--shard", s.shard, "--port", fmt.Sprint(v.ports[alias]))
+	if err != nil {
+		v.t.Fatalf("register %s: %v\n%s", alias, err, out)
+	}
+}
+
+// topohaConfig writes the controllers' config: the whole /vt mirrored with CellInfo rewritten,
+// vtctldclient ERS as the promote command and PRS as the switchover command, and no shard listed: they
+// are discovered.
+func (v *vitess) topohaConfig(dir string) string {
 	vtctldclient := filepath.Join(v.bin, "vtctldclient")
 	cfg := fmt.Sprintf(`cluster: e2e
 initial_primary: dc1
 dcs:
-  dc1: {etcd: {endpoints: [%[1]s], dial_timeout: 1s}, vtctld: %[3]s, topo_address: %[5]q}
-  dc2: {etcd: {endpoints: [%[2]s], dial_timeout: 1s}, vtctld: %[4]s, topo_address: %[6]q}
+  dc1: {etcd: {endpoints: [%[1]s], dial_timeout: 1s}, vtctld: %[3]s, topo_address: %[5]q, cells: [dc1]}
+  dc2: {etcd: {endpoints: [%[2]s], dial_timeout: 1s}, vtctld: %[4]s, topo_address: %[6]q, cells: [dc2]}
 mirror: {prefix: /vt, cell_info_rewrite: true}
-vitess: {topo_vip: "http://%[9]s"}
+vitess: {topo_vip: "http://%[8]s"}
 election: {ttl: 2s}
 health: {interval: 200ms, timeout: 500ms, failure_threshold: 3, success_threshold: 2}
 failover:
@@ -228,15 +246,70 @@ failover:
                     --new-primary, "{{.Tablet}}", --ignore-replicas, "{{.IgnoreTablets}}", "{{.Keyspace}}/{{.Shard}}"]
   switchover_command: [%[7]s, --server, "{{.Vtctld}}", --action_timeout, "{{.Timeout}}", PlannedReparentShard,
                        --new-primary, "{{.Tablet}}", "{{.Keyspace}}/{{.Shard}}"]
-  shards:
-%[8]s
+  shards: auto
+  discovery: {interval: 1s}
 `, v.etcd["dc1"].Endpoint(), v.etcd["dc2"].Endpoint(), v.vtctld["dc1"], v.vtctld["dc2"],
-		hostPort(v.etcd["dc1"]), hostPort(v.etcd["dc2"]), vtctldclient, strings.Join(shardLines, "\n"), v.topo.addr())
+		hostPort(v.etcd["dc1"]), hostPort(v.etcd["dc2"]), vtctldclient, v.topo.addr())
 	path := filepath.Join(dir, "topoha.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		v.t.Fatal(err)
 	}
 	return path
+}
+
+// plan runs `topoha plan --json` and returns its exit code and plan.
+func plan(t *testing.T, config string) (int, discovery.Plan) {
+	t.Helper()
+	code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "plan", "--config", config, "--json")
+	var p discovery.Plan
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("plan --json: exit %d: %v\n%s%s", code, err, out, errOut)
+	}
+	return code, p
+}
+
+// checkPlan compares `topoha plan` with what dc2's vtctld lists: every shard planned, its candidates
+// the shard's REPLICAs in dc2 (never the RDONLY), its ignored tablets dc1's, and exit 0.
+func (v *vitess) checkPlan(config string) {
+	t := v.t
+	t.Helper()
+	code, p := plan(t, config)
+	if code != 0 || p.To != "dc2" || len(p.Shards) != len(v.shards) || len(p.Problems) > 0 {
+		t.Fatalf("plan: exit %d, %+v", code, p)
+	}
+	for _, want := range v.shards {
+		out := v.mustCtl("dc2", "GetTablets", "--keyspace", want.keyspace, "--shard", want.shard)
+		var replicas, dc1 []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(line) // alias keyspace shard type ...
+			switch {
+			case len(f) < 4:
+			case strings.HasPrefix(f[0], "dc2-") && f[3] == "replica":
+				replicas = append(replicas, f[0])
+			case strings.HasPrefix(f[0], "dc1-"):
+				dc1 = append(dc1, f[0])
+			}
+		}
+		i := slices.IndexFunc(p.Shards, func(s discovery.ShardPlan) bool { return s.Keyspace == want.keyspace && s.Shard == want.shard })
+		if i < 0 {
+			t.Errorf("plan has no %s; GetTablets:\n%s", want.name(), out)
+			continue
+		}
+		got := p.Shards[i]
+		slices.Sort(dc1)
+		if got.Tablet != want.tablets["dc2"] || !slices.Equal(got.Candidates, replicas) || !slices.Equal(got.IgnoreTablets, dc1) || !got.Ready() {
+			t.Errorf("plan for %s: %+v; GetTablets on dc2's vtctld:\n%s", want.name(), got, out)
+		}
+	}
+}
+
+// slowest is the longest of the times.
+func slowest(took map[string]time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range took {
+		m = max(m, d)
+	}
+	return m
 }
 
 func status(t *testing.T, config string) clusterstatus.Status {
@@ -267,25 +340,48 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 	}
 	keepalived(t, v.topo, ctls, map[string]string{"dc1": hostPort(v.etcd["dc1"]), "dc2": hostPort(v.etcd["dc2"])})
 	verifyEqual(t, config)
-	for _, s := range shards {
+	for _, s := range v.shards {
 		for _, alias := range s.tablets {
 			v.startTablet(alias)
 		}
 	}
-	for _, s := range shards {
+	v.startTablet(rdonly)
+	for _, s := range v.shards {
 		v.mustCtl("dc1", "PlannedReparentShard", "--new-primary", s.tablets["dc1"], s.name())
 	}
+	v.mustCtl("dc1", "ChangeTabletType", rdonly, "rdonly")
 	v.waitPrimaries("dc1", "dc1")
 	verifyEqual(t, config)
 	// dc2's vtctld reads everything from dc2's own etcd: the mirrored copy, CellInfo rewritten.
 	v.waitPrimaries("dc2", "dc1")
 	if st := status(t, config); len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0], "two sites and no witnesses") {
-		t.Errorf("status warnings before the failover (the pre-flight must find nothing): %q", st.Warnings)
+		t.Errorf("status warnings before the failover (the plan must find nothing wrong): %q", st.Warnings)
 	}
+	v.checkPlan(config)
+
+	// A keyspace created while topoha runs is planned with no change to the config.
+	orders := shard{"orders", "0", map[string]string{"dc1": "dc1-0000000400", "dc2": "dc2-0000000401"}}
+	v.mustCtl("dc1", "CreateKeyspace", "--durability-policy", "none", orders.keyspace)
+	v.createShard(orders)
+	for _, alias := range orders.tablets {
+		v.startTablet(alias)
+	}
+	v.mustCtl("dc1", "PlannedReparentShard", "--new-primary", orders.tablets["dc1"], orders.name())
+	v.shards = append(v.shards, orders)
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		_, p := plan(t, config)
+		for _, s := range p.Shards {
+			if s.Keyspace == "orders" && s.Tablet == orders.tablets["dc2"] && s.Primary == orders.tablets["dc1"] {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("orders/0 not planned yet: %d shards", len(p.Shards))
+	})
+	v.checkPlan(config)
 
 	// dc1 is lost: its etcd and its tablets.
 	lost := time.Now()
-	for _, s := range shards {
+	for _, s := range v.shards {
 		v.tablets[s.tablets["dc1"]].Kill()
 	}
 	stopped := make(chan struct{})
@@ -297,7 +393,7 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 	took := map[string]time.Duration{}
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		var pending []string
-		for _, s := range shards {
+		for _, s := range v.shards {
 			if _, done := took[s.name()]; done {
 				continue
 			}
@@ -311,9 +407,15 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 		return len(pending) == 0, strings.Join(pending, "; ")
 	})
 	st := status(t, config)
-	if st.Primary.DC != "dc2" || st.LastFailover == nil || st.LastFailover.Outcome != "success" {
+	if st.Primary.DC != "dc2" || st.LastFailover == nil || st.LastFailover.Outcome != "success" || len(st.LastFailover.Shards) != len(v.shards) {
 		t.Fatalf("after dc1's loss: primary %+v, last failover %+v", st.Primary, st.LastFailover)
 	}
+	for _, s := range st.LastFailover.Shards {
+		if s.Tablet == rdonly {
+			t.Errorf("the failover promoted the RDONLY tablet %s", rdonly)
+		}
+	}
+	t.Logf("dc1 lost -> every one of %d discovered shards primary in dc2 (GetShard on dc2's vtctld): %s", len(v.shards), slowest(took).Round(time.Millisecond))
 	for _, s := range st.LastFailover.Shards {
 		t.Logf("failover: %s/%s: %s primary in %s (ERS %s, %d attempt(s)); GetShard showed it %s after dc1's etcd died\nERS printed:\n%s",
 			s.Keyspace, s.Shard, s.Tablet, s.Duration.Round(time.Millisecond), s.Duration.Round(time.Millisecond), s.Attempts,
@@ -328,7 +430,7 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 	v.etcd["dc1"].Start()
 	verifyEqual(t, config)
 	v.waitPrimaries("dc1", "dc2")
-	for _, s := range shards {
+	for _, s := range v.shards {
 		v.startTablet(s.tablets["dc1"])
 	}
 

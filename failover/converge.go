@@ -299,6 +299,10 @@ func (c *Converger) leftToOthers(ctx context.Context, rec primary.Record) bool {
 	return err == nil && (p == nil || p.Epoch != rec.Epoch || p.Reported)
 }
 
+// progressEvery is how often a failover under way records its progress as an event: a thousand shards
+// take minutes, and the history should say how far they got.
+const progressEvery = 10 * time.Second
+
 // errEpochMoved means the primary record in the new primary's etcd is no longer the one being converged.
 var errEpochMoved = errors.New("the primary record moved on: this failover is no longer the one to converge")
 
@@ -384,11 +388,16 @@ func (d *driver) run(ctx context.Context, untilReported bool) error {
 	}
 	tick := time.NewTicker(d.cfg.Health.Interval)
 	defer tick.Stop()
+	lastProgress := time.Now()
 	for {
 		if len(d.inflight) == 0 {
 			if err := d.record(ctx, p); err != nil {
 				return err
 			}
+		}
+		if u := p.Unfinished(); u != nil && len(d.inflight) > 0 && time.Since(lastProgress) >= progressEvery {
+			lastProgress = time.Now()
+			d.c.ev.Info(events.KindFailover, fmt.Sprintf("failover progress: %s, %d running", u.Progress(), len(d.inflight)), "epoch", p.Epoch)
 		}
 		switch followed, _ := d.c.cfg.Primary(); {
 		case !p.Open():

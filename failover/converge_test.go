@@ -134,7 +134,7 @@ func TestPauseStopsRetriesAndAHeldShardIsLeftToAPerson(t *testing.T) {
 		t.Fatalf("the held shard: %+v, %d runs", s, len(r.runs(t, "80-")))
 	}
 	// The person promotes it; the converger confirms it from the topo.
-	if err := vitess.PromoteAt(ctxT(t), strings.Join(r.cfg.DCs["dc2"].Etcd.Endpoints, ","), "/vt", "commerce/80-", "dc2-0000000201"); err != nil {
+	if err := vitess.PromoteAt(ctxT(t), strings.Join(r.cfg.DCs["dc2"].Etcd.Endpoints, ","), "/vt", "commerce/80-", "dc2-0000000201", true); err != nil {
 		t.Fatal(err)
 	}
 	r.waitConverged(t)

@@ -123,6 +123,38 @@ type Unfinished struct {
 	Unconfirmed   []ShardProgress `json:"unconfirmed"`
 }
 
+// Counts says how far the failover is: shards confirmed, failed (their last attempt did not make it),
+// held by a person, and pending (not attempted yet, or an attempt under way).
+func (u *Unfinished) Counts() (confirmed, failed, held, pending int) {
+	for _, s := range u.Unconfirmed {
+		switch s.State {
+		case ShardFailed:
+			failed++
+		case ShardHeld:
+			held++
+		default:
+			pending++
+		}
+	}
+	return u.Shards - len(u.Unconfirmed), failed, held, pending
+}
+
+// Progress is the failover's progress in a few words, e.g. "promoting: 412 of 1000 confirmed, 3
+// failed, 585 pending".
+func (u *Unfinished) Progress() string {
+	confirmed, failed, held, pending := u.Counts()
+	out := fmt.Sprintf("%d of %d confirmed", confirmed, u.Shards)
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{failed, "failed"}, {held, "held"}, {pending, "pending"}} {
+		if c.n > 0 {
+			out += fmt.Sprintf(", %d %s", c.n, c.what)
+		}
+	}
+	return out
+}
+
 // Unfinished summarizes p when some shard lacks its primary; nil when every shard has it (or p is nil).
 func (p *Progress) Unfinished() *Unfinished {
 	if p == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/topoha/topoha/command"
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/vitess"
 )
 
@@ -19,6 +21,9 @@ import (
 // the Shard record when it is one of the DC's tablets (a local reparent may have moved it), else the DC's
 // first tablet of the shard. ctx bounds all the reads together.
 func targets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) []Tablet {
+	if c.Failover.Shards.Auto {
+		return discoveredTargets(ctx, c, cli, dc)
+	}
 	out := make([]Tablet, 0, len(c.Failover.Shards.List))
 	for _, s := range c.Failover.Shards.List {
 		t := Tablet{Keyspace: s.Keyspace, Shard: s.Shard, Tablet: s.Tablets[dc][0]}
@@ -37,6 +42,24 @@ func targets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc str
 	return out
 }
 
+// discoveredTargets are, with failover.shards: auto, the primaries that the DC's own etcd names in the
+// Shard records of the shards in scope, where the primary is a tablet of one of the DC's cells: a shard
+// whose primary is elsewhere has nothing here to fence. With the DC's etcd unreadable there is nothing to
+// go by, and nothing is fenced (the fence record says so: it lists no tablet).
+func discoveredTargets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) []Tablet {
+	topo, err := discovery.Read(ctx, cli, c.Vitess.GlobalRoot, c.RequestTimeout)
+	if err != nil {
+		return nil
+	}
+	var out []Tablet
+	for _, s := range topo.Shards {
+		if discovery.InScope(c.Failover.Discovery.Keyspaces, s) && slices.Contains(c.DCs[dc].Cells, s.Primary.Cell) {
+			out = append(out, Tablet{Keyspace: s.Keyspace, Shard: s.Name, Tablet: s.Primary.String()})
+		}
+	}
+	return out
+}
+
 // fenceTimeout bounds one fence command: the fence is only worth something if it is in place before the
 // other side may promote, failover.after - failover.fence_after after the cut.
 func fenceTimeout(c *config.Config) time.Duration {
@@ -49,10 +72,20 @@ func runEach(ctx context.Context, c *config.Config, dc, action string, epoch int
 	outputs := make([]string, len(tablets))
 	errs := make([]error, len(tablets))
 	var wg sync.WaitGroup
+	// At most failover.max_parallel at once, as promotions: a thousand vtctldclient processes at once
+	// would swamp this host and vtctld.
+	slots := make(chan struct{}, c.Failover.Parallel())
 	for i, t := range tablets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				errs[i] = fmt.Errorf("%s_command for %s/%s: not run: %w", action, t.Keyspace, t.Shard, ctx.Err())
+				return
+			}
 			vars := config.CommandVars{Keyspace: t.Keyspace, Shard: t.Shard, Tablet: t.Tablet, Vtctld: c.DCs[dc].Vtctld,
 				DC: dc, Epoch: epoch, Timeout: timeout.String()}
 			args, err := command.Render(argv, vars)

@@ -77,6 +77,7 @@ func Listen(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /leader", s.leader)
 	mux.HandleFunc("GET /primary", s.primary)
 	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("GET /plan", s.plan)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}))
 	mux.HandleFunc("POST /failover", s.authorized(s.failover))
 	mux.HandleFunc("POST /pause", s.authorized(s.pause(true)))
@@ -149,6 +150,23 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	answer(w, true, clusterstatus.Read(ctx, s.ctl.Config(), s.ctl.Clients()))
+}
+
+// plan answers the leader's latest plan; a controller that does not lead (or whose plan is older than
+// two discovery intervals) computes one now, as `topoha plan` does. It answers 503 when the plan cannot
+// be read; the plan's readiness is in its body, not its status code.
+func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
+	p := s.ctl.Plan()
+	if p == nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		var err error
+		if p, err = s.ctl.ComputePlan(ctx); err != nil {
+			replyError(w, http.StatusServiceUnavailable, err)
+			return
+		}
+	}
+	answer(w, true, p)
 }
 
 // authorized lets a request through to next only with the bearer token of the token file.

@@ -25,6 +25,7 @@ type collector struct {
 	etcdMembersServing, etcdMembersConfigured           *prometheus.Desc
 	mirrorApplied, mirrorSource                         *prometheus.Desc
 	mirrorLag, mirrorLagSeconds, mirrorSyncing          *prometheus.Desc
+	planShards, planRefreshed                           *prometheus.Desc
 }
 
 func newCollector(ctl *controller.Controller) *collector {
@@ -58,6 +59,8 @@ func newCollector(ctl *controller.Controller) *collector {
 		mirrorLag:             d("mirror_lag_revisions", "Source revisions not yet known to be applied (leader only)."),
 		mirrorLagSeconds:      d("mirror_lag_seconds", "Seconds since the destination was last known to hold everything the source had (leader only)."),
 		mirrorSyncing:         d("mirror_syncing", "1 while a full sync runs (leader only)."),
+		planShards:            d("plan_shards", "Shards of the latest plan for a failover to the DR DC, by whether they can fail over now (leader only).", "state"),
+		planRefreshed:         d("plan_refreshed_timestamp_seconds", "Unix time the leader last computed the plan (leader only)."),
 	}
 }
 
@@ -69,6 +72,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	gauge(c.isLeader, boolFloat(st.Leading))
+	if p := c.ctl.Plan(); p != nil {
+		ready, notReady := p.Counts()
+		gauge(c.planShards, float64(ready), "ready")
+		gauge(c.planShards, float64(notReady), "not_ready")
+		gauge(c.planRefreshed, float64(p.ComputedAt.UnixNano())/1e9)
+	}
 	for _, p := range controller.Phases() {
 		gauge(c.phase, boolFloat(st.Phase == p), string(p))
 	}

@@ -169,3 +169,17 @@ func TestCellOfCellInfoKey(t *testing.T) {
 		}
 	}
 }
+
+func TestSetTabletType(t *testing.T) {
+	replica := realBytes(t, realReplica)
+	out, err := setTabletType(replica, TypePrimary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeTablet(out)
+	want, _ := DecodeTablet(replica)
+	want.Type = TypePrimary
+	if err != nil || got != want || len(out) != len(replica) {
+		t.Errorf("retyped tablet = %+v (%d bytes), %v; want %+v (%d bytes)", got, len(out), err, want, len(replica))
+	}
+}

@@ -141,9 +141,12 @@ func IsLockKey(key string) bool {
 }
 
 // PromoteInTopo writes tablet as the primary of keyspace/shard into the Shard record in cli's etcd,
-// keeping the record's other fields: what a reparent leaves in the topo. Tests and the demo stand in for
-// vtctldclient with it.
-func PromoteInTopo(ctx context.Context, cli *clientv3.Client, globalRoot, keyspace, shard string, tablet TabletAlias) error {
+// keeping the record's other fields, and turns the tablet's own record (where its cell's CellInfo says it
+// is, if there is one) into a PRIMARY: what a reparent leaves in the topo. Tests and the demo stand in
+// for vtctldclient with it.
+// With tabletRecord false the tablet's own record is left as it is: a promotion whose tablet wrote its
+// new type elsewhere (through a topo VIP that had not moved yet).
+func PromoteInTopo(ctx context.Context, cli *clientv3.Client, globalRoot, keyspace, shard string, tablet TabletAlias, tabletRecord bool) error {
 	key := ShardKey(globalRoot, keyspace, shard)
 	resp, err := cli.Get(ctx, key)
 	if err != nil {
@@ -157,13 +160,56 @@ func PromoteInTopo(ctx context.Context, cli *clientv3.Client, globalRoot, keyspa
 	if err != nil {
 		return err
 	}
-	_, err = cli.Put(ctx, key, string(updated))
+	ops := []clientv3.Op{clientv3.OpPut(key, string(updated))}
+	if resp, err = cli.Get(ctx, CellInfoKey(globalRoot, tablet.Cell)); err != nil {
+		return err
+	}
+	// Without a decodable CellInfo or Tablet record there is no tablet record to turn into a PRIMARY, as
+	// for Vitess.
+	if ci, err := DecodeCellInfo(firstValue(resp)); err == nil && len(resp.Kvs) == 1 && tabletRecord {
+		tkey := TabletKey(ci.Root, tablet)
+		if resp, err = cli.Get(ctx, tkey); err != nil {
+			return err
+		}
+		if rec, err := setTabletType(firstValue(resp), TypePrimary); err == nil && len(resp.Kvs) == 1 {
+			ops = append(ops, clientv3.OpPut(tkey, string(rec)))
+		}
+	}
+	_, err = cli.Txn(ctx).Then(ops...).Commit()
 	return err
+}
+
+func firstValue(resp *clientv3.GetResponse) []byte {
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	return resp.Kvs[0].Value
+}
+
+// setTabletType returns the encoded topodata.Tablet with its type replaced, every other field kept.
+func setTabletType(b []byte, typ TabletType) ([]byte, error) {
+	var out []byte
+	err := eachField(b, func(num protowire.Number, wt protowire.Type, val []byte) error {
+		out = protowire.AppendTag(out, num, wt)
+		switch {
+		case num == tabletType && wt == protowire.VarintType:
+			out = protowire.AppendVarint(out, uint64(typ))
+		case wt == protowire.BytesType:
+			out = protowire.AppendBytes(out, val)
+		default:
+			out = append(out, val...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode Tablet record: %w", err)
+	}
+	return out, nil
 }
 
 // PromoteAt is PromoteInTopo for command lines: it connects to the etcd at endpoints (comma-separated) and takes
 // "keyspace/shard" and a tablet alias as text.
-func PromoteAt(ctx context.Context, endpoints, globalRoot, keyspaceShard, tablet string) error {
+func PromoteAt(ctx context.Context, endpoints, globalRoot, keyspaceShard, tablet string, tabletRecord bool) error {
 	ks, shard, ok := strings.Cut(keyspaceShard, "/")
 	if !ok {
 		return fmt.Errorf("%q is not KEYSPACE/SHARD", keyspaceShard)
@@ -177,5 +223,5 @@ func PromoteAt(ctx context.Context, endpoints, globalRoot, keyspaceShard, tablet
 		return err
 	}
 	defer cli.Close()
-	return PromoteInTopo(ctx, cli, globalRoot, ks, shard, alias)
+	return PromoteInTopo(ctx, cli, globalRoot, ks, shard, alias, tabletRecord)
 }

@@ -178,7 +178,7 @@ func TestAPersonTakesOverAShard(t *testing.T) {
 		return u != nil && u.Unconfirmed[0].State == failover.ShardHeld && strings.Contains(u.Unconfirmed[0].LastError, "by hand"),
 			fmt.Sprintf("unfinished %+v", u)
 	})
-	if err := vitess.PromoteAt(ctxT(t), csv(d.dc2.Endpoints()), "/vt", "commerce/1", "dc2-0000000201"); err != nil {
+	if err := vitess.PromoteAt(ctxT(t), csv(d.dc2.Endpoints()), "/vt", "commerce/1", "dc2-0000000201", true); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, waitLong, func() (bool, string) {

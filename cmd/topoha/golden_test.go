@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/topoha/topoha/clusterstatus"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
@@ -92,6 +93,8 @@ func TestStatusTextGolden(t *testing.T) {
 		DCs:     map[string]clusterstatus.DC{"dc1": up(1, 81234), "dc2": up(2, 90211)},
 		Mirror: clusterstatus.Mirror{Source: "dc1", Destination: "dc2", AppliedRevision: 81231, SourceRevision: 81234,
 			LagRevisions: 3, UpdatedAt: at(2 * time.Second)},
+		Plan: &discovery.Summary{To: "dc2", ComputedAt: at(0), Shards: 256, Ready: 255, NotReady: 1,
+			Problems: []string{"customer/80-: no REPLICA in dc2's cells (dc2): dc2-0000000131 is RDONLY"}},
 	}
 	syncing := *healthy
 	syncing.Mirror = clusterstatus.Mirror{Source: "dc1", Destination: "dc2", Syncing: true}

@@ -34,6 +34,7 @@ func commands() []command {
 	return []command{
 		{"run", "--config FILE --dc NAME [--id ID] [--force-primary DC] [--listen ADDR] [--log-format text|json]", "the controller: election, probes, mirror, automatic failover", runRun},
 		{"status", "--config FILE [--json]", "primary, leader, pause, etcd health, mirror progress, last failover; reads etcd directly", runStatus},
+		{"plan", "--config FILE [--to DC] [--json]", "what a failover would do for every shard now: exit 0 all ready, 1 some cannot fail over, 2 error", runPlan},
 		{"failover", "--config FILE --to DC [--force] [--wait 3m]", "ask the leader to fail over now (or, forced with no leader, do it from here)", runFailover},
 		{"switchover", "--config FILE --to DC [--wait 3m]", "planned: drain the mirror, move the epoch, PlannedReparentShard every shard; nothing lost", runSwitchover},
 		{"pause", "--config FILE", "no automatic failover until resume (mirroring and manual failover go on)", runPause},
@@ -176,7 +177,7 @@ func runDemoPromote(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: topoha demo-promote -etcd URL KEYSPACE/SHARD TABLET")
 		return exitBadConfig
 	}
-	if err := vitess.PromoteAt(ctx, *endpoint, "/vt", fs.Arg(0), fs.Arg(1)); err != nil {
+	if err := vitess.PromoteAt(ctx, *endpoint, "/vt", fs.Arg(0), fs.Arg(1), true); err != nil {
 		return fail(stderr, demoPromote, err)
 	}
 	return exitOK

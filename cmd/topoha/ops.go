@@ -153,7 +153,7 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 }
 
 // printUnfinished writes the FAILOVER line of a failover whose shards do not all have their primary yet,
-// and a SHARD line for each that does not.
+// and a SHARD line for each that does not: failed and held ones first, at most maxShardLines.
 func printUnfinished(w io.Writer, u *failover.Unfinished, converger *election.Leader, paused bool, now time.Time) {
 	who := "no controller holds the convergence lock: start one in " + u.To
 	switch {
@@ -165,18 +165,38 @@ func printUnfinished(w io.Writer, u *failover.Unfinished, converger *election.Le
 	if paused && !u.Vetoed {
 		who += "; paused: no shard is retried after its first 3 attempts until `topoha resume`"
 	}
-	fmt.Fprintf(w, "FAILOVER unfinished: %d of %d shards without a primary in %s for %s (epoch %d); %s\n", len(u.Unconfirmed), u.Shards, u.To,
-		now.Sub(u.StartedAt).Round(time.Second), u.Epoch, who)
-	for _, s := range u.Unconfirmed {
-		switch s.State {
-		case failover.ShardHeld:
-			fmt.Fprintf(w, "  SHARD  %s held by %s since %s: %s (promoted by hand, it is confirmed; `topoha resume --shard %s` gives it back)\n",
-				s.ID(), s.By, s.UpdatedAt.Format(time.RFC3339), s.LastError, s.ID())
-		case failover.ShardFailed:
-			fmt.Fprintf(w, "  SHARD  %s failed %d attempt(s), next in %s: %s\n", s.ID(), s.Attempts, max(0, s.NextAttemptAt.Sub(now)).Round(time.Second), s.LastError)
-		default:
-			fmt.Fprintf(w, "  SHARD  %s pending (%d attempt(s) so far)\n", s.ID(), s.Attempts)
+	fmt.Fprintf(w, "FAILOVER unfinished: %d of %d shards without a primary in %s for %s (epoch %d: %s); %s\n", len(u.Unconfirmed), u.Shards, u.To,
+		now.Sub(u.StartedAt).Round(time.Second), u.Epoch, u.Progress(), who)
+	// The shards that need a person first; a thousand pending ones are a count, not a thousand lines.
+	shown := 0
+	for _, pass := range []bool{true, false} {
+		for _, s := range u.Unconfirmed {
+			if (s.State == failover.ShardPending) == pass {
+				continue
+			}
+			if shown == maxShardLines {
+				fmt.Fprintf(w, "  SHARD  ... and %d more: `topoha status --json` lists every one\n", len(u.Unconfirmed)-shown)
+				return
+			}
+			shown++
+			printShardLine(w, s, now)
 		}
+	}
+}
+
+// maxShardLines bounds the SHARD lines of an unfinished failover.
+const maxShardLines = 20
+
+// printShardLine writes the SHARD line of a shard without its primary.
+func printShardLine(w io.Writer, s failover.ShardProgress, now time.Time) {
+	switch s.State {
+	case failover.ShardHeld:
+		fmt.Fprintf(w, "  SHARD  %s held by %s since %s: %s (promoted by hand, it is confirmed; `topoha resume --shard %s` gives it back)\n",
+			s.ID(), s.By, s.UpdatedAt.Format(time.RFC3339), s.LastError, s.ID())
+	case failover.ShardFailed:
+		fmt.Fprintf(w, "  SHARD  %s failed %d attempt(s), next in %s: %s\n", s.ID(), s.Attempts, max(0, s.NextAttemptAt.Sub(now)).Round(time.Second), s.LastError)
+	default:
+		fmt.Fprintf(w, "  SHARD  %s pending (%d attempt(s) so far)\n", s.ID(), s.Attempts)
 	}
 }
 
