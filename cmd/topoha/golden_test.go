@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/topoha/topoha/clusterstatus"
-	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
