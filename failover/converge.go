@@ -323,12 +323,16 @@ func (c *Converger) drive(ctx context.Context, lock clientv3.Cmp, rec primary.Re
 	d := &driver{
 		c: c, cfg: cfg, cli: cli, rec: rec,
 		fence:    []clientv3.Cmp{lock, primary.Unchanged(cfg.Keys().Primary(), seen)},
-		inflight: map[string]bool{}, done: make(chan attempted), nextCheck: map[string]time.Time{},
+		inflight: map[string]bool{}, done: make(chan attempted), nextCheck: map[string]time.Time{}, slots: make(chan struct{}, cfg.Failover.Parallel()),
 		hooks: Hooks{Config: cfg, DC: c.cfg.DC, ID: c.cfg.ID, Events: c.ev, Metrics: c.cfg.Metrics},
 		promoter: &Promoter{Timeout: cfg.Failover.PromoteTimeout, Topo: cli, GlobalRoot: cfg.Vitess.GlobalRoot, Cells: cfg.DCs[rec.DC].Cells,
-			ConfirmTimeout: c.cfg.ConfirmTimeout, ConfirmPoll: c.cfg.ConfirmPoll, ReadTimeout: cfg.RequestTimeout},
+			ConfirmTimeout: c.cfg.ConfirmTimeout, ConfirmPoll: c.cfg.ConfirmPoll,
+			view: newShardView(cli, cfg.Vitess.GlobalRoot, cfg.RequestTimeout, cfg.Health.Interval)},
 	}
+	vctx, stopView := context.WithCancel(ctx)
+	d.wg.Go(func() { d.promoter.view.Run(vctx) })
 	defer d.wait()
+	defer stopView()
 	return d.run(ctx, untilReported)
 }
 
@@ -345,6 +349,8 @@ type driver struct {
 
 	inflight map[string]bool
 	done     chan attempted
+	// slots bounds the promote commands running at once (failover.max_parallel).
+	slots chan struct{}
 	// nextCheck is when a shard that is only checked, not promoted, is read next.
 	nextCheck map[string]time.Time
 	wg        sync.WaitGroup
@@ -386,6 +392,9 @@ func (d *driver) run(ctx context.Context, untilReported bool) error {
 			return err
 		}
 	}
+	if err := d.promoter.view.wait(ctx); err != nil {
+		return err
+	}
 	tick := time.NewTicker(d.cfg.Health.Interval)
 	defer tick.Stop()
 	lastProgress := time.Now()
@@ -395,9 +404,11 @@ func (d *driver) run(ctx context.Context, untilReported bool) error {
 				return err
 			}
 		}
-		if u := p.Unfinished(); u != nil && len(d.inflight) > 0 && time.Since(lastProgress) >= progressEvery {
+		if len(d.inflight) > 0 && time.Since(lastProgress) >= progressEvery {
 			lastProgress = time.Now()
-			d.c.ev.Info(events.KindFailover, fmt.Sprintf("failover progress: %s, %d running", u.Progress(), len(d.inflight)), "epoch", p.Epoch)
+			if u := p.Unfinished(); u != nil {
+				d.c.ev.Info(events.KindFailover, fmt.Sprintf("failover progress: %s, %d running", u.Progress(), len(d.inflight)), "epoch", p.Epoch)
+			}
 		}
 		switch followed, _ := d.c.cfg.Primary(); {
 		case !p.Open():
@@ -413,7 +424,7 @@ func (d *driver) run(ctx context.Context, untilReported bool) error {
 			return ctx.Err()
 		case a := <-d.done:
 			delete(d.inflight, a.shard.ID())
-			if i := slices.IndexFunc(p.Shards, func(s ShardProgress) bool { return s.ID() == a.shard.ID() }); a.recorded && i >= 0 {
+			if i := slices.IndexFunc(p.Shards, func(s ShardProgress) bool { return s.Keyspace == a.shard.Keyspace && s.Shard == a.shard.Shard }); a.recorded && i >= 0 {
 				// What the attempt wrote is what etcd holds: no need to read every shard's record again
 				// for it (with a thousand shards that would be a thousand range reads). The tick re-reads
 				// for what others changed.
@@ -527,7 +538,8 @@ func hookEnv(d Decision) map[string]string {
 	}
 }
 
-// startDue starts an attempt for every shard that is due, at most failover.max_parallel at once: not
+// startDue starts an attempt for every shard that is due (its command runs when one of
+// failover.max_parallel slots is free): not
 // confirmed, not under way, its next attempt time reached, and, once it had its first attempts, not while
 // paused. A held shard, a shard the plan had no tablet for, and every shard of a failover whose
 // before_promote vetoed the promotions, is only checked (a person may have promoted it by hand), every
@@ -536,7 +548,8 @@ func (d *driver) startDue(ctx context.Context, p *Progress) {
 	now := time.Now()
 	var paused *bool
 	for _, s := range p.Shards {
-		if len(d.inflight) >= d.cfg.Failover.Parallel() {
+		// Twice the slots: while max_parallel commands run, the others' checks and records are under way.
+		if len(d.inflight) >= 2*d.cfg.Failover.Parallel() {
 			return
 		}
 		if s.State == ShardConfirmed || d.inflight[s.ID()] {
@@ -579,6 +592,15 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 	err := d.promoter.HasPrimary(rctx, s.Keyspace, s.Shard, s.Candidates)
 	cancel()
 	switch {
+	case errors.Is(err, errUnread):
+		// Unknown is not "not promoted": a shard a dead holder promoted must not be promoted again. The
+		// slot is kept for an interval, so that an etcd that does not answer is not asked in a loop.
+		d.c.log.Warn("failover: shard not attempted: its Shard record cannot be read", "shard", s.ID(), "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(d.cfg.Health.Interval):
+		}
+		return true
 	case err == nil:
 		// Promoted by a holder that died before recording it, or by a person: never promoted again.
 		recorded := d.settle(ctx, s, nil, s.Output)
@@ -593,9 +615,18 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 	case !promote:
 		return true
 	}
+	// A slot is one of failover.max_parallel: it is held from the attempt's record to its confirmation.
+	// The outcome is recorded after the slot is given back, so that the next shard's command does not
+	// wait for this one's write.
+	select {
+	case d.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
 	s.Attempts++
 	s.State, s.By, s.UpdatedAt = ShardPending, d.c.cfg.ID, time.Now().UTC()
 	if err := d.writeShard(ctx, s); err != nil {
+		<-d.slots
 		ev.Warn(events.KindFailover, "failover: shard not attempted: its progress could not be recorded", "shard", s.ID(), "err", err)
 		return false
 	}
@@ -603,6 +634,7 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 	vars.Keyspace, vars.Shard, vars.Tablet, vars.IgnoreTablets = s.Keyspace, s.Shard, s.Tablet, strings.Join(s.Ignore, ",")
 	start := time.Now()
 	out, err := d.promoter.Attempt(ctx, vars, s.Candidates)
+	<-d.slots
 	if ctx.Err() != nil {
 		return false // the lock was lost: the next holder re-confirms this shard
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -31,8 +30,7 @@ type ShardResult struct {
 }
 
 // Promoter runs one attempt of a promote (or switchover) command for a shard and reads from the topo
-// whether it worked. Its reads of the Shard records are shared: however many shards wait, the records
-// are read with one range read per ConfirmPoll.
+// whether it worked.
 type Promoter struct {
 	// Command is the argument vector; each argument is a template over config.CommandVars.
 	Command []string
@@ -45,12 +43,13 @@ type Promoter struct {
 	// as its candidates (a person may have promoted another by hand).
 	Cells []string
 	// ConfirmTimeout is how long the Shard record may take to name the new primary after the command
-	// returned; ConfirmPoll how often it is read meanwhile. ReadTimeout bounds each read.
-	ConfirmTimeout, ConfirmPoll, ReadTimeout time.Duration
+	// returned; ConfirmPoll how often it is checked meanwhile when no change wakes the check earlier.
+	ConfirmTimeout, ConfirmPoll time.Duration
 
-	mu     sync.Mutex
-	readAt time.Time
-	shards map[string][]byte // Shard record key -> value, as last read
+	// view holds the Shard records, kept current by a watch; without it each check reads its record.
+	view    *shardView
+	rootsMu sync.Mutex
+	roots   map[string]string // cell -> its root, from its CellInfo
 }
 
 // Attempt runs the command once to make vars.Tablet the primary of vars.Keyspace/vars.Shard, and
@@ -68,68 +67,59 @@ func (p *Promoter) Attempt(ctx context.Context, vars config.CommandVars, candida
 	// Whatever the exit, the Shard record says what happened.
 	cctx, cancel := context.WithTimeout(ctx, p.ConfirmTimeout)
 	defer cancel()
-	if err := p.waitPrimary(cctx, vars.Keyspace, vars.Shard, candidates, time.Now()); err != nil {
+	if err := p.waitPrimary(cctx, vars.Keyspace, vars.Shard, candidates); err != nil {
 		return out, fmt.Errorf("%s/%s: %s is not primary: %w", vars.Keyspace, vars.Shard, vars.Tablet, errors.Join(runErr, err))
 	}
 	return out, nil
 }
 
 // HasPrimary returns nil if keyspace/shard's Shard record names one of candidates (or a tablet of Cells)
-// as its primary, and that tablet's own record agrees, or says what does not. The Shard record is read
-// at most ConfirmPoll ago.
+// as its primary, and that tablet's own record agrees, or says what does not.
 func (p *Promoter) HasPrimary(ctx context.Context, keyspace, shard string, candidates []string) error {
-	return p.hasPrimary(ctx, keyspace, shard, candidates, time.Time{})
+	_, err := p.hasPrimary(ctx, keyspace, shard, candidates)
+	return err
 }
 
-// hasPrimary is HasPrimary from Shard records read after since.
-func (p *Promoter) hasPrimary(ctx context.Context, keyspace, shard string, candidates []string, since time.Time) error {
+// hasPrimary is HasPrimary, with a channel closed when the view of the Shard records next changes (nil
+// without a view).
+func (p *Promoter) hasPrimary(ctx context.Context, keyspace, shard string, candidates []string) (<-chan struct{}, error) {
 	key := vitess.ShardKey(p.GlobalRoot, keyspace, shard)
-	val, found, err := p.shardRecord(ctx, key, since)
+	val, found, changed, err := p.shardRecord(ctx, key)
 	switch {
 	case err != nil:
-		return fmt.Errorf("read %s: %w", key, err)
+		return changed, fmt.Errorf("read %s: %w: %w", key, errUnread, err)
 	case !found:
-		return fmt.Errorf("%s does not exist", key)
+		return changed, fmt.Errorf("%s does not exist", key)
 	}
 	got, ok, err := vitess.ShardPrimary(val)
 	accepted := func(c string) bool { a, err := vitess.ParseTabletAlias(c); return err == nil && a == got }
 	switch {
 	case err != nil:
-		return fmt.Errorf("%s: %w", key, err)
+		return changed, fmt.Errorf("%s: %w", key, err)
 	case !ok:
-		return fmt.Errorf("%s has no primary", key)
+		return changed, fmt.Errorf("%s has no primary", key)
 	case !slices.ContainsFunc(candidates, accepted) && !slices.Contains(p.Cells, got.Cell):
-		return fmt.Errorf("%s names %s as primary, not one of %s", key, got, strings.Join(candidates, ", "))
+		return changed, fmt.Errorf("%s names %s as primary, not one of %s", key, got, strings.Join(candidates, ", "))
 	}
 	if agrees, err := p.tabletAgrees(ctx, got); !agrees {
-		return fmt.Errorf("%s names %s as primary, but %w", key, got, err)
+		return changed, fmt.Errorf("%s names %s as primary, but %w", key, got, err)
 	}
-	return nil
+	return changed, nil
 }
 
-// shardRecord returns the Shard record at key from one range read of every Shard record, made after
-// since and at most ConfirmPoll ago: the attempts waiting at once share it.
-func (p *Promoter) shardRecord(ctx context.Context, key string, since time.Time) ([]byte, bool, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.shards == nil || !p.readAt.After(since) || time.Since(p.readAt) >= p.ConfirmPoll {
-		start := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, p.ReadTimeout)
-		resp, err := p.Topo.Get(rctx, path.Join(p.GlobalRoot, "keyspaces")+"/", clientv3.WithPrefix())
-		cancel()
-		if err != nil {
-			return nil, false, err
-		}
-		p.shards = make(map[string][]byte, len(resp.Kvs))
-		for _, kv := range resp.Kvs {
-			if strings.HasSuffix(string(kv.Key), "/Shard") {
-				p.shards[string(kv.Key)] = kv.Value
-			}
-		}
-		p.readAt = start
+// errUnread means the Shard record could not be read: whether the shard has its primary is unknown.
+var errUnread = errors.New("the record is unknown")
+
+// shardRecord returns the Shard record at key from the view, or read directly without one.
+func (p *Promoter) shardRecord(ctx context.Context, key string) ([]byte, bool, <-chan struct{}, error) {
+	if p.view != nil {
+		return p.view.get(key)
 	}
-	val, ok := p.shards[key]
-	return val, ok, nil
+	resp, err := p.Topo.Get(ctx, key)
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, false, nil, err
+	}
+	return resp.Kvs[0].Value, true, nil, nil
 }
 
 // tabletAgrees checks the promoted tablet's own record where the promoted side's Vitess reads it (the cell
@@ -137,19 +127,16 @@ func (p *Promoter) shardRecord(ctx context.Context, key string, since time.Time)
 // had not moved yet) leaves a primary that vtctld shows as a replica, and the next attempt writes it
 // again. Without a CellInfo or a Tablet record there is nothing to check.
 func (p *Promoter) tabletAgrees(ctx context.Context, tablet vitess.TabletAlias) (bool, error) {
-	resp, err := p.Topo.Get(ctx, vitess.CellInfoKey(p.GlobalRoot, tablet.Cell))
+	root, err := p.cellRoot(ctx, tablet.Cell)
 	if err != nil {
 		return false, fmt.Errorf("its cell's CellInfo cannot be read: %w", err)
 	}
-	if len(resp.Kvs) == 0 {
-		return true, nil
+	if root == "" {
+		return true, nil // no CellInfo, or one the plan reports as undecodable: the Shard record is the answer
 	}
-	ci, err := vitess.DecodeCellInfo(resp.Kvs[0].Value)
+	key := vitess.TabletKey(root, tablet)
+	resp, err := p.Topo.Get(ctx, key)
 	if err != nil {
-		return true, nil // the pre-flight check reports it; the Shard record is the answer
-	}
-	key := vitess.TabletKey(ci.Root, tablet)
-	if resp, err = p.Topo.Get(ctx, key); err != nil {
 		return false, fmt.Errorf("%s cannot be read: %w", key, err)
 	}
 	if len(resp.Kvs) == 0 {
@@ -161,11 +148,39 @@ func (p *Promoter) tabletAgrees(ctx context.Context, tablet vitess.TabletAlias) 
 	return true, nil
 }
 
-// waitPrimary polls until the Shard records read after since say HasPrimary holds, or ctx ends.
-func (p *Promoter) waitPrimary(ctx context.Context, keyspace, shard string, candidates []string, since time.Time) error {
+// cellRoot returns cell's root as its CellInfo record says, read once per Promoter (a failover does not
+// move cells); "" when the record is missing or undecodable.
+func (p *Promoter) cellRoot(ctx context.Context, cell string) (string, error) {
+	p.rootsMu.Lock()
+	root, ok := p.roots[cell]
+	p.rootsMu.Unlock()
+	if ok {
+		return root, nil
+	}
+	resp, err := p.Topo.Get(ctx, vitess.CellInfoKey(p.GlobalRoot, cell))
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 1 {
+		if ci, err := vitess.DecodeCellInfo(resp.Kvs[0].Value); err == nil {
+			root = ci.Root
+		}
+	}
+	p.rootsMu.Lock()
+	if p.roots == nil {
+		p.roots = map[string]string{}
+	}
+	p.roots[cell] = root
+	p.rootsMu.Unlock()
+	return root, nil
+}
+
+// waitPrimary checks until HasPrimary holds, or ctx ends: at each change of the Shard records, and every
+// ConfirmPoll (a tablet record written after its Shard record changes nothing the view sees).
+func (p *Promoter) waitPrimary(ctx context.Context, keyspace, shard string, candidates []string) error {
 	var last error
 	for {
-		err := p.hasPrimary(ctx, keyspace, shard, candidates, since)
+		changed, err := p.hasPrimary(ctx, keyspace, shard, candidates)
 		if err == nil {
 			return nil
 		}
@@ -177,6 +192,7 @@ func (p *Promoter) waitPrimary(ctx context.Context, keyspace, shard string, cand
 		select {
 		case <-ctx.Done():
 			return last
+		case <-changed:
 		case <-time.After(p.ConfirmPoll):
 		}
 	}

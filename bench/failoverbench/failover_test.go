@@ -7,9 +7,11 @@ package failoverbench
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -109,56 +111,115 @@ func BenchmarkPlan(b *testing.B) {
 
 // BenchmarkFailover is the time from the decision (the epoch bump, with its plan) to every one of 1,000
 // shards confirmed from its Shard record, promote commands taking 0.5 s, at the default parallelism;
-// and topoha's overhead over the same 1,000 commands run directly at that parallelism. Goal: under 2 s.
+// and topoha's overhead: that time minus the wall time of the same 1,000 commands run directly at that
+// parallelism. Goal: an overhead under 2 s. With 32 processes at once on 2 cores the run-to-run spread
+// is of seconds, so each is run `rounds` times, alternating, and the medians are compared.
 func BenchmarkFailover(b *testing.B) {
-	parallel := config.DefaultMaxParallel
+	// 32 is the default; at 16 the two cores are less crowded with promote processes, and the overhead
+	// stands out of the noise better.
+	for _, parallel := range []int{config.DefaultMaxParallel, 16} {
+		b.Run(fmt.Sprintf("max_parallel=%d", parallel), func(b *testing.B) { benchmarkFailover(b, parallel) })
+	}
+}
+
+func benchmarkFailover(b *testing.B, parallel int) {
+	const rounds = 3
 	r := newRig(b, parallel)
-	clients := r.d.Client
-	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: r.cfg, Clients: clients})
+	p := r.plan(b)
+	logFile, err := os.Create(filepath.Join(b.TempDir(), "events.log"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := r.plan(b)
-	direct := r.runDirectly(b, p, parallel)
+	defer logFile.Close()
+	log := slog.New(slog.NewTextHandler(logFile, nil))
 	for b.Loop() {
-		ctx := context.Background()
-		seen := primary.Read(ctx, clients["dc2"], r.cfg.Keys().Primary())
-		epoch := int64(1)
-		if seen.Record != nil {
-			epoch = seen.Record.Epoch + 1
+		var direct, topoha []time.Duration
+		for round := range rounds {
+			direct = append(direct, r.runDirectly(b, p, parallel))
+			took, start := r.failover(b, log, int64(round+1))
+			topoha = append(topoha, took)
+			b.Logf("round %d: the commands alone %s; decision -> all confirmed %s", round+1, direct[round].Round(time.Millisecond), took.Round(time.Millisecond))
+			if round == 0 {
+				phases(b, logFile.Name(), start)
+			}
+			r.reset(b)
 		}
-		start := time.Now()
-		d := failover.Decision{Action: failover.ActionFailover, From: "dc1", To: "dc2", NewEpoch: epoch, Trigger: failover.TriggerCLI, Reason: "bench"}
-		if _, err := x.Execute(ctx, d, seen); err != nil {
-			b.Fatal(err)
+		d, f := median(direct), median(topoha)
+		b.ReportMetric(f.Seconds(), "s/failover")
+		b.ReportMetric(d.Seconds(), "s/commands-alone")
+		b.ReportMetric((f - d).Seconds(), "s/overhead")
+		b.Logf("1,000 shards, promote 0.5 s, max_parallel %d, medians of %d rounds: decision -> all confirmed %s; the same commands alone %s; overhead %s",
+			parallel, rounds, f.Round(time.Millisecond), d.Round(time.Millisecond), (f - d).Round(time.Millisecond))
+	}
+}
+
+// failover moves the primary from dc1 to dc2 at epoch as a forced `topoha failover` does (Execute, then
+// a converger's Finish), and returns the time from the decision to the recorded success.
+func (r *rig) failover(b *testing.B, log *slog.Logger, epoch int64) (time.Duration, time.Time) {
+	ctx := context.Background()
+	clients := r.d.Client
+	x, err := failover.NewExecutor(failover.ExecutorConfig{Config: r.cfg, Clients: clients, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	seen := primary.Read(ctx, clients["dc2"], r.cfg.Keys().Primary())
+	if seen.Record != nil {
+		epoch = seen.Record.Epoch + 1
+	}
+	start := time.Now()
+	d := failover.Decision{Action: failover.ActionFailover, From: "dc1", To: "dc2", NewEpoch: epoch, Trigger: failover.TriggerCLI, Reason: "bench"}
+	if _, err := x.Execute(ctx, d, seen); err != nil {
+		b.Fatal(err)
+	}
+	rec := primary.Record{DC: "dc2", Epoch: epoch}
+	conv, err := failover.NewConverger(failover.ConvergerConfig{Config: func() *config.Config { return r.cfg }, Clients: clients, DC: "dc2", ID: "bench",
+		Primary: func() (primary.Record, bool) { return rec, true }, Paused: func(context.Context) bool { return false }, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := conv.Finish(ctx, rec); err != nil {
+		b.Fatal(err)
+	}
+	took := time.Since(start)
+	res := failover.ReadResult(ctx, clients["dc2"], r.cfg.Keys().LastFailover()).Record
+	if res == nil || res.Outcome != failover.ResultSuccess || len(res.Shards) != keyspaces*shardsPerKeyspace {
+		b.Fatalf("result: %+v", res)
+	}
+	return took, start
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// phases logs when the failover's steps happened, counted from start, from its event log.
+func phases(b *testing.B, log string, start time.Time) {
+	data, err := os.ReadFile(log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var last time.Time
+	for _, line := range strings.Split(string(data), "\n") {
+		at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(strings.Fields(line + " x")[0], "time="))
+		if err != nil || !strings.Contains(line, "failover") {
+			continue
 		}
-		rec := primary.Record{DC: "dc2", Epoch: epoch}
-		conv, err := failover.NewConverger(failover.ConvergerConfig{Config: func() *config.Config { return r.cfg }, Clients: clients, DC: "dc2", ID: "bench",
-			Primary: func() (primary.Record, bool) { return rec, true }, Paused: func(context.Context) bool { return false }})
-		if err != nil {
-			b.Fatal(err)
+		msg := line
+		if i := strings.Index(line, "msg="); i >= 0 {
+			msg = line[i:]
 		}
-		if err := conv.Finish(ctx, rec); err != nil {
-			b.Fatal(err)
+		if strings.Contains(msg, "shard promoted") && at.Sub(last) < time.Second {
+			continue
 		}
-		took := time.Since(start)
-		res := failover.ReadResult(ctx, clients["dc2"], r.cfg.Keys().LastFailover()).Record
-		if res == nil || res.Outcome != failover.ResultSuccess || len(res.Shards) != keyspaces*shardsPerKeyspace {
-			b.Fatalf("result: %+v", res)
-		}
-		b.ReportMetric(took.Seconds(), "s/failover")
-		b.ReportMetric(direct.Seconds(), "s/commands-alone")
-		b.ReportMetric((took - direct).Seconds(), "s/overhead")
-		b.Logf("1,000 shards, promote 0.5 s, max_parallel %d: decision -> all confirmed %s; the same commands alone %s; overhead %s",
-			parallel, took.Round(time.Millisecond), direct.Round(time.Millisecond), (took - direct).Round(time.Millisecond))
-		b.StopTimer()
-		r.reset(b)
-		b.StartTimer()
+		last = at
+		b.Logf("+%s %.160s", at.Sub(start).Round(time.Millisecond), msg)
 	}
 }
 
 // runDirectly runs every shard's promote command as the failover would, parallel at a time, with no
-// topoha around them, and returns the wall time; then puts the Shard records back.
+// topoha around them, and returns the wall time; then puts the topo back.
 func (r *rig) runDirectly(b *testing.B, p *discovery.Plan, parallel int) time.Duration {
 	slots := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
@@ -180,13 +241,15 @@ func (r *rig) runDirectly(b *testing.B, p *discovery.Plan, parallel int) time.Du
 }
 
 // reset writes the whole topo again (each Shard record naming its dc1 primary, each dc2 tablet a
-// REPLICA or RDONLY again), and removes the promote logs.
+// REPLICA or RDONLY again), compacts dc2's etcd, and removes the promote logs.
 func (r *rig) reset(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := r.topo.Put(ctx, r.d.Client["dc2"]); err != nil {
 		b.Fatal(err)
 	}
+	// Each round starts from the same history: without compaction every round's reads walk more revisions.
+	testenv.Compact(ctx, b, r.d.Client["dc2"])
 	entries, _ := os.ReadDir(r.logs)
 	for _, e := range entries {
 		os.Remove(filepath.Join(r.logs, e.Name()))

@@ -12,7 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -125,32 +125,48 @@ func (d *demo) startDCs(_ context.Context, dir string) error {
 }
 
 func (d *demo) writeTopo(ctx context.Context) error {
-	keys := map[string]string{
-		"keyspaces/commerce/Keyspace":           "durability_policy: semi_sync",
-		"keyspaces/commerce/shards/-80/Shard":   shardRecord(100),
-		"keyspaces/commerce/shards/80-/Shard":   shardRecord(200),
-		"keyspaces/customer/Keyspace":           "durability_policy: none",
-		"keyspaces/customer/shards/0/Shard":     shardRecord(300),
-		"keyspaces/customer/shards/0/VSchema":   "tables: [customer]",
-		"cells/dc1/CellInfo":                    "server_address: etcd-dc1:2379",
-		"cells/dc2/CellInfo":                    "server_address: etcd-dc2:2379",
-		"keyspaces/commerce/shards/-80/Tablets": "dc1-0000000100,dc2-0000000101",
-	}
-	for i := 0; i < tablets; i++ {
-		keys[fmt.Sprintf("tablets/dc1-%010d/Tablet", 1000+i)] = fmt.Sprintf("keyspace: commerce, type: REPLICA, uid: %d", 1000+i)
-	}
-	ops := make([]clientv3.Op, 0, 100)
-	for _, k := range slices.Sorted(maps.Keys(keys)) {
-		ops = append(ops, clientv3.OpPut(prefix+k, keys[k]))
-		if len(ops) == 100 {
-			if _, err := d.c1.Txn(ctx).Then(ops...).Commit(); err != nil {
+	// Records as Vitess writes them (the encoders are tested on bytes Vitess wrote): each cell's CellInfo
+	// points at its own DC's etcd; the cells' records live below /vt, so the mirror carries them too.
+	topo := vitess.NewTopo("/vt")
+	topo.Cell("dc1", hostPort(d.dc1.Endpoint()), "/vt/dc1")
+	topo.Cell("dc2", hostPort(d.dc2.Endpoint()), "/vt/dc2")
+	topo.Keyspace("commerce", "semi_sync")
+	topo.Keyspace("customer", "none")
+	add := func(keyspace, shard string, primary uint32, tablets ...vitess.Tablet) error {
+		topo.Shard(keyspace, shard, vitess.TabletAlias{Cell: "dc1", UID: primary})
+		for _, t := range append([]vitess.Tablet{{Alias: vitess.TabletAlias{Cell: "dc1", UID: primary}, Type: vitess.TypePrimary}}, tablets...) {
+			t.Keyspace, t.Shard, t.Hostname = keyspace, shard, "tablet-"+t.Alias.String()
+			if err := topo.Tablet(t); err != nil {
 				return err
 			}
-			ops = ops[:0]
 		}
+		return nil
 	}
-	if _, err := d.c1.Txn(ctx).Then(ops...).Commit(); err != nil {
+	replica := func(uid uint32) vitess.Tablet {
+		return vitess.Tablet{Alias: vitess.TabletAlias{Cell: "dc2", UID: uid}, Type: vitess.TypeReplica}
+	}
+	// semi_sync: each commerce shard has two REPLICAs in dc2, so that one can acknowledge the other.
+	if err := add("commerce", "-80", 100, replica(101), replica(102)); err != nil {
 		return err
+	}
+	if err := add("commerce", "80-", 200, replica(201), replica(202)); err != nil {
+		return err
+	}
+	var bulk []vitess.Tablet
+	for i := range tablets {
+		bulk = append(bulk, vitess.Tablet{Alias: vitess.TabletAlias{Cell: "dc1", UID: uint32(1000 + i)}, Type: vitess.TypeRdonly})
+	}
+	if err := add("customer", "0", 300, bulk...); err != nil {
+		return err
+	}
+	if err := topo.Put(ctx, d.c1); err != nil {
+		return err
+	}
+	records, tabletRecords := len(topo.Records()), 0
+	for k := range topo.Records() {
+		if strings.HasSuffix(k, "/Tablet") {
+			tabletRecords++
+		}
 	}
 	lease, err := d.c1.Grant(ctx, 60)
 	if err != nil {
@@ -160,7 +176,7 @@ func (d *demo) writeTopo(ctx context.Context) error {
 	if _, err := d.c1.Put(ctx, lockKey, "vtctld: PlannedReparentShard", clientv3.WithLease(lease.ID)); err != nil {
 		return err
 	}
-	d.sayf("wrote %d keys below /vt/ (2 keyspaces, 3 shards, %d tablets, cell records)\n", len(keys), tablets)
+	d.sayf("wrote %d Vitess records below /vt/ (2 keyspaces, 3 shards, %d tablets, their cells and replication graphs)\n", records, tabletRecords)
 	d.sayf("and a shard lock bound to a lease, as vtctld holds one during a reparent:\n  %s\n", lockKey)
 	return nil
 }
@@ -269,16 +285,15 @@ func (d *demo) downWhileChanging(ctx context.Context) error {
 		return fmt.Errorf("no checkpoint in dc2: %v", err)
 	}
 	d.sayf("mirror stopped; its checkpoint in dc2 says dc1 revision %d is applied\n", cp.Revision)
-	if _, err := d.c1.Delete(ctx, prefix+"keyspaces/customer/", clientv3.WithPrefix()); err != nil {
-		return err
-	}
-	if _, err := d.c1.Delete(ctx, prefix+"tablets/dc1-0000001", clientv3.WithPrefix()); err != nil {
-		return err
+	for _, dir := range []string{"keyspaces/customer/", "dc1/keyspaces/customer/", "dc1/tablets/dc1-0000001"} {
+		if _, err := d.c1.Delete(ctx, prefix+dir, clientv3.WithPrefix()); err != nil {
+			return err
+		}
 	}
 	if _, err := d.c1.Put(ctx, prefix+"keyspaces/commerce/shards/-80/Shard", shardRecord(102)); err != nil {
 		return err
 	}
-	d.sayf("meanwhile in dc1: keyspace customer deleted, 1000 tablets deleted, a Shard record changed\n")
+	d.sayf("meanwhile in dc1: keyspace customer deleted, 1000 of its tablets deleted, a Shard record changed\n")
 	d.sayf("(make-mirror restarted here would never delete those keys from dc2)\n")
 	if err := d.startMirror(); err != nil {
 		return err
@@ -297,7 +312,7 @@ func (d *demo) downWhileChanging(ctx context.Context) error {
 
 func (d *demo) compactedWhileDown(ctx context.Context) error {
 	d.stopMirror()
-	if _, err := d.c1.Delete(ctx, prefix+"tablets/", clientv3.WithPrefix()); err != nil {
+	if _, err := d.c1.Delete(ctx, prefix+"dc1/tablets/dc1-0000002", clientv3.WithPrefix()); err != nil {
 		return err
 	}
 	if _, err := d.c1.Put(ctx, prefix+"keyspaces/commerce/shards/80-/Shard", shardRecord(200)); err != nil {
@@ -310,7 +325,7 @@ func (d *demo) compactedWhileDown(ctx context.Context) error {
 	if _, err := d.c1.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
 		return err
 	}
-	d.sayf("mirror stopped; dc1 deleted every tablet record, then compacted its history at revision %d\n", resp.Header.Revision)
+	d.sayf("mirror stopped; dc1 deleted the other 1000 tablet records, then compacted its history at revision %d\n", resp.Header.Revision)
 	d.sayf("(make-mirror fails here with \"required revision has been compacted\")\n")
 	if err := d.startMirror(); err != nil {
 		return err
@@ -377,6 +392,13 @@ func permanentKeys(ctx context.Context, c *clientv3.Client) (map[string]string, 
 // shardRecord is a topodata.Shard record, protobuf-encoded as Vitess stores it, whose primary is the dc1
 // tablet with uid.
 func shardRecord(uid uint32) string {
-	rec, _ := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: uid})
-	return string(rec)
+	return string(vitess.EncodeShard(vitess.TabletAlias{Cell: "dc1", UID: uid}))
+}
+
+// hostPort is an etcd endpoint URL's host:port, as CellInfo.server_address holds it.
+func hostPort(endpoint string) string {
+	if _, rest, ok := strings.Cut(endpoint, "://"); ok {
+		return rest
+	}
+	return endpoint
 }

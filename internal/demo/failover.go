@@ -13,9 +13,11 @@ import (
 	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/controller"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/vitess"
 )
 
 // The failover half of the demo: controllers in both DCs, dc1 lost, dc2 promoted, dc1 back and resynced.
@@ -30,8 +32,8 @@ func (d *demo) controllerConfig() (*config.Config, error) {
 	yaml := fmt.Sprintf(`cluster: demo
 initial_primary: dc1
 dcs:
-  dc1: {etcd: {endpoints: [%s], dial_timeout: 1s}, vtctld: vtctld.dc1:15999}
-  dc2: {etcd: {endpoints: [%s], dial_timeout: 1s}, vtctld: vtctld.dc2:15999}
+  dc1: {etcd: {endpoints: [%s], dial_timeout: 1s}, vtctld: vtctld.dc1:15999, cells: [dc1]}
+  dc2: {etcd: {endpoints: [%s], dial_timeout: 1s}, vtctld: vtctld.dc2:15999, cells: [dc2]}
 election: {ttl: 2s}
 health: {interval: 200ms, timeout: 500ms, failure_threshold: 3, success_threshold: 2}
 failover:
@@ -40,9 +42,8 @@ failover:
   after: %s
   promote_timeout: 10s
   promote_command: [%s, -etcd, "{{if eq .DC \"dc1\"}}%[1]s{{else}}%[2]s{{end}}", "{{.Keyspace}}/{{.Shard}}", "{{.Tablet}}"]
-  shards:
-    - {keyspace: commerce, shard: "-80", tablets: {dc1: [dc1-0000000100], dc2: [dc2-0000000101]}}
-    - {keyspace: commerce, shard: "80-", tablets: {dc1: [dc1-0000000200], dc2: [dc2-0000000201]}}
+  shards: auto
+  discovery: {interval: 1s}
 `, d.dc1.Endpoint(), d.dc2.Endpoint(), failoverAfter, strings.Join(promote, ", "))
 	return config.Parse([]byte(yaml))
 }
@@ -94,6 +95,25 @@ func (d *demo) startControllers(ctx context.Context) error {
 		return err
 	}
 	d.sayf("dc2 also holds a shard lock that an old make-mirror copied without its lease\n")
+	// No shard is listed in the config: the leader discovers them in dc2's copy of the topo.
+	p, err := poll(ctx, func() (*discovery.Plan, bool) {
+		for _, c := range d.controllers {
+			if p := c.Plan(); p != nil && len(p.Shards) > 0 {
+				return p, true
+			}
+		}
+		return nil, false
+	})
+	if err != nil {
+		return fmt.Errorf("no plan from the leader: %w", err)
+	}
+	d.sayf("failover.shards is auto: the leader's plan, read from dc2's copy of the topo: %s\n", p.Summarize(3).Line())
+	for _, s := range p.Shards {
+		d.sayf("  %s: would promote %s (candidates %s; --ignore-replicas %s)\n", s.ID(), s.Tablet, strings.Join(s.Candidates, ","), strings.Join(s.IgnoreTablets, ","))
+	}
+	if ready, notReady := p.Counts(); ready != 2 || notReady != 0 || len(p.Warnings) > 0 {
+		return fmt.Errorf("the plan should have commerce's 2 shards ready and nothing to warn of: %+v", p)
+	}
 	return nil
 }
 
@@ -146,13 +166,22 @@ func (d *demo) loseDC1(ctx context.Context) error {
 		}
 		d.sayf("          3. %s/%s: promote command ran, the Shard record now names %s (%s)\n", s.Keyspace, s.Shard, s.Tablet, s.Duration.Round(time.Millisecond))
 	}
+	// The one warning there must be, shown on purpose: dc1's cell record points at dc1's etcd, now gone.
+	for _, w := range f.Warnings {
+		if !strings.Contains(w, "cell dc1's CellInfo points at") {
+			return fmt.Errorf("unexpected pre-flight warning: %s", w)
+		}
+		d.sayf("          the pre-flight warned, as it should: %s\n", w)
+	}
 	d.sayf("  dc1 lost -> every shard promoted: %s (failover.after %s, counted from the first failed probe,\n", elapsed(), failoverAfter)
 	d.sayf("  + up to one probe interval + the promotions)\n")
 	return nil
 }
 
 func (d *demo) dc1Returns(ctx context.Context) error {
-	if _, err := d.c2.Put(ctx, prefix+"keyspaces/commerce/shards/-80/Tablets", "dc2-0000000101"); err != nil {
+	// A new tablet in dc2, as a starting vttablet registers it.
+	added := vitess.Tablet{Alias: vitess.TabletAlias{Cell: "dc2", UID: 103}, Hostname: "tablet-dc2-0000000103", Keyspace: "commerce", Shard: "-80", Type: vitess.TypeReplica}
+	if _, err := d.c2.Put(ctx, vitess.TabletKey("/vt/dc2", added.Alias), string(vitess.EncodeTablet(added, 15999))); err != nil {
 		return err
 	}
 	d.sayf("dc2 serves as primary and changes its topo; then dc1's etcd comes back with its stale copy\n")
