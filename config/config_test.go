@@ -192,10 +192,9 @@ func TestLoadExampleConfig(t *testing.T) {
 		!reflect.DeepEqual(cfg.Failover.FenceCommand, def.Failover.FenceCommand) {
 		t.Errorf("switchover_command, fence_command = %q, %q; want the defaults", cfg.Failover.SwitchoverCommand, cfg.Failover.FenceCommand)
 	}
-	wantShards := []Shard{{Keyspace: "commerce", Shard: "0", Tablets: map[string]Aliases{
-		"dc1": {"dc1-0000000100", "dc1-0000000102"}, "dc2": {"dc2-0000000101"}}}}
-	if !reflect.DeepEqual(cfg.Failover.Shards.List, wantShards) {
-		t.Errorf("failover.shards = %+v, want %+v", cfg.Failover.Shards.List, wantShards)
+	if !cfg.Failover.Shards.Auto || cfg.Failover.Discovery.Interval != 15*time.Second || cfg.Failover.Parallel() != DefaultMaxParallel ||
+		!reflect.DeepEqual(dc1.Cells, []string{"dc1"}) || !reflect.DeepEqual(dc2.Cells, []string{"dc2"}) {
+		t.Errorf("failover.shards = %+v, discovery %+v, cells %q %q; want auto, 15s, [dc1] [dc2]", cfg.Failover.Shards, cfg.Failover.Discovery, dc1.Cells, dc2.Cells)
 	}
 	if cfg.Listen != "127.0.0.1:9464" || cfg.HTTP.TokenFile != "" {
 		t.Errorf("listen, http = %q, %+v", cfg.Listen, cfg.HTTP)

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -38,7 +39,7 @@ func (ctl *Controller) refreshPlans(ctx context.Context) {
 // announcePlan records an event when the shards that cannot fail over are not the ones before, and
 // returns them.
 func (ctl *Controller) announcePlan(p *discovery.Plan, before []string) []string {
-	var notReady []string
+	notReady := slices.Clone(p.Problems)
 	for _, s := range p.Shards {
 		if !s.Ready() || len(p.Problems) > 0 {
 			notReady = append(notReady, s.ID())
@@ -48,7 +49,7 @@ func (ctl *Controller) announcePlan(p *discovery.Plan, before []string) []string
 		return before
 	}
 	sum := p.Summarize(10)
-	if sum.NotReady > 0 {
+	if !p.Ready() {
 		ctl.ev.Warn(events.KindFailover, "plan: some shards cannot fail over", "to", p.To, "plan", sum.Line())
 	} else {
 		ctl.ev.Info(events.KindFailover, "plan: every shard can fail over", "to", p.To, "shards", sum.Shards)
@@ -59,7 +60,10 @@ func (ctl *Controller) announcePlan(p *discovery.Plan, before []string) []string
 // ComputePlan plans a failover from the followed primary to the other DC now, from the other DC's etcd.
 func (ctl *Controller) ComputePlan(ctx context.Context) (*discovery.Plan, error) {
 	cfg := ctl.config()
-	rec, _ := ctl.followed()
+	rec, read := ctl.followed()
+	if !read {
+		return nil, errors.New("no etcd has answered with the primary record yet: which DC a failover would promote is unknown")
+	}
 	to := cfg.OtherDC(rec.DC)
 	return discovery.Compute(ctx, discovery.Input{Config: cfg, Client: ctl.cfg.Clients[to], From: rec.DC, To: to, Epoch: rec.Epoch + 1,
 		Timeout: cfg.RequestTimeout, CheckCells: true})

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -59,6 +60,13 @@ func (s ShardPlan) ID() string { return s.Keyspace + "/" + s.Shard }
 // Ready says whether s can fail over (the plan's own problems aside).
 func (s ShardPlan) Ready() bool { return s.Tablet != "" && len(s.Problems) == 0 }
 
+// Ready says whether a failover now would promote every shard: there are shards, none has a problem,
+// and the plan has none of its own.
+func (p *Plan) Ready() bool {
+	_, notReady := p.Counts()
+	return notReady == 0 && len(p.Problems) == 0
+}
+
 // Counts returns how many shards can fail over and how many cannot. A problem of the plan's own stops
 // every shard.
 func (p *Plan) Counts() (ready, notReady int) {
@@ -115,10 +123,26 @@ func build(c *config.Config, topo *Topology, in Input) *Plan {
 			pl.dcOf[cell] = dc
 		}
 	}
+	// Parsed, so that dc2-101 and dc2-0000000101 are the same tablet, as for Vitess.
+	pl.never = map[vitess.TabletAlias]bool{}
+	for _, a := range c.Failover.NeverPromote {
+		if alias, err := vitess.ParseTabletAlias(a); err == nil {
+			pl.never[alias] = true
+		}
+	}
 	if c.Failover.Shards.Auto {
 		pl.discovered()
 	} else {
 		pl.listed()
+	}
+	if len(p.Shards) == 0 {
+		// A failover would promote nothing: a wrong vitess.global_root, a copy the mirror has not made, a
+		// scope that matches nothing. Never "all ready".
+		where := "failover.shards lists none"
+		if c.Failover.Shards.Auto {
+			where = fmt.Sprintf("none in %s's etcd below %s/keyspaces/ within failover.discovery.keyspaces: check vitess.global_root and the mirror", in.To, c.Vitess.GlobalRoot)
+		}
+		p.Problems = append(p.Problems, "no shard to fail over: "+where)
 	}
 	for i := range p.Shards {
 		p.Shards[i].Command = pl.command(p.Shards[i], in.Epoch)
@@ -133,6 +157,7 @@ type planner struct {
 	plan     *Plan
 	dcOf     map[string]string // cell -> DC
 	warned   map[string]bool   // keyspaces warned about: once each, not once per shard
+	never    map[vitess.TabletAlias]bool
 }
 
 func (pl *planner) warnf(format string, args ...any) {
@@ -185,7 +210,9 @@ func (pl *planner) discoveredShard(s *Shard) ShardPlan {
 	var side, passed []string // the shard's tablets on To's side; why some are not candidates
 	var candidates []vitess.Tablet
 	for _, cell := range sortedCells(s.Graph) {
-		for _, a := range s.Graph[cell] {
+		// By uid: the graph's order is the order tablets started in, which says nothing.
+		tablets := slices.SortedFunc(slices.Values(s.Graph[cell]), func(a, b vitess.TabletAlias) int { return cmp.Compare(a.UID, b.UID) })
+		for _, a := range tablets {
 			switch pl.dcOf[cell] {
 			case pl.from:
 				sp.IgnoreTablets = append(sp.IgnoreTablets, a.String())
@@ -197,7 +224,7 @@ func (pl *planner) discoveredShard(s *Shard) ShardPlan {
 					pl.warnf("%s: %s is in cell %s's replication graph but has no Tablet record: skipped", s.ID(), a, cell)
 				case t.Keyspace != s.Keyspace || t.Shard != s.Name:
 					passed = append(passed, fmt.Sprintf("%s's record says it serves %s/%s", a, t.Keyspace, t.Shard))
-				case slices.Contains(pl.c.Failover.NeverPromote, a.String()):
+				case pl.never[a]:
 					side = append(side, a.String())
 					passed = append(passed, a.String()+" is in failover.never_promote")
 				case t.Type == vitess.TypeReplica || (t.Type == vitess.TypePrimary && a == s.Primary):
@@ -254,8 +281,8 @@ func (pl *planner) discoveredShard(s *Shard) ShardPlan {
 // with only the other tablets on the promoted side (the other side is gone); "" when it can.
 func (pl *planner) durabilityProblem(keyspace string, ks Keyspace, candidate vitess.TabletAlias, side []string) string {
 	if ks.Err != nil {
-		pl.warnKeyspace(keyspace, "keyspace %s: %v: its durability policy is unknown", keyspace, ks.Err)
-		return ""
+		// ERS reads the keyspace's durability policy first and fails without it.
+		return fmt.Sprintf("keyspace %s: %v: ERS cannot read its durability policy and refuses", keyspace, ks.Err)
 	}
 	acks := func(rdonly, crossCell bool) int {
 		n := 0
@@ -388,7 +415,7 @@ func checkCells(topo *Topology, fromAddress, to string, timeout time.Duration) [
 		wg.Go(func() {
 			var why string
 			switch {
-			case fromAddress != "" && strings.Contains(ci.ServerAddress, fromAddress):
+			case fromAddress != "" && slices.ContainsFunc(addresses(ci.ServerAddress), func(a string) bool { return slices.Contains(addresses(fromAddress), a) }):
 				why = fmt.Sprintf("cell %s's CellInfo in %s's etcd points at %q, the other DC's etcd, which its loss takes away: ERS then fails with \"partial result\"; set mirror.cell_info_rewrite: true", cell, to, ci.ServerAddress)
 			case !anyAnswers(ci.ServerAddress, timeout):
 				why = fmt.Sprintf("cell %s's CellInfo points at %q, which does not answer: ERS fails with \"partial result\" until it does; set mirror.cell_info_rewrite: true so that every cell points at the DR etcd's copy", cell, ci.ServerAddress)
@@ -405,13 +432,24 @@ func checkCells(topo *Topology, fromAddress, to string, timeout time.Duration) [
 	return dead
 }
 
-// anyAnswers says whether a TCP connection to any of the comma-separated addresses opens within timeout.
-func anyAnswers(addresses string, timeout time.Duration) bool {
-	for _, a := range strings.Split(addresses, ",") {
+// addresses splits a comma-separated list of etcd addresses (host:port, or URLs) into host:port.
+func addresses(list string) []string {
+	var out []string
+	for _, a := range strings.Split(list, ",") {
 		a = strings.TrimSpace(a)
 		if _, rest, ok := strings.Cut(a, "://"); ok {
 			a = rest
 		}
+		if a != "" {
+			out = append(out, strings.TrimSuffix(a, "/"))
+		}
+	}
+	return out
+}
+
+// anyAnswers says whether a TCP connection to any of the comma-separated addresses opens within timeout.
+func anyAnswers(list string, timeout time.Duration) bool {
+	for _, a := range addresses(list) {
 		if conn, err := net.DialTimeout("tcp", a, timeout); err == nil {
 			conn.Close()
 			return true

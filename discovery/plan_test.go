@@ -133,7 +133,8 @@ func TestDiscoveredPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := compute(t, configFor(t, e.Endpoint(), "  never_promote: [dc2-0000000221]\n"), cli)
+	// never_promote in the short form Vitess also accepts: the same tablet as dc2-0000000221.
+	p := compute(t, configFor(t, e.Endpoint(), "  never_promote: [dc2-221]\n"), cli)
 	if !p.Discovered || p.From != "dc1" || p.To != "dc2" || p.ReadFrom != "dc2" || len(p.Shards) != 7 || len(p.Problems) != 0 {
 		t.Fatalf("plan = %+v", p)
 	}
@@ -215,6 +216,13 @@ func TestPlanSurvivesBadRecords(t *testing.T) {
 		t.Errorf("warnings %q do not name the undecodable tablet", p.Warnings)
 	}
 
+	// A keyspace without its record: ERS reads the durability policy first, and fails.
+	if _, err := cli.Delete(ctxT(t), vitess.KeyspaceKey("/vt", "commerce")); err != nil {
+		t.Fatal(err)
+	}
+	p = compute(t, configFor(t, e.Endpoint(), ""), cli)
+	wantProblem(t, shardOf(t, p, "commerce/80-"), "keyspace commerce: /vt/keyspaces/commerce/Keyspace does not exist: ERS cannot read its durability policy")
+
 	if _, err := cli.Put(ctxT(t), vitess.CellInfoKey("/vt", "dc2b"), garbage); err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +232,18 @@ func TestPlanSurvivesBadRecords(t *testing.T) {
 	}
 	if ready, _ := p.Counts(); ready != 0 {
 		t.Errorf("%d shards ready while a cell's topo cannot be found", ready)
+	}
+}
+
+// A plan with no shard is never ready: a failover would promote nothing.
+func TestEmptyPlanIsNotReady(t *testing.T) {
+	e := testenv.StartEtcd(t, "dc2")
+	p := compute(t, configFor(t, e.Endpoint(), ""), e.Client())
+	if p.Ready() || len(p.Shards) != 0 || !contains(p.Problems, "no shard to fail over: none in dc2's etcd below /vt/keyspaces/") {
+		t.Errorf("empty topo: ready %v, problems %q", p.Ready(), p.Problems)
+	}
+	if line := p.Summarize(3).Line(); !strings.HasPrefix(line, "0 shards: 0 ready for dc2, 0 not (") || !strings.Contains(line, "no shard to fail over") {
+		t.Errorf("summary line %q", line)
 	}
 }
 

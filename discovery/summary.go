@@ -49,7 +49,7 @@ func (p *Plan) Summarize(limit int) Summary {
 // 1 not (customer/80-: no REPLICA in dc2's cells (dc2): ...)".
 func (s Summary) Line() string {
 	line := fmt.Sprintf("%d shards: %d ready for %s", s.Shards, s.Ready, s.To)
-	if s.NotReady == 0 && len(s.Problems) == 0 {
+	if s.NotReady == 0 && len(s.Problems) == 0 && s.Shards > 0 {
 		return line
 	}
 	line += fmt.Sprintf(", %d not", s.NotReady)

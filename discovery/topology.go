@@ -88,36 +88,17 @@ func read(ctx context.Context, cli *clientv3.Client, globalRoot string, timeout 
 		return cli.Get(rctx, prefix, opts...)
 	}
 
-	ksDir := path.Join(globalRoot, "keyspaces") + "/"
-	resp, err := get(ksDir)
-	if err != nil {
-		return nil, fmt.Errorf("read the keyspaces below %s: %w", ksDir, err)
+	if err := t.readKeyspaces(globalRoot, get); err != nil {
+		return nil, err
 	}
-	t.Revision = resp.Header.Revision
 	shards := map[string]*Shard{}
-	for _, kv := range resp.Kvs {
-		parts := strings.Split(strings.TrimPrefix(string(kv.Key), ksDir), "/")
-		switch {
-		case len(parts) == 2 && parts[1] == "Keyspace":
-			policy, err := vitess.KeyspaceDurability(kv.Value)
-			t.Keyspaces[parts[0]] = Keyspace{Durability: policy, Err: err}
-		case len(parts) == 4 && parts[1] == "shards" && parts[3] == "Shard":
-			s := &Shard{Keyspace: parts[0], Name: parts[2], Graph: map[string][]vitess.TabletAlias{}}
-			primary, _, err := vitess.ShardPrimary(kv.Value)
-			s.Primary, s.Err = primary, err
-			shards[s.ID()] = s
-			t.Shards = append(t.Shards, s)
-		}
-	}
 	for _, s := range t.Shards {
-		if _, ok := t.Keyspaces[s.Keyspace]; !ok {
-			t.Keyspaces[s.Keyspace] = Keyspace{Err: fmt.Errorf("%s does not exist", vitess.KeyspaceKey(globalRoot, s.Keyspace))}
-		}
+		shards[s.ID()] = s
 	}
-	sort.Slice(t.Shards, func(i, j int) bool { return t.Shards[i].ID() < t.Shards[j].ID() })
 
 	cellsDir := vitess.CellsDir(globalRoot)
-	if resp, err = get(cellsDir); err != nil {
+	resp, err := get(cellsDir)
+	if err != nil {
 		return nil, fmt.Errorf("read the cells below %s: %w", cellsDir, err)
 	}
 	for _, kv := range resp.Kvs {
@@ -144,6 +125,48 @@ func read(ctx context.Context, cli *clientv3.Client, globalRoot string, timeout 
 		}
 	}
 	return t, nil
+}
+
+// ReadShards reads only the keyspaces and Shard records below globalRoot, with one range read: what a
+// self-fence needs (each shard's primary), when every other read may be too many.
+func ReadShards(ctx context.Context, cli *clientv3.Client, globalRoot string, timeout time.Duration) (*Topology, error) {
+	t := &Topology{Keyspaces: map[string]Keyspace{}}
+	err := t.readKeyspaces(globalRoot, func(prefix string) (*clientv3.GetResponse, error) {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return cli.Get(rctx, prefix, clientv3.WithPrefix())
+	})
+	return t, err
+}
+
+// readKeyspaces reads the Keyspace and Shard records, and sets the revision every later read is pinned to.
+func (t *Topology) readKeyspaces(globalRoot string, get func(string) (*clientv3.GetResponse, error)) error {
+	ksDir := path.Join(globalRoot, "keyspaces") + "/"
+	resp, err := get(ksDir)
+	if err != nil {
+		return fmt.Errorf("read the keyspaces below %s: %w", ksDir, err)
+	}
+	t.Revision = resp.Header.Revision
+	for _, kv := range resp.Kvs {
+		parts := strings.Split(strings.TrimPrefix(string(kv.Key), ksDir), "/")
+		switch {
+		case len(parts) == 2 && parts[1] == "Keyspace":
+			policy, err := vitess.KeyspaceDurability(kv.Value)
+			t.Keyspaces[parts[0]] = Keyspace{Durability: policy, Err: err}
+		case len(parts) == 4 && parts[1] == "shards" && parts[3] == "Shard":
+			s := &Shard{Keyspace: parts[0], Name: parts[2], Graph: map[string][]vitess.TabletAlias{}}
+			primary, _, err := vitess.ShardPrimary(kv.Value)
+			s.Primary, s.Err = primary, err
+			t.Shards = append(t.Shards, s)
+		}
+	}
+	for _, s := range t.Shards {
+		if _, ok := t.Keyspaces[s.Keyspace]; !ok {
+			t.Keyspaces[s.Keyspace] = Keyspace{Err: fmt.Errorf("%s does not exist", vitess.KeyspaceKey(globalRoot, s.Keyspace))}
+		}
+	}
+	sort.Slice(t.Shards, func(i, j int) bool { return t.Shards[i].ID() < t.Shards[j].ID() })
+	return nil
 }
 
 // readCell reads one cell's replication graphs and Tablet records.

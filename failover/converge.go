@@ -327,12 +327,20 @@ func (c *Converger) drive(ctx context.Context, lock clientv3.Cmp, rec primary.Re
 		hooks: Hooks{Config: cfg, DC: c.cfg.DC, ID: c.cfg.ID, Events: c.ev, Metrics: c.cfg.Metrics},
 		promoter: &Promoter{Timeout: cfg.Failover.PromoteTimeout, Topo: cli, GlobalRoot: cfg.Vitess.GlobalRoot, Cells: cfg.DCs[rec.DC].Cells,
 			ConfirmTimeout: c.cfg.ConfirmTimeout, ConfirmPoll: c.cfg.ConfirmPoll,
-			view: newShardView(cli, cfg.Vitess.GlobalRoot, cfg.RequestTimeout, cfg.Health.Interval)},
+			view: newShardView(cli, cfg.Vitess.GlobalRoot, cfg.RequestTimeout, cfg.Health.Interval, c.log)},
 	}
 	vctx, stopView := context.WithCancel(ctx)
-	d.wg.Go(func() { d.promoter.view.Run(vctx) })
-	defer d.wait()
-	defer stopView()
+	viewDone := make(chan struct{})
+	go func() {
+		defer close(viewDone)
+		d.promoter.view.Run(vctx)
+	}()
+	// The view outlives the attempts still under way: they confirm against it.
+	defer func() {
+		d.wait()
+		stopView()
+		<-viewDone
+	}()
 	return d.run(ctx, untilReported)
 }
 
@@ -622,6 +630,16 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 	case d.slots <- struct{}{}:
 	case <-ctx.Done():
 		return false
+	}
+	// The wait for a slot can last a whole reparent: a person, or a dead holder's reparent that vtctld
+	// finished, may have given the shard its primary meanwhile. Checked again, from the view.
+	if err := d.promoter.HasPrimary(ctx, s.Keyspace, s.Shard, s.Candidates); err == nil || errors.Is(err, errUnread) {
+		<-d.slots
+		if err == nil {
+			ev.Info(events.KindFailover, "failover: shard got its primary while it waited for a slot; confirmed without promoting it", "shard", s.ID())
+			return d.settle(ctx, s, nil, s.Output)
+		}
+		return false // unknown: the next look re-reads the shard
 	}
 	s.Attempts++
 	s.State, s.By, s.UpdatedAt = ShardPending, d.c.cfg.ID, time.Now().UTC()

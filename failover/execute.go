@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -137,17 +138,11 @@ func (x *Executor) Switchover(ctx context.Context, d Decision, seen primary.Obse
 func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observed, drain func(context.Context) error, fence ...clientv3.Cmp) (*Progress, error) {
 	cfg := x.cfg.Config
 	target := x.cfg.Clients[d.To]
-	// The plan is read afresh from the new primary's etcd: the copy, when the old primary is lost.
-	plan, err := discovery.Compute(ctx, discovery.Input{Config: cfg, Client: target, From: d.From, To: d.To, Epoch: d.NewEpoch, Timeout: cfg.RequestTimeout})
-	if err != nil {
-		err = fmt.Errorf("plan the failover to %s: %w; nothing was done", d.To, err)
-		x.ev.Error(events.KindFailover, "failover: the epoch was not bumped", "to", d.To, "err", err)
-		return nil, err
-	}
-	p := NewProgress(cfg, d, time.Now().UTC(), plan)
+	startedAt := time.Now().UTC()
 	key := cfg.Keys().Primary()
-	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: p.StartedAt, Reason: string(d.Trigger) + ": " + d.Reason}
+	rec := primary.Record{DC: d.To, Epoch: d.NewEpoch, ChangedAt: startedAt, Reason: string(d.Trigger) + ": " + d.Reason}
 	var errs []error
+	var oldSide string
 
 	if seen.Record != nil && seen.Record.Epoch >= d.NewEpoch {
 		// Someone already moved the primary to this epoch or beyond: doing it again would promote twice.
@@ -166,13 +161,29 @@ func (x *Executor) execute(ctx context.Context, d Decision, seen primary.Observe
 		if told != "written" {
 			return nil, fmt.Errorf("switchover to %s: the old primary %s could not be told (%s); nothing was changed", d.To, d.From, told)
 		}
-		p.OldSide = told
+		oldSide = told
 		undo = func() { x.restoreOldSide(ctx, d.From, key, rec, prev) }
 		x.ev.Info(events.KindFailover, "switchover: the old primary knows; draining the mirror", "from", d.From, "epoch", d.NewEpoch)
 		if err := drain(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("switchover: the mirror was not drained, writes the old primary took meanwhile may be missing: %w", err))
 		}
 	}
+	// The plan is read afresh from the new primary's etcd (the copy, when the old primary is lost), after
+	// a switchover's drain: a shard the old primary created just before is in it.
+	plan, err := discovery.Compute(ctx, discovery.Input{Config: cfg, Client: target, From: d.From, To: d.To, Epoch: d.NewEpoch, Timeout: cfg.RequestTimeout})
+	if err != nil {
+		undo()
+		err = fmt.Errorf("plan the failover to %s: %w; nothing was done", d.To, err)
+		x.ev.Error(events.KindFailover, "failover: the epoch was not bumped", "to", d.To, "err", err)
+		return nil, err
+	}
+	if len(plan.Shards) == 0 {
+		// The epoch still moves (the topo's direction must follow the DC that is up), but nothing will
+		// be promoted, and everyone should know.
+		x.ev.Error(events.KindFailover, "failover: the plan has no shard: no tablet will be promoted", "to", d.To, "problems", strings.Join(plan.Problems, "; "))
+	}
+	p := NewProgress(cfg, d, startedAt, plan)
+	p.OldSide = oldSide
 	if ok, err := x.bump(ctx, target, key, rec, &p, seen, fence); !ok {
 		undo()
 		if err != nil {

@@ -181,13 +181,28 @@ func (p *Progress) Shard(id string) (ShardProgress, bool) {
 func NewProgress(c *config.Config, d Decision, at time.Time, plan *discovery.Plan) Progress {
 	p := Progress{Epoch: d.NewEpoch, Decision: d, StartedAt: at}
 	for _, s := range plan.Shards {
-		p.Targets = append(p.Targets, Target{Keyspace: s.Keyspace, Shard: s.Shard, Tablet: s.Tablet,
-			Candidates: s.Candidates, Ignore: s.IgnoreTablets, Problems: s.Problems})
+		t := Target{Keyspace: s.Keyspace, Shard: s.Shard, Tablet: s.Tablet, Candidates: s.Candidates, Ignore: s.IgnoreTablets}
+		if len(s.Problems) > 0 {
+			// One problem, bounded: the header holds every target in one etcd value (etcd refuses a request
+			// over 1.5 MiB by default), and `topoha plan` has the rest.
+			t.Problems = []string{truncate(s.Problems[0], maxProblemBytes)}
+		}
+		p.Targets = append(p.Targets, t)
 	}
 	if len(c.Failover.Hooks.BeforePromote) == 0 {
 		p.BeforePromote = "ok"
 	}
 	return p
+}
+
+// maxProblemBytes bounds the problem a target keeps.
+const maxProblemBytes = 300
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // startOps are the operations that record p in the epoch bump's transaction: the header, and the end of

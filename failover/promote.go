@@ -129,7 +129,7 @@ func (p *Promoter) shardRecord(ctx context.Context, key string) ([]byte, bool, <
 func (p *Promoter) tabletAgrees(ctx context.Context, tablet vitess.TabletAlias) (bool, error) {
 	root, err := p.cellRoot(ctx, tablet.Cell)
 	if err != nil {
-		return false, fmt.Errorf("its cell's CellInfo cannot be read: %w", err)
+		return false, fmt.Errorf("its cell's CellInfo cannot be read: %w: %w", errUnread, err)
 	}
 	if root == "" {
 		return true, nil // no CellInfo, or one the plan reports as undecodable: the Shard record is the answer
@@ -137,7 +137,7 @@ func (p *Promoter) tabletAgrees(ctx context.Context, tablet vitess.TabletAlias) 
 	key := vitess.TabletKey(root, tablet)
 	resp, err := p.Topo.Get(ctx, key)
 	if err != nil {
-		return false, fmt.Errorf("%s cannot be read: %w", key, err)
+		return false, fmt.Errorf("%s cannot be read: %w: %w", key, errUnread, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return true, nil
@@ -165,6 +165,9 @@ func (p *Promoter) cellRoot(ctx context.Context, cell string) (string, error) {
 		if ci, err := vitess.DecodeCellInfo(resp.Kvs[0].Value); err == nil {
 			root = ci.Root
 		}
+	}
+	if root == "" {
+		return "", nil // not cached: the mirror may bring the record
 	}
 	p.rootsMu.Lock()
 	if p.roots == nil {

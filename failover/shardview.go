@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ type shardView struct {
 	prefix  string
 	timeout time.Duration // bounds the range read
 	retry   time.Duration // the wait before reading again after a failure
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	recs    map[string][]byte // Shard record key -> value; nil until the first read
@@ -26,8 +28,8 @@ type shardView struct {
 	changed chan struct{}     // closed at the next change of recs or err
 }
 
-func newShardView(cli *clientv3.Client, globalRoot string, timeout, retry time.Duration) *shardView {
-	return &shardView{cli: cli, prefix: path.Join(globalRoot, "keyspaces") + "/", timeout: timeout, retry: retry,
+func newShardView(cli *clientv3.Client, globalRoot string, timeout, retry time.Duration, log *slog.Logger) *shardView {
+	return &shardView{cli: cli, prefix: path.Join(globalRoot, "keyspaces") + "/", timeout: timeout, retry: retry, log: log,
 		err: errors.New("the Shard records are not read yet"), changed: make(chan struct{})}
 }
 
@@ -42,6 +44,8 @@ func (v *shardView) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		// No shard is attempted while the view is not current: say why.
+		v.log.Warn("failover: the Shard records cannot be followed; reading them again", "prefix", v.prefix, "err", err, "retry_in", v.retry)
 		v.update(func() { v.err = err })
 		select {
 		case <-ctx.Done():

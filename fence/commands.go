@@ -21,9 +21,6 @@ import (
 // the Shard record when it is one of the DC's tablets (a local reparent may have moved it), else the DC's
 // first tablet of the shard. ctx bounds all the reads together.
 func targets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) []Tablet {
-	if c.Failover.Shards.Auto {
-		return discoveredTargets(ctx, c, cli, dc)
-	}
 	out := make([]Tablet, 0, len(c.Failover.Shards.List))
 	for _, s := range c.Failover.Shards.List {
 		t := Tablet{Keyspace: s.Keyspace, Shard: s.Shard, Tablet: s.Tablets[dc][0]}
@@ -44,12 +41,11 @@ func targets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc str
 
 // discoveredTargets are, with failover.shards: auto, the primaries that the DC's own etcd names in the
 // Shard records of the shards in scope, where the primary is a tablet of one of the DC's cells: a shard
-// whose primary is elsewhere has nothing here to fence. With the DC's etcd unreadable there is nothing to
-// go by, and nothing is fenced (the fence record says so: it lists no tablet).
-func discoveredTargets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) []Tablet {
-	topo, err := discovery.Read(ctx, cli, c.Vitess.GlobalRoot, c.RequestTimeout)
+// whose primary is elsewhere has nothing here to fence. Only the Shard records are read.
+func discoveredTargets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) ([]Tablet, error) {
+	topo, err := discovery.ReadShards(ctx, cli, c.Vitess.GlobalRoot, c.RequestTimeout)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	var out []Tablet
 	for _, s := range topo.Shards {
@@ -57,7 +53,7 @@ func discoveredTargets(ctx context.Context, c *config.Config, cli *clientv3.Clie
 			out = append(out, Tablet{Keyspace: s.Keyspace, Shard: s.Name, Tablet: s.Primary.String()})
 		}
 	}
-	return out
+	return out, nil
 }
 
 // fenceTimeout bounds one fence command: the fence is only worth something if it is in place before the

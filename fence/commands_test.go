@@ -34,8 +34,12 @@ func TestDiscoveredFenceTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	found, err := discoveredTargets(ctx, c, e.Client(), "dc1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var got []string
-	for _, tab := range targets(ctx, c, e.Client(), "dc1") {
+	for _, tab := range found {
 		got = append(got, tab.Keyspace+"/"+tab.Shard+" "+tab.Tablet)
 	}
 	slices.Sort(got)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,10 @@ type Fencer struct {
 	retryAt     time.Time // next retry of tablets whose fence command failed
 	retries     int
 	toldStale   int64 // the epoch for which "stays fenced" was recorded
+	// primaries are, with failover.shards: auto, the tablets to fence as last read while armed (every
+	// failover.discovery.interval): what the fence uses when this DC's etcd does not answer at that moment.
+	primaries   []Tablet
+	primariesAt time.Time
 
 	mu     sync.Mutex
 	status Status
@@ -133,6 +138,7 @@ func (f *Fencer) step(ctx context.Context, now time.Time) {
 		return
 	}
 	f.setStatus(obs.Record, since, "")
+	f.learnPrimaries(ctx, c, rec, now)
 	r := obs.Record
 	if r != nil {
 		f.sawFence = now
@@ -283,6 +289,34 @@ func (f *Fencer) due(c *config.Config, rec primary.Record, known bool, since, no
 // fence puts the fence up: it claims the record in this DC's etcd (the first controller of the DC to
 // claim it runs the commands) and runs fence_command for every shard. If this DC's etcd does not answer,
 // the commands run anyway, and the record is written when it answers again.
+// targets are the tablets to fence: with listed shards, as the config and the DC's etcd say; with
+// discovered ones, the primaries the DC's etcd names, or the last ones read while armed when it does not
+// answer.
+func (f *Fencer) targets(ctx context.Context, c *config.Config) []Tablet {
+	if !c.Failover.Shards.Auto {
+		return targets(ctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)
+	}
+	found, err := discoveredTargets(ctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)
+	if err != nil {
+		f.ev.Warn(events.KindFence, "fencing the primaries last read: this DC's etcd does not answer", "read_at", f.primariesAt, "tablets", len(f.primaries), "err", err)
+		return slices.Clone(f.primaries)
+	}
+	return found
+}
+
+// learnPrimaries reads the tablets a fence would fence every failover.discovery.interval while this DC
+// is primary and self-fencing is on, with discovered shards.
+func (f *Fencer) learnPrimaries(ctx context.Context, c *config.Config, rec primary.Record, now time.Time) {
+	if !c.Failover.Shards.Auto || !c.Failover.SelfFence || rec.DC != f.cfg.DC || now.Sub(f.primariesAt) < c.Failover.Discovery.Interval {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+	defer cancel()
+	if found, err := discoveredTargets(rctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC); err == nil {
+		f.primaries, f.primariesAt = found, now
+	}
+}
+
 func (f *Fencer) fence(ctx context.Context, c *config.Config, rec primary.Record, since, now time.Time) {
 	dr := c.OtherDC(f.cfg.DC)
 	reason := fmt.Sprintf("cut off from %s's etcd", dr)
@@ -294,7 +328,7 @@ func (f *Fencer) fence(ctx context.Context, c *config.Config, rec primary.Record
 	// wait a timeout per shard, and the time left before the other side may promote is short.
 	rctx, cancel := context.WithTimeout(ctx, fencingTimeout(c))
 	r := &Record{DC: f.cfg.DC, State: StateFenced, Epoch: rec.Epoch, By: f.cfg.ID, At: now.UTC(), Reason: reason,
-		Tablets: targets(rctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)}
+		Tablets: f.targets(rctx, c)}
 	rev, err := write(rctx, f.cfg.Clients[f.cfg.DC], c.Keys().Fence(), r, 0)
 	cancel()
 	switch {

@@ -25,7 +25,7 @@ type collector struct {
 	etcdMembersServing, etcdMembersConfigured           *prometheus.Desc
 	mirrorApplied, mirrorSource                         *prometheus.Desc
 	mirrorLag, mirrorLagSeconds, mirrorSyncing          *prometheus.Desc
-	planShards, planRefreshed                           *prometheus.Desc
+	planShards, planReady, planRefreshed                *prometheus.Desc
 }
 
 func newCollector(ctl *controller.Controller) *collector {
@@ -60,6 +60,7 @@ func newCollector(ctl *controller.Controller) *collector {
 		mirrorLagSeconds:      d("mirror_lag_seconds", "Seconds since the destination was last known to hold everything the source had (leader only)."),
 		mirrorSyncing:         d("mirror_syncing", "1 while a full sync runs (leader only)."),
 		planShards:            d("plan_shards", "Shards of the latest plan for a failover to the DR DC, by whether they can fail over now (leader only).", "state"),
+		planReady:             d("plan_ready", "1 when the leader's latest plan would promote every shard: there are shards, none has a problem, and the plan has none of its own (leader only)."),
 		planRefreshed:         d("plan_refreshed_timestamp_seconds", "Unix time the leader last computed the plan (leader only)."),
 	}
 }
@@ -76,6 +77,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ready, notReady := p.Counts()
 		gauge(c.planShards, float64(ready), "ready")
 		gauge(c.planShards, float64(notReady), "not_ready")
+		gauge(c.planReady, boolFloat(p.Ready()))
 		gauge(c.planRefreshed, float64(p.ComputedAt.UnixNano())/1e9)
 	}
 	for _, p := range controller.Phases() {

@@ -70,7 +70,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else {
 		printPlan(stdout, plan)
 	}
-	if _, notReady := plan.Counts(); notReady > 0 {
+	if !plan.Ready() {
 		return exitNotReady
 	}
 	return exitOK

@@ -107,8 +107,8 @@ failover:
 		t.Fatal(err)
 	}
 
-	// Before anything is mirrored, dc2's etcd has no topo: nothing to plan, nothing ready.
-	if code, p := planJSON(t, config); code != exitOK || len(p.Shards) != 0 || p.To != "dc2" {
+	// Before anything is mirrored, dc2's etcd has no topo: a failover now would promote nothing.
+	if code, p := planJSON(t, config); code != exitNotReady || len(p.Shards) != 0 || p.To != "dc2" || !strings.Contains(strings.Join(p.Problems, "\n"), "no shard to fail over") {
 		t.Errorf("plan before the mirror: exit %d, %+v", code, p)
 	}
 	procs := map[string]*testenv.Process{"ctl-a": startController(t, config, "dc1", "ctl-a"), "ctl-b": startController(t, config, "dc2", "ctl-b")}
