@@ -118,36 +118,24 @@ type Unfinished struct {
 	StartedAt time.Time `json:"started_at"`
 	Shards    int       `json:"shards"`
 	// Vetoed: before_promote vetoed the promotions; shards promoted by hand are confirmed, no more.
-	Vetoed        bool            `json:"vetoed"`
-	BeforePromote string          `json:"before_promote,omitempty"`
-	Unconfirmed   []ShardProgress `json:"unconfirmed"`
+	Vetoed        bool   `json:"vetoed"`
+	BeforePromote string `json:"before_promote,omitempty"`
+	// Confirmed, Failed, Held and Pending count the shards by state: how far the failover got.
+	Confirmed   int             `json:"confirmed"`
+	Failed      int             `json:"failed"`
+	Held        int             `json:"held"`
+	Pending     int             `json:"pending"`
+	Unconfirmed []ShardProgress `json:"unconfirmed"`
 }
 
-// Counts says how far the failover is: shards confirmed, failed (their last attempt did not make it),
-// held by a person, and pending (not attempted yet, or an attempt under way).
-func (u *Unfinished) Counts() (confirmed, failed, held, pending int) {
-	for _, s := range u.Unconfirmed {
-		switch s.State {
-		case ShardFailed:
-			failed++
-		case ShardHeld:
-			held++
-		default:
-			pending++
-		}
-	}
-	return u.Shards - len(u.Unconfirmed), failed, held, pending
-}
-
-// Progress is the failover's progress in a few words, e.g. "promoting: 412 of 1000 confirmed, 3
-// failed, 585 pending".
+// Progress is the failover's progress in a few words, e.g. "412 of 1000 confirmed, 3 failed, 585
+// pending".
 func (u *Unfinished) Progress() string {
-	confirmed, failed, held, pending := u.Counts()
-	out := fmt.Sprintf("%d of %d confirmed", confirmed, u.Shards)
+	out := fmt.Sprintf("%d of %d confirmed", u.Confirmed, u.Shards)
 	for _, c := range []struct {
 		n    int
 		what string
-	}{{failed, "failed"}, {held, "held"}, {pending, "pending"}} {
+	}{{u.Failed, "failed"}, {u.Held, "held"}, {u.Pending, "pending"}} {
 		if c.n > 0 {
 			out += fmt.Sprintf(", %d %s", c.n, c.what)
 		}
@@ -164,8 +152,19 @@ func (p *Progress) Unfinished() *Unfinished {
 	if len(left) == 0 && !p.ConvergedAt.IsZero() {
 		return nil
 	}
-	return &Unfinished{Epoch: p.Epoch, To: p.Decision.To, StartedAt: p.StartedAt, Shards: len(p.Shards), Vetoed: p.Vetoed(),
-		BeforePromote: p.BeforePromote, Unconfirmed: left}
+	u := &Unfinished{Epoch: p.Epoch, To: p.Decision.To, StartedAt: p.StartedAt, Shards: len(p.Shards), Vetoed: p.Vetoed(),
+		BeforePromote: p.BeforePromote, Confirmed: len(p.Shards) - len(left), Unconfirmed: left}
+	for _, s := range left {
+		switch s.State {
+		case ShardFailed:
+			u.Failed++
+		case ShardHeld:
+			u.Held++
+		default:
+			u.Pending++
+		}
+	}
+	return u
 }
 
 // Shard returns the progress of keyspace/shard id, if the failover covers it.

@@ -113,7 +113,7 @@ func TestStatusTextGolden(t *testing.T) {
 				{Keyspace: "customer", Shard: "-80", Tablet: "dc2-0000000201", Error: "customer/-80: dc2-0000000201 is not primary after 3 attempt(s): exit status 1"},
 			},
 		},
-		Unfinished: &failover.Unfinished{Epoch: 4, To: "dc2", StartedAt: at(5 * time.Minute), Shards: 3, BeforePromote: "ok",
+		Unfinished: &failover.Unfinished{Epoch: 4, To: "dc2", StartedAt: at(5 * time.Minute), Shards: 3, BeforePromote: "ok", Confirmed: 1, Failed: 1, Held: 1,
 			Unconfirmed: []failover.ShardProgress{
 				{Target: failover.Target{Keyspace: "customer", Shard: "-80", Tablet: "dc2-0000000201"}, State: failover.ShardFailed, Attempts: 6,
 					NextAttemptAt: goldenNow.Add(41 * time.Second), By: "ctl-c",
