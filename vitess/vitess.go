@@ -1,6 +1,7 @@
-// Package vitess knows the few Vitess topo records topoha reads or writes: where a shard's record lives,
-// who its primary is (topodata.Shard.primary_alias), tablet aliases, and which keys are locks. It decodes
-// the protobuf fields it needs with protowire instead of importing Vitess.
+// Package vitess knows the Vitess topo records topoha reads or writes: where each record lives (Keyspace,
+// Shard, CellInfo, ShardReplication, Tablet), the fields topoha needs of them, tablet aliases, and which
+// keys are locks. It decodes and encodes them with protowire instead of importing Vitess; the encoders
+// write what Vitess writes, for the demo, the benchmark and tests.
 package vitess
 
 import (

@@ -25,7 +25,7 @@ func goList(t *testing.T, pkgs ...string) []string {
 // must not change when the failover logic does.
 func TestDependenciesPointOneWay(t *testing.T) {
 	const mod = "github.com/topoha/topoha/"
-	for _, pkg := range []string{"replication", "health", "election"} {
+	for _, pkg := range []string{"replication", "health", "election", "discovery"} {
 		for _, d := range goList(t, mod+pkg) {
 			if d == mod+"failover" || d == mod+"controller" {
 				t.Errorf("%s links %s", pkg, d)
