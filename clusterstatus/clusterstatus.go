@@ -25,10 +25,13 @@ import (
 // Status is the state of a topoha cluster as read from the etcds directly: what `topoha status`
 // shows, with or without a controller running.
 type Status struct {
-	Cluster      string           `json:"cluster"`
-	Primary      primary.Record   `json:"primary"`
-	Leader       *election.Leader `json:"leader"`
+	Cluster string           `json:"cluster"`
+	Primary primary.Record   `json:"primary"`
+	Leader  *election.Leader `json:"leader"`
+	// Paused is true when the pause flag is set, or cannot be read (controllers then act as if it were
+	// set); PauseUnknown says why it could not be read.
 	Paused       bool             `json:"paused"`
+	PauseUnknown string           `json:"pause_unknown,omitempty"`
 	DCs          map[string]DC    `json:"dcs"`
 	Mirror       Mirror           `json:"mirror"`
 	LastFailover *failover.Result `json:"last_failover"`
@@ -104,6 +107,13 @@ func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Cl
 	// Only from the etcds that answered the probe: a lost DC would cost a request timeout.
 	p, ok := override.ReadPause(ctx, c, serving)
 	st.Paused = !ok || p.Paused
+	switch {
+	case ok:
+	case len(serving) == 0:
+		st.PauseUnknown = "no DC's etcd answers"
+	default:
+		st.PauseUnknown = "no etcd that answers returned the flag"
+	}
 	if len(c.Failover.Witnesses) > 0 {
 		st.Witnesses = witness.Ask(ctx, c.Failover.Witnesses, c.Health.Timeout)
 	}

@@ -421,7 +421,7 @@ func TestValidationRules(t *testing.T) {
 			contains: []string{"allow_two_site_auto"}},
 		{name: "unknown mode", edits: []string{"mode: manual", "mode: automatic"}, want: `failover.mode: "automatic"`},
 		{name: "after zero", edits: []string{"after: 30s", "after: 0s"}, want: "failover.after: must be positive"},
-		{name: "cooldown negative", edits: []string{"cooldown: 15m", "cooldown: -1m"}, want: "failover.cooldown: must be positive"},
+		{name: "cooldown negative", edits: []string{"cooldown: 15m", "cooldown: -1m"}, want: "failover.cooldown: -1m0s: must be 0 (no hold-down) or positive"},
 		{name: "promote_timeout zero", edits: []string{"promote_timeout: 60s", "promote_timeout: 0s"}, want: "failover.promote_timeout: must be positive"},
 		{name: "self_fence with fence_after equal to after", edits: []string{"self_fence: false", "self_fence: true", "fence_after: 20s", "fence_after: 30s"},
 			want: "failover.fence_after: 30s must be shorter than failover.after"},
@@ -564,6 +564,15 @@ func TestAccepted(t *testing.T) {
 				if !f.Shards.Auto || f.Shards.List != nil || f.Discovery.Interval != 5*time.Second || f.Parallel() != 8 ||
 					!reflect.DeepEqual(f.Discovery.Keyspaces, []string{"commerce", "customer/-80"}) || !reflect.DeepEqual(cfg.DCs["dc1"].Cells, []string{"dc1", "dc1b"}) {
 					t.Errorf("failover = %+v, dc1 cells %q", f, cfg.DCs["dc1"].Cells)
+				}
+			},
+		},
+		{
+			name:  "no cooldown",
+			edits: []string{"cooldown: 15m", "cooldown: 0s"},
+			check: func(t *testing.T, cfg *Config) {
+				if cfg.Failover.Cooldown != 0 {
+					t.Errorf("cooldown = %s, want 0", cfg.Failover.Cooldown)
 				}
 			},
 		},

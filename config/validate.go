@@ -262,10 +262,15 @@ func (c *Config) validateFailover(add func(error)) {
 	default:
 		add(fieldErr("failover.mode", "%q: must be auto or manual", f.Mode))
 	}
-	for name, d := range map[string]time.Duration{"after": f.After, "cooldown": f.Cooldown, "promote_timeout": f.PromoteTimeout, "fence_after": f.FenceAfter, "retry_max_backoff": f.RetryMaxBackoff} {
+	for name, d := range map[string]time.Duration{"after": f.After, "promote_timeout": f.PromoteTimeout, "fence_after": f.FenceAfter, "retry_max_backoff": f.RetryMaxBackoff} {
 		if d <= 0 {
 			add(fieldErr("failover."+name, "must be positive, e.g. 30s"))
 		}
+	}
+	// 0 is allowed: no hold-down between automatic failovers (VTOrc dropped its recovery block in v20, and
+	// its users will try it); the controller warns at start. docs/configuration.md says why.
+	if f.Cooldown < 0 {
+		add(fieldErr("failover.cooldown", "%s: must be 0 (no hold-down) or positive, e.g. 15m", f.Cooldown))
 	}
 	if f.SelfFence {
 		if f.FenceAfter >= f.After {

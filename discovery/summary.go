@@ -45,11 +45,14 @@ func (p *Plan) Summarize(limit int) Summary {
 	return s
 }
 
+// Ready says whether a failover now would promote every shard (see Plan.Ready).
+func (s Summary) AllReady() bool { return s.Shards > 0 && s.NotReady == 0 && len(s.Problems) == 0 }
+
 // Line is the summary as the PLAN line of `topoha status` words it, e.g. "256 shards: 255 ready for dc2,
 // 1 not (customer/80-: no REPLICA in dc2's cells (dc2): ...)".
 func (s Summary) Line() string {
 	line := fmt.Sprintf("%d shards: %d ready for %s", s.Shards, s.Ready, s.To)
-	if s.NotReady == 0 && len(s.Problems) == 0 && s.Shards > 0 {
+	if s.AllReady() {
 		return line
 	}
 	line += fmt.Sprintf(", %d not", s.NotReady)

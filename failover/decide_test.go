@@ -51,6 +51,7 @@ func TestDecide(t *testing.T) {
 		{"DR etcd unknown", func(f *Facts) { f.Health["dc2"] = snap(health.Unknown, 0) }, ActionNone, "", "", "dc2 etcd is unknown"},
 		{"within cooldown", func(f *Facts) { f.LastFailover = t0.Add(-10 * time.Minute) }, ActionNone, "", "", "cooldown"},
 		{"after cooldown", func(f *Facts) { f.LastFailover = t0.Add(-16 * time.Minute) }, ActionFailover, "dc2", TriggerAuto, ""},
+		{"cooldown 0: no hold-down", func(f *Facts) { f.Cooldown, f.LastFailover = 0, t0.Add(-time.Second) }, ActionFailover, "dc2", TriggerAuto, ""},
 		{"witnesses: majority sees down", func(f *Facts) { f.Witnesses = Witnesses{Configured: 3, SeeDown: 2} }, ActionFailover, "dc2", TriggerAuto, ""},
 		{"witnesses: minority sees down", func(f *Facts) { f.Witnesses = Witnesses{Configured: 3, SeeDown: 1} }, ActionNone, "", "", "1 of 3 witnesses"},
 		{"witnesses: half is not a majority", func(f *Facts) { f.Witnesses = Witnesses{Configured: 2, SeeDown: 1} }, ActionNone, "", "", "1 of 2"},

@@ -148,7 +148,7 @@ func TestSelfFenceOnAPartitionBeforeTheOtherSidePromotes(t *testing.T) {
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		return strings.Contains(a.Stderr(), "stays fenced"), "ctl-a has not said that dc1 stays fenced"
 	})
-	if code, out, _ := testenv.RunProcess(t, waitLong, testenv.Binary(t), "status", "--config", base); code != 0 ||
+	if code, out, _ := testenv.RunProcess(t, waitLong, testenv.Binary(t), "status", "--config", base); code != exitStatusAttention ||
 		!strings.Contains(out, "FENCE    dc1 FENCED by ctl-a") || !strings.Contains(out, "dc2 is primary now (epoch 1)") {
 		t.Errorf("status after the partition: exit %d\n%s", code, out)
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/events"
 	"github.com/topoha/topoha/failover"
+	"github.com/topoha/topoha/fence"
 	"github.com/topoha/topoha/health"
 	"github.com/topoha/topoha/primary"
 	"github.com/topoha/topoha/witness"
@@ -146,6 +148,18 @@ func TestStatusTextGolden(t *testing.T) {
 			checkGolden(t, "status-"+name+".golden", out.Bytes())
 		})
 	}
+	// Manual mode, and a pause flag no etcd returned: neither is "PAUSED YES".
+	manual := *cfg
+	manual.Failover.Mode = config.ModeManual
+	unread := *healthy
+	unread.Paused, unread.PauseUnknown = true, "no etcd that answers returned the flag"
+	for name, st := range map[string]*clusterstatus.Status{"manual": healthy, "manual-pause-unknown": &unread} {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			printStatus(&out, &manual, st, goldenNow)
+			checkGolden(t, "status-"+name+".golden", out.Bytes())
+		})
+	}
 }
 
 func TestHistoryTextGolden(t *testing.T) {
@@ -167,4 +181,56 @@ func TestHistoryTextGolden(t *testing.T) {
 	var out bytes.Buffer
 	events.WriteText(&out, evs)
 	checkGolden(t, "history.golden", out.Bytes())
+}
+
+// TestStatusExitCodes: `topoha status` exits 0 only when nothing needs a person, 1 when something does
+// (each case below), 2 when nothing can be read. Scripts and Nagios-style checks depend on it.
+func TestStatusExitCodes(t *testing.T) {
+	up := clusterstatus.DC{EtcdHealthy: true, State: health.Up}
+	healthy := func() *clusterstatus.Status {
+		return &clusterstatus.Status{Primary: primary.Record{DC: "dc1"}, Leader: &election.Leader{ID: "ctl-b", DC: "dc2"},
+			DCs:    map[string]clusterstatus.DC{"dc1": up, "dc2": up},
+			Mirror: clusterstatus.Mirror{Source: "dc1", Destination: "dc2", AppliedRevision: 10, SourceRevision: 10, UpdatedAt: goldenNow.Add(-5 * time.Second)},
+			Plan:   &discovery.Summary{To: "dc2", Shards: 4, Ready: 4}}
+	}
+	cases := map[string]struct {
+		change func(*clusterstatus.Status)
+		code   int
+		why    string
+	}{
+		"healthy":               {func(*clusterstatus.Status) {}, exitOK, ""},
+		"paused by an operator": {func(s *clusterstatus.Status) { s.Paused = true }, exitOK, ""},
+		"a DC's etcd down":      {func(s *clusterstatus.Status) { s.DCs["dc2"] = clusterstatus.DC{State: health.Down} }, 1, "dc2's etcd is down"},
+		"a DC's etcd degraded": {func(s *clusterstatus.Status) {
+			s.DCs["dc1"] = clusterstatus.DC{EtcdHealthy: true, State: health.Degraded}
+		}, 1, "dc1's etcd is degraded"},
+		"no leader":         {func(s *clusterstatus.Status) { s.Leader = nil }, 1, "no controller leads"},
+		"mirror resyncing":  {func(s *clusterstatus.Status) { s.Mirror.Syncing = true }, 1, "the mirror is resyncing"},
+		"mirror never ran":  {func(s *clusterstatus.Status) { s.Mirror.AppliedRevision = 0 }, 1, "the mirror has no checkpoint in dc2's etcd"},
+		"mirror far behind": {func(s *clusterstatus.Status) { s.Mirror.UpdatedAt = goldenNow.Add(-3 * time.Minute) }, 1, "the mirror's checkpoint is 3m0s old"},
+		"unfinished failover": {func(s *clusterstatus.Status) {
+			s.Unfinished = &failover.Unfinished{Shards: 4, Unconfirmed: make([]failover.ShardProgress, 1)}
+		}, 1, "a failover is unfinished: 1 of 4"},
+		"a shard cannot fail over": {func(s *clusterstatus.Status) { s.Plan.Ready, s.Plan.NotReady = 3, 1 }, 1, "the plan is not ready"},
+		"no shard at all": {func(s *clusterstatus.Status) {
+			s.Plan = &discovery.Summary{To: "dc2", Problems: []string{"no shard to fail over"}}
+		}, 1, "the plan is not ready"},
+		"a DC fenced": {func(s *clusterstatus.Status) { s.Fences = map[string]*fence.Record{"dc1": {DC: "dc1"}} }, 1, "dc1 is fenced"},
+		"pause flag unreadable": {func(s *clusterstatus.Status) {
+			s.Paused, s.PauseUnknown = true, "no etcd that answers returned the flag"
+		}, 1, "the pause flag cannot be read"},
+		"no etcd answers": {func(s *clusterstatus.Status) {
+			s.DCs = map[string]clusterstatus.DC{"dc1": {State: health.Down}, "dc2": {State: health.Down}}
+		}, exitStatusUnread, "no DC's etcd answers"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			st := healthy()
+			c.change(st)
+			code, why := statusExit(st, goldenNow)
+			if code != c.code || !strings.Contains(strings.Join(why, "; "), c.why) {
+				t.Errorf("exit %d (%q), want %d naming %q", code, why, c.code, c.why)
+			}
+		})
+	}
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,10 +59,68 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if err := enc.Encode(st); err != nil {
 			return fail(stderr, "status", err)
 		}
-		return exitOK
+		code, _ := statusExit(st, time.Now())
+		return code
 	}
 	printStatus(stdout, cfg, st, time.Now())
-	return exitOK
+	code, why := statusExit(st, time.Now())
+	if code != exitOK {
+		fmt.Fprintf(stdout, "CHECK    %s\n", strings.Join(why, "; "))
+	}
+	return code
+}
+
+// Exit codes of `topoha status`, for scripts and Nagios-style checks.
+const (
+	exitStatusAttention = 1 // something needs a person
+	exitStatusUnread    = 2 // nothing could be read: no DC's etcd answers (or bad flags or config)
+)
+
+// mirrorStale is how old the mirror's checkpoint may get before status says the mirror needs a look: an
+// idle mirror records one every few seconds.
+const mirrorStale = time.Minute
+
+// statusExit is `topoha status`'s exit code, with what needs a person when it is 1.
+func statusExit(st *clusterstatus.Status, now time.Time) (int, []string) {
+	var why []string
+	answered := false
+	for _, dc := range slices.Sorted(maps.Keys(st.DCs)) {
+		d := st.DCs[dc]
+		answered = answered || d.EtcdHealthy
+		if d.State != health.Up {
+			why = append(why, fmt.Sprintf("%s's etcd is %s", dc, d.State))
+		}
+	}
+	if !answered {
+		return exitStatusUnread, []string{"no DC's etcd answers: nothing could be read"}
+	}
+	m := st.Mirror
+	switch {
+	case st.Leader == nil:
+		why = append(why, "no controller leads")
+	case m.Syncing:
+		why = append(why, "the mirror is resyncing: the DR copy is not consistent until it ends")
+	case m.AppliedRevision == 0:
+		why = append(why, "the mirror has no checkpoint in "+m.Destination+"'s etcd")
+	case now.Sub(m.UpdatedAt) > mirrorStale:
+		why = append(why, fmt.Sprintf("the mirror's checkpoint is %s old", now.Sub(m.UpdatedAt).Round(time.Second)))
+	}
+	if u := st.Unfinished; u != nil {
+		why = append(why, fmt.Sprintf("a failover is unfinished: %d of %d shards without a primary", len(u.Unconfirmed), u.Shards))
+	}
+	if p := st.Plan; p != nil && !p.AllReady() {
+		why = append(why, "the plan is not ready: some shards could not fail over now")
+	}
+	for _, dc := range slices.Sorted(maps.Keys(st.Fences)) {
+		why = append(why, dc+" is fenced")
+	}
+	if st.PauseUnknown != "" {
+		why = append(why, "the pause flag cannot be read")
+	}
+	if len(why) > 0 {
+		return exitStatusAttention, why
+	}
+	return exitOK, nil
 }
 
 // printStatus writes the status for a person at 3 a.m.: the answer first. Ages are counted up to now.
@@ -77,11 +137,7 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 	} else {
 		fmt.Fprintf(w, "LEADER   none: the election lives in %s's etcd (the DR side)%s\n", dr, noLeaderWhy(st.DCs[dr]))
 	}
-	paused := "no"
-	if st.Paused {
-		paused = "YES: no automatic failover until `topoha resume`"
-	}
-	fmt.Fprintf(w, "PAUSED   %s (failover.mode %s)\n", paused, cfg.Failover.Mode)
+	fmt.Fprintf(w, "PAUSED   %s\n", describePause(cfg, st))
 	var etcd, members []string
 	for _, dc := range cfg.DCNames() {
 		d := st.DCs[dc]
@@ -150,6 +206,24 @@ func printStatus(w io.Writer, cfg *config.Config, st *clusterstatus.Status, now 
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING  %s\n", warn)
 	}
+}
+
+// describePause says whether automatic failover can happen, and why not: the flag, a flag nobody could
+// read, or the mode.
+func describePause(cfg *config.Config, st *clusterstatus.Status) string {
+	var flag string
+	switch {
+	case st.PauseUnknown != "":
+		flag = "UNKNOWN: the pause flag cannot be read (" + st.PauseUnknown + "); controllers treat an unreadable flag as paused"
+	case st.Paused:
+		flag = "YES: no automatic failover until `topoha resume`"
+	default:
+		flag = "no"
+	}
+	if cfg.Failover.Mode == config.ModeManual {
+		return flag + "; automatic failover is OFF: failover.mode is manual (set failover.mode: auto, with failover.witnesses, and reload the controllers to turn it on; `topoha failover --to DC` works in either mode)"
+	}
+	return flag + " (failover.mode auto)"
 }
 
 // printUnfinished writes the FAILOVER line of a failover whose shards do not all have their primary yet,

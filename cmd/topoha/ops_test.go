@@ -74,8 +74,16 @@ func TestStatusWithoutControllers(t *testing.T) {
 	}
 	d.dc2.Stop()
 	code, out, _ := testenv.RunProcess(t, waitLong, testenv.Binary(t), "status", "--config", config)
-	if code != 0 || !strings.HasPrefix(out, "PRIMARY  dc1 (epoch 0)") || !strings.Contains(out, "dc2 DOWN") || !strings.Contains(out, "LEADER   none") {
-		t.Errorf("status with dc2 down: exit %d\n%s", code, out)
+	if code != exitStatusAttention || !strings.HasPrefix(out, "PRIMARY  dc1 (epoch 0)") || !strings.Contains(out, "dc2 DOWN") || !strings.Contains(out, "LEADER   none") ||
+		!strings.Contains(out, "CHECK    dc2's etcd is down; no controller leads") {
+		t.Errorf("status with dc2 down: exit %d, want %d\n%s", code, exitStatusAttention, out)
+	}
+	// Nothing answers: nothing can be said, and the pause flag is unknown, not "YES".
+	d.dc1.Stop()
+	code, out, _ = testenv.RunProcess(t, waitLong, testenv.Binary(t), "status", "--config", config)
+	if code != exitStatusUnread || !strings.Contains(out, "PAUSED   UNKNOWN: the pause flag cannot be read (no DC's etcd answers)") ||
+		!strings.Contains(out, "automatic failover is OFF: failover.mode is manual") {
+		t.Errorf("status with every etcd down: exit %d, want %d\n%s", code, exitStatusUnread, out)
 	}
 }
 

@@ -123,6 +123,9 @@ func runController(ctx context.Context, f runFlags, cfg *config.Config, clients 
 	if cfg.Failover.Mode == config.ModeAuto && len(cfg.Failover.Witnesses) == 0 {
 		rec.Warn(events.KindLifecycle, "automatic failover with two sites and no witnesses (failover.allow_two_site_auto): a partition between the DCs can make both of them primary")
 	}
+	if cfg.Failover.Mode == config.ModeAuto && cfg.Failover.Cooldown == 0 {
+		rec.Warn(events.KindLifecycle, "failover.cooldown is 0: no hold-down between automatic failovers; a link that flaps can move the primary back and forth, each move a reparent of every shard")
+	}
 	rec.Info(events.KindLifecycle, "controller started", "cluster", cfg.Cluster, "mode", cfg.Failover.Mode, "http", api.Addr(),
 		"post_endpoints", cfg.HTTP.TokenFile != "", "version", version())
 	err = ctl.Run(ctx)
