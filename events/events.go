@@ -74,6 +74,9 @@ type Config struct {
 	Metrics *metrics.Metrics
 }
 
+// historyAttempts is how many times an event is written before it is given up.
+const historyAttempts = 3
+
 // queueLen is how many events may wait for one DC's etcd; more are dropped (and counted), so a lost DC
 // never holds the controller up.
 const queueLen = 256
@@ -170,7 +173,21 @@ func (r *Recorder) Run(ctx context.Context) error {
 func (r *Recorder) write(ctx context.Context, dc string, q chan Event) {
 	cli := r.cfg.Clients[dc]
 	put := func(ctx context.Context, ev Event) {
-		if err := r.put(ctx, cli, ev); err != nil {
+		// A raft leader election in that etcd fails a write or two: the history is what a postmortem reads,
+		// so an event is tried again before it is given up (the put is idempotent: same key, same value).
+		var err error
+		for attempt := range historyAttempts {
+			if attempt > 0 {
+				select {
+				case <-ctx.Done():
+				case <-time.After(r.cfg.Timeout / 10):
+				}
+			}
+			if err = r.put(ctx, cli, ev); err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+		if err != nil {
 			r.cfg.Metrics.HistoryWriteFailed(dc)
 			r.cfg.Logger.Debug("history event not written", "dc", dc, "err", err)
 		}
