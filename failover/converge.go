@@ -596,9 +596,7 @@ func (d *driver) startDue(ctx context.Context, p *Progress) {
 // runs its promote command once and records the outcome in s. It says whether s is what etcd holds.
 func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, promote bool) bool {
 	ev := d.c.ev
-	rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
-	err := d.promoter.HasPrimary(rctx, s.Keyspace, s.Shard, s.Candidates)
-	cancel()
+	err := d.hasPrimary(ctx, s)
 	switch {
 	case errors.Is(err, errUnread):
 		// Unknown is not "not promoted": a shard a dead holder promoted must not be promoted again. The
@@ -633,7 +631,7 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 	}
 	// The wait for a slot can last a whole reparent: a person, or a dead holder's reparent that vtctld
 	// finished, may have given the shard its primary meanwhile. Checked again, from the view.
-	if err := d.promoter.HasPrimary(ctx, s.Keyspace, s.Shard, s.Candidates); err == nil || errors.Is(err, errUnread) {
+	if err := d.hasPrimary(ctx, s); err == nil || errors.Is(err, errUnread) {
 		<-d.slots
 		if err == nil {
 			ev.Info(events.KindFailover, "failover: shard got its primary while it waited for a slot; confirmed without promoting it", "shard", s.ID())
@@ -670,6 +668,13 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 		ev.Error(events.KindFailover, "failover: shard NOT promoted; retrying with back-off until it is", append(attrs, "err", err, "next_attempt_at", s.NextAttemptAt)...)
 	}
 	return recorded
+}
+
+// hasPrimary checks, within a request's time, whether s has its primary in the new primary DC.
+func (d *driver) hasPrimary(ctx context.Context, s *ShardProgress) error {
+	rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+	defer cancel()
+	return d.promoter.HasPrimary(rctx, s.Keyspace, s.Shard, s.Candidates)
 }
 
 // settle records the outcome of s's attempt: confirmed when err is nil, else failed with the next

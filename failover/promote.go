@@ -46,7 +46,7 @@ type Promoter struct {
 	// returned; ConfirmPoll how often it is checked meanwhile when no change wakes the check earlier.
 	ConfirmTimeout, ConfirmPoll time.Duration
 
-	// view holds the Shard records, kept current by a watch; without it each check reads its record.
+	// view holds the Shard records, kept current by a watch (the driver runs it).
 	view    *shardView
 	rootsMu sync.Mutex
 	roots   map[string]string // cell -> its root, from its CellInfo
@@ -80,11 +80,10 @@ func (p *Promoter) HasPrimary(ctx context.Context, keyspace, shard string, candi
 	return err
 }
 
-// hasPrimary is HasPrimary, with a channel closed when the view of the Shard records next changes (nil
-// without a view).
+// hasPrimary is HasPrimary, with a channel closed when the view of the Shard records next changes.
 func (p *Promoter) hasPrimary(ctx context.Context, keyspace, shard string, candidates []string) (<-chan struct{}, error) {
 	key := vitess.ShardKey(p.GlobalRoot, keyspace, shard)
-	val, found, changed, err := p.shardRecord(ctx, key)
+	val, found, changed, err := p.view.get(key)
 	switch {
 	case err != nil:
 		return changed, fmt.Errorf("read %s: %w: %w", key, errUnread, err)
@@ -109,18 +108,6 @@ func (p *Promoter) hasPrimary(ctx context.Context, keyspace, shard string, candi
 
 // errUnread means the Shard record could not be read: whether the shard has its primary is unknown.
 var errUnread = errors.New("the record is unknown")
-
-// shardRecord returns the Shard record at key from the view, or read directly without one.
-func (p *Promoter) shardRecord(ctx context.Context, key string) ([]byte, bool, <-chan struct{}, error) {
-	if p.view != nil {
-		return p.view.get(key)
-	}
-	resp, err := p.Topo.Get(ctx, key)
-	if err != nil || len(resp.Kvs) == 0 {
-		return nil, false, nil, err
-	}
-	return resp.Kvs[0].Value, true, nil, nil
-}
 
 // tabletAgrees checks the promoted tablet's own record where the promoted side's Vitess reads it (the cell
 // root its CellInfo names): a promotion whose Tablet record write went elsewhere (through a topo VIP that
