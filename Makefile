@@ -1,10 +1,25 @@
 GO ?= go
 BIN := bin/topoha
 
-.PHONY: build test test-race lint check-deploy test-etcd-versions e2e-vitess chaos chaos-short bench bench-failover bench-go demo clean
+.PHONY: build image image-test release test test-race lint check-deploy test-etcd-versions e2e-vitess chaos chaos-short bench bench-failover bench-go demo clean
 
+# Stamped with the version, commit and build date (build/version.sh); `topoha version` prints them.
 build:
-	$(GO) build -o $(BIN) ./cmd/topoha
+	ldflags="$$(build/version.sh ldflags)" && $(GO) build -ldflags "$$ldflags" -o $(BIN) ./cmd/topoha
+
+# The container image as an OCI archive, bin/topoha-image.tar: static topoha, vtctldclient and vtctlclient,
+# no shell, user 65532 (build/image.sh). Needs root and buildah, which it installs from Debian if missing.
+image:
+	command -v buildah >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah)
+	bash build/image.sh
+
+# Runs `topoha version`, the Vitess clients and `topoha demo` inside the image and checks its configuration.
+image-test:
+	bash build/image-test.sh
+
+# Static linux/amd64 and linux/arm64 binaries and SHA256SUMS in bin/release (build/release.sh).
+release:
+	bash build/release.sh
 
 # The whole system on one machine with embedded etcd servers, narrated. Needs nothing but Go.
 demo:

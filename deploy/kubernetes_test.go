@@ -332,6 +332,10 @@ func checkDeployment(t *testing.T, d deploymentObject, dc string, cfg *config.Co
 	if !sc.RunAsNonRoot || sc.RunAsUser == 0 || sc.SeccompProfile.Type != "RuntimeDefault" {
 		t.Errorf("%s: pod securityContext %+v, want runAsNonRoot, a non-zero runAsUser and seccomp RuntimeDefault", where, sc)
 	}
+	// The image's own user (build/image.sh), so that files it owns (its /tmp) stay its own.
+	if image := string(repoFile(t, "build/image.sh")); !strings.Contains(image, fmt.Sprintf("--user %d:%d", sc.RunAsUser, sc.RunAsGroup)) {
+		t.Errorf("%s: runAsUser %d, runAsGroup %d are not the user build/image.sh gives the image", where, sc.RunAsUser, sc.RunAsGroup)
+	}
 	if len(pod.Containers) != 1 {
 		t.Fatalf("%s: %d containers, want 1", where, len(pod.Containers))
 	}

@@ -9,10 +9,11 @@ package metrics
 
 import (
 	"errors"
-	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/version"
 )
 
 // Metrics is one process's set of event metrics. Create it with New.
@@ -37,13 +38,13 @@ type Metrics struct {
 	fenceCommands        *prometheus.CounterVec
 }
 
-// New creates the metrics, and topoha_build_info for version, and registers them with reg.
-func New(reg prometheus.Registerer, version string) (*Metrics, error) {
+// New creates the metrics, and topoha_build_info, and registers them with reg. topoha_build_info is the
+// Prometheus ecosystem's own (version, revision, branch, goversion, goos, goarch, tags), from the values
+// the build stamped into github.com/prometheus/common/version (Makefile), plus build_date.
+func New(reg prometheus.Registerer) (*Metrics, error) {
 	f := factory{reg: reg}
-	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "topoha", Name: "build_info",
-		Help: "Always 1; the labels say which topoha runs."}, []string{"version", "goversion"})
-	f.register(build)
-	build.WithLabelValues(version, runtime.Version()).Set(1)
+	f.register(versioncollector.NewCollector("topoha",
+		versioncollector.WithExtraConstLabels(prometheus.Labels{"build_date": version.BuildDate})))
 	m := &Metrics{
 		leaderChanges: f.counter("leader_changes_total", "Times this controller became or stopped being the leader."),
 		probeDuration: f.histogram("etcd_probe_duration_seconds", "Duration of each etcd probe, failed ones included.",

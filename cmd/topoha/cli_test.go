@@ -1,6 +1,6 @@
 package main
 
-// End-to-end tests of `topoha mirror`, `topoha verify` and `topoha version`: the built binary runs as a real
+// End-to-end tests of `topoha mirror` and `topoha verify`: the built binary runs as a real
 // process against two embedded etcd servers, one per DC, and the tests read both etcds directly.
 
 import (
@@ -470,13 +470,6 @@ func TestBadInputExits2(t *testing.T) {
 				t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
 			}
 		})
-	}
-}
-
-func TestVersion(t *testing.T) {
-	code, stdout, stderr := testenv.RunProcess(t, waitLong, testenv.Binary(t), "version")
-	if code != exitOK || !strings.HasPrefix(stdout, "topoha ") {
-		t.Fatalf("version: exit %d, stdout %q, stderr %q; want exit 0 and \"topoha <version>\"", code, stdout, stderr)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/topoha/topoha/internal/demo"
@@ -181,17 +180,4 @@ func runDemoPromote(ctx context.Context, args []string, stderr io.Writer) int {
 		return fail(stderr, demoPromote, err)
 	}
 	return exitOK
-}
-
-func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
-	fmt.Fprintln(stdout, "topoha", version())
-	return exitOK
-}
-
-// version is the module version the binary was built from.
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
