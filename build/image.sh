@@ -8,9 +8,12 @@
 #  - /usr/local/bin/vtctldclient and vtctlclient from Vitess v0.22.1, the versions the e2e suite runs
 #    (e2e/vitess/build.sh builds them into its cache without cgo, so they are static). promote_command and
 #    switchover_command run them inside the controller's container;
-#  - /etc/passwd and /etc/group naming the user topoha (65532), and an empty /tmp for `topoha demo`;
+#  - /etc/passwd and /etc/group naming the user topoha (65532), and an empty /tmp (mode 1777): the Vitess
+#    clients write glog files there at every run, and `topoha demo` its etcd data;
 #  - no shell and no libc: FROM scratch, every binary static. Hooks that need a shell need another image;
-#  - user 65532:65532, not root; OCI labels version, revision, source, created.
+#  - user 65532:65532, not root; OCI labels version, revision, source, created;
+#  - entrypoint topoha, default arguments --help: `run` needs --config and --dc, which the deployment gives;
+#  - the architecture of the machine that builds it (GOARCH of go env).
 #
 # It needs buildah (Debian's, 1.28 here), run as root, and no daemon and no registry: storage is vfs in a
 # directory of its own that is removed at the end (build/buildah.sh). IMAGE_ARCHIVE names another output.
@@ -27,7 +30,7 @@ start=$(date +%s)
 version=$(build/version.sh version)
 revision=$(build/version.sh revision)
 created=$(build/version.sh build-date)
-ldflags=$(BUILD_DATE=$created build/version.sh ldflags)
+ldflags=$(TOPOHA_BUILD_DATE=$created build/version.sh ldflags)
 
 vitess_start=$(date +%s)
 vitess_bin=$(bash e2e/vitess/build.sh vtctldclient vtctlclient | tail -n1)
@@ -53,7 +56,7 @@ b config \
 	--env PATH=/usr/local/bin \
 	--env HOME=/tmp \
 	--entrypoint '["/usr/local/bin/topoha"]' \
-	--cmd '["run", "--config", "/etc/topoha/config.yaml"]' \
+	--cmd '["--help"]' \
 	--port 9464/tcp \
 	--label org.opencontainers.image.title=topoha \
 	--label "org.opencontainers.image.description=Keeps a two-datacenter Vitess topo alive: etcd mirror, health, failover" \
@@ -61,7 +64,7 @@ b config \
 	--label "org.opencontainers.image.revision=$revision" \
 	--label "org.opencontainers.image.created=$created" \
 	--label org.opencontainers.image.source=https://github.com/topoha/topoha \
-	--label org.opencontainers.image.vitess.version=v0.22.1 \
+	--label com.github.topoha.vitess-version=v0.22.1 \
 	"$ctr"
 epoch=$(date -u -d "$created" +%s)
 b commit --quiet --format oci --timestamp "$epoch" "$ctr" "topoha:$version" >/dev/null

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Says which topoha a build is, for make build, make image and make release:
 #
-#   build/version.sh version   # v1.2.0, v1.2.0-3-g08285f3ab, or v0.0.0-20261130051807-08285f3abcde(-dirty)
+#   build/version.sh version   # v1.2.0, v1.2.0-3-g08285f3bd, or v0.0.0-20261130044700-08285f3bd89e(-dirty)
 #   build/version.sh ldflags   # the -X flags that stamp it into the binary
 #
 # The values go into github.com/prometheus/common/version, where `topoha version`, the start-up log line and
@@ -9,38 +9,49 @@
 # commits since the last one. With no tag at all the version has the shape of a Go pseudo-version (commit
 # time and hash), so it sorts by time. "-dirty" means the work tree had uncommitted changes.
 #
-# Every value can be set from the environment instead (VERSION, REVISION, BRANCH, BUILD_DATE), e.g. to build
-# from a source tarball with no .git. BUILD_DATE is the time of the build in UTC, or SOURCE_DATE_EPOCH's when
-# that is set (reproducible builds: the same commit and date give the same binary).
+# Every value can be set from the environment instead (TOPOHA_VERSION, TOPOHA_REVISION, TOPOHA_BRANCH,
+# TOPOHA_BUILD_DATE), e.g. to build from a source tarball with no .git. The build date is the time of the
+# build in UTC, or SOURCE_DATE_EPOCH's when that is set. The version must be usable as an image tag and a
+# file name, so it is checked.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 git_or_fail() {
-	git "$@" 2>/dev/null || {
-		echo "build/version.sh: not a git checkout (git $*): set VERSION, REVISION and BRANCH in the environment" >&2
+	local out
+	if ! out=$(git "$@" 2>&1); then
+		echo "build/version.sh: git $* failed: $out" >&2
+		echo "build/version.sh: outside a git checkout, set TOPOHA_VERSION, TOPOHA_REVISION and TOPOHA_BRANCH" >&2
 		exit 2
-	}
+	fi
+	echo "$out"
 }
 
-if [[ -z ${VERSION:-} ]]; then
-	if ! VERSION=$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null); then
-		VERSION="v0.0.0-$(TZ=UTC git_or_fail show -s --format=%cd --date=format-local:%Y%m%d%H%M%S HEAD)-$(git_or_fail rev-parse --short=12 HEAD)"
-		git diff --quiet HEAD 2>/dev/null || VERSION+=-dirty
+version=${TOPOHA_VERSION:-}
+if [[ -z $version ]]; then
+	if ! version=$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null); then
+		hash=$(git_or_fail rev-parse --short=12 HEAD)
+		committed=$(TZ=UTC git_or_fail show -s --format=%cd --date=format-local:%Y%m%d%H%M%S HEAD)
+		version=v0.0.0-$committed-$hash
+		git diff --quiet HEAD 2>/dev/null || version+=-dirty
 	fi
 fi
-REVISION=${REVISION:-$(git_or_fail rev-parse HEAD)}
-BRANCH=${BRANCH:-$(git_or_fail rev-parse --abbrev-ref HEAD)}
-if [[ -z ${BUILD_DATE:-} ]]; then
-	BUILD_DATE=$(date -u ${SOURCE_DATE_EPOCH:+-d @$SOURCE_DATE_EPOCH} +%Y-%m-%dT%H:%M:%SZ)
+# An OCI tag: it names the image (topoha:<version>) and the release files.
+if [[ ! $version =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]]; then
+	echo "build/version.sh: version '$version' is not usable as an image tag (letters, digits, '_', '.', '-'; at most 128): fix the tag or TOPOHA_VERSION" >&2
+	exit 2
 fi
+revision=${TOPOHA_REVISION:-$(git_or_fail rev-parse HEAD)}
+# A detached HEAD (CI, a tag checkout) has no branch.
+branch=${TOPOHA_BRANCH:-$(git symbolic-ref -q --short HEAD || echo detached)}
+build_date=${TOPOHA_BUILD_DATE:-$(date -u ${SOURCE_DATE_EPOCH:+-d @$SOURCE_DATE_EPOCH} +%Y-%m-%dT%H:%M:%SZ)}
 
 case ${1:-} in
-version) echo "$VERSION" ;;
-revision) echo "$REVISION" ;;
-build-date) echo "$BUILD_DATE" ;;
+version) echo "$version" ;;
+revision) echo "$revision" ;;
+build-date) echo "$build_date" ;;
 ldflags)
 	pkg=github.com/prometheus/common/version
-	echo "-X $pkg.Version=$VERSION -X $pkg.Revision=$REVISION -X $pkg.Branch=$BRANCH -X $pkg.BuildDate=$BUILD_DATE"
+	echo "-X $pkg.Version=$version -X $pkg.Revision=$revision -X $pkg.Branch=$branch -X $pkg.BuildDate=$build_date"
 	;;
 *)
 	echo "usage: build/version.sh version|revision|build-date|ldflags" >&2

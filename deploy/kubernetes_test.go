@@ -104,6 +104,9 @@ type podSpec struct {
 			SecretName  string `yaml:"secretName"`
 			DefaultMode int    `yaml:"defaultMode"`
 		} `yaml:"secret"`
+		EmptyDir *struct {
+			SizeLimit string `yaml:"sizeLimit"`
+		} `yaml:"emptyDir"`
 	} `yaml:"volumes"`
 }
 
@@ -245,6 +248,21 @@ func mountOf(pod podSpec, c container, source string) string {
 	return ""
 }
 
+// writableMount says whether c mounts an emptyDir of the pod read-write at path.
+func writableMount(pod podSpec, c container, path string) bool {
+	for _, v := range pod.Volumes {
+		if v.EmptyDir == nil {
+			continue
+		}
+		for _, vm := range c.VolumeMounts {
+			if vm.Name == v.Name && vm.MountPath == path && !vm.ReadOnly {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func TestKubernetesManifests(t *testing.T) {
 	m := readManifests(t)
 	if _, ok := m.namespaces["topoha"]; !ok {
@@ -332,7 +350,7 @@ func checkDeployment(t *testing.T, d deploymentObject, dc string, cfg *config.Co
 	if !sc.RunAsNonRoot || sc.RunAsUser == 0 || sc.SeccompProfile.Type != "RuntimeDefault" {
 		t.Errorf("%s: pod securityContext %+v, want runAsNonRoot, a non-zero runAsUser and seccomp RuntimeDefault", where, sc)
 	}
-	// The image's own user (build/image.sh), so that files it owns (its /tmp) stay its own.
+	// The image's own user (build/image.sh), the one its /etc/passwd names.
 	if image := string(repoFile(t, "build/image.sh")); !strings.Contains(image, fmt.Sprintf("--user %d:%d", sc.RunAsUser, sc.RunAsGroup)) {
 		t.Errorf("%s: runAsUser %d, runAsGroup %d are not the user build/image.sh gives the image", where, sc.RunAsUser, sc.RunAsGroup)
 	}
@@ -344,6 +362,11 @@ func checkDeployment(t *testing.T, d deploymentObject, dc string, cfg *config.Co
 	if !csc.ReadOnlyRootFilesystem || csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation ||
 		len(csc.Capabilities.Drop) != 1 || csc.Capabilities.Drop[0] != "ALL" {
 		t.Errorf("%s: container securityContext %+v, want a read-only root, no privilege escalation, drop ALL", where, csc)
+	}
+	// With the root read-only, vtctldclient (every promote, switchover and fence command) needs a writable
+	// /tmp for its glog files, or it exits 2.
+	if !writableMount(pod, c, "/tmp") {
+		t.Errorf("%s: no emptyDir mounted read-write at /tmp: vtctldclient cannot write its glog files on a read-only root, and exits 2", where)
 	}
 
 	flags := runArgs(t, where+" args", c.Args)

@@ -32,7 +32,7 @@ func hookRig(t *testing.T, hooks string) (*rig, *prometheus.Registry) {
 	cfg.Failover = f
 	r.cfg = &cfg
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg)
+	m, err := metrics.New(reg, metrics.Build{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,10 @@ package metrics
 
 import (
 	"errors"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/common/version"
 )
 
 // Metrics is one process's set of event metrics. Create it with New.
@@ -38,13 +37,19 @@ type Metrics struct {
 	fenceCommands        *prometheus.CounterVec
 }
 
-// New creates the metrics, and topoha_build_info, and registers them with reg. topoha_build_info is the
-// Prometheus ecosystem's own (version, revision, branch, goversion, goos, goarch, tags), from the values
-// the build stamped into github.com/prometheus/common/version (Makefile), plus build_date.
-func New(reg prometheus.Registerer) (*Metrics, error) {
+// Build says which topoha runs, as `topoha version` prints it: the labels of topoha_build_info.
+type Build struct {
+	Version, Revision, Branch, Date string
+}
+
+// New creates the metrics, and topoha_build_info for build, and registers them with reg.
+func New(reg prometheus.Registerer, build Build) (*Metrics, error) {
 	f := factory{reg: reg}
-	f.register(versioncollector.NewCollector("topoha",
-		versioncollector.WithExtraConstLabels(prometheus.Labels{"build_date": version.BuildDate})))
+	f.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "topoha", Name: "build_info",
+		Help: "Always 1; the labels say which topoha runs, as topoha version prints it.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "branch": build.Branch,
+			"build_date": build.Date, "goversion": runtime.Version(), "goos": runtime.GOOS, "goarch": runtime.GOARCH}},
+		func() float64 { return 1 }))
 	m := &Metrics{
 		leaderChanges: f.counter("leader_changes_total", "Times this controller became or stopped being the leader."),
 		probeDuration: f.histogram("etcd_probe_duration_seconds", "Duration of each etcd probe, failed ones included.",

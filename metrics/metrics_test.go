@@ -1,40 +1,41 @@
 package metrics
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/version"
 )
 
-// topoha_build_info carries what the build stamped (Makefile: build/version.sh), so that a dashboard can
-// tell which commit each controller runs.
+// topoha_build_info carries what the build stamped, so that a dashboard can tell which commit each
+// controller runs.
 func TestBuildInfoCarriesTheStamp(t *testing.T) {
-	saved := []string{version.Version, version.Revision, version.BuildDate}
-	t.Cleanup(func() { version.Version, version.Revision, version.BuildDate = saved[0], saved[1], saved[2] })
-	version.Version, version.Revision, version.BuildDate = "v1.2.3", "0123456789abcdef0123456789abcdef01234567", "2026-11-30T05:00:00Z"
-
 	reg := prometheus.NewRegistry()
-	if _, err := New(reg); err != nil {
+	build := Build{Version: "v1.2.3", Revision: "0123456789abcdef0123456789abcdef01234567", Branch: "detached", Date: "2026-11-30T05:00:00Z"}
+	if _, err := New(reg, build); err != nil {
 		t.Fatal(err)
 	}
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"version": "v1.2.3", "revision": "0123456789abcdef0123456789abcdef01234567",
-		"build_date": "2026-11-30T05:00:00Z", "goversion": version.GoVersion}
+	want := map[string]string{"version": build.Version, "revision": build.Revision, "branch": build.Branch,
+		"build_date": build.Date, "goversion": runtime.Version(), "goos": runtime.GOOS, "goarch": runtime.GOARCH}
 	for _, f := range fams {
 		if f.GetName() != "topoha_build_info" {
 			continue
 		}
+		m := f.GetMetric()[0]
 		got := map[string]string{}
-		for _, l := range f.GetMetric()[0].GetLabel() {
+		for _, l := range m.GetLabel() {
 			got[l.GetName()] = l.GetValue()
+		}
+		if len(got) != len(want) || m.GetGauge().GetValue() != 1 {
+			t.Errorf("topoha_build_info %v = %v, want the labels %v and 1", got, m.GetGauge().GetValue(), want)
 		}
 		for name, value := range want {
 			if got[name] != value {
-				t.Errorf("topoha_build_info{%s=%q}, want %q (all labels: %v)", name, got[name], value, got)
+				t.Errorf("topoha_build_info{%s=%q}, want %q", name, got[name], value)
 			}
 		}
 		return

@@ -310,6 +310,19 @@ func TestMetricsHooksAndHistoryThroughAFailover(t *testing.T) {
 		t.Errorf("a controller became the leader after the failover, where the election was before it:\n%s", out)
 	}
 
+	// The test binary is built by go build, not make: topoha_build_info says so as `topoha version` does.
+	for id, fams := range sc.lastScrape() {
+		labels := map[string]string{}
+		if f := fams["topoha_build_info"]; f != nil && len(f.GetMetric()) == 1 {
+			for _, l := range f.GetMetric()[0].GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+		}
+		if labels["version"] != unstamped || labels["branch"] != "unknown" || labels["build_date"] != "unknown" || labels["goversion"] == "" {
+			t.Errorf("%s: topoha_build_info %v, want version %q, branch and build_date unknown, and the Go version", id, labels, unstamped)
+		}
+	}
+
 	// Every metric family served is in docs/metrics.md, and every documented one was served.
 	documented := documentedMetrics(t)
 	for name := range sc.served {

@@ -89,7 +89,8 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 // --listen, and the signals of sigs.
 func runController(ctx context.Context, f runFlags, cfg *config.Config, clients map[string]*clientv3.Client, log *slog.Logger, sigs <-chan os.Signal) error {
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg)
+	build := stampedVersion()
+	m, err := metrics.New(reg, build)
 	if err != nil {
 		return err
 	}
@@ -127,7 +128,7 @@ func runController(ctx context.Context, f runFlags, cfg *config.Config, clients 
 		rec.Warn(events.KindLifecycle, "failover.cooldown is 0: no hold-down between automatic failovers; a link that flaps can move the primary back and forth, each move a reparent of every shard")
 	}
 	rec.Info(events.KindLifecycle, "controller started", "cluster", cfg.Cluster, "mode", cfg.Failover.Mode, "http", api.Addr(),
-		"post_endpoints", cfg.HTTP.TokenFile != "", "version", stampedVersion().Version, "revision", stampedVersion().Revision)
+		"post_endpoints", cfg.HTTP.TokenFile != "", "version", build.Version, "revision", build.Revision)
 	err = ctl.Run(ctx)
 	stopAPI()
 	if apiErr := <-apiDone; apiErr != nil && err == nil {

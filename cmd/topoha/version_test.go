@@ -24,7 +24,7 @@ func TestVersionOfAnUnstampedBuild(t *testing.T) {
 func TestVersionOfAStampedBuild(t *testing.T) {
 	const revision = "0123456789abcdef0123456789abcdef01234567"
 	script := exec.Command("bash", "../../build/version.sh", "ldflags")
-	script.Env = append(os.Environ(), "VERSION=v9.8.7", "REVISION="+revision, "BRANCH=release-9.8", "SOURCE_DATE_EPOCH=1796014800")
+	script.Env = append(os.Environ(), "TOPOHA_VERSION=v9.8.7", "TOPOHA_REVISION="+revision, "TOPOHA_BRANCH=release-9.8", "SOURCE_DATE_EPOCH=1796014800")
 	ldflags, err := script.Output()
 	if err != nil {
 		t.Fatalf("build/version.sh ldflags: %v", err)
