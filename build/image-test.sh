@@ -34,6 +34,7 @@ expect_config revision '{{index .OCIv1.Config.Labels "org.opencontainers.image.r
 expect_config version '{{index .OCIv1.Config.Labels "org.opencontainers.image.version"}}' "$(build/version.sh version)"
 expect_config source '{{index .OCIv1.Config.Labels "org.opencontainers.image.source"}}' https://github.com/topoha/topoha
 expect_config entrypoint '{{.OCIv1.Config.Entrypoint}}' '[/usr/local/bin/topoha]'
+expect_config arguments '{{.OCIv1.Config.Cmd}}' '[--help]'
 
 # Every file of the image, with its mode and owner: no shell, no libc, nothing left over.
 rootfs=$(b mount "$ctr")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds topoha's container image (make image) and writes it as an OCI archive:
 #
-#   bin/topoha-image.tar   image topoha:<version>, for skopeo, podman, docker load, or crane to push
+#   bin/topoha-image.tar   image topoha:<version>, for skopeo or podman to push (docs/operations.md)
 #
 # What is in it, and why (docs/operations.md, "The container image"):
 #  - /usr/local/bin/topoha, stamped like make build (build/version.sh);

@@ -20,7 +20,7 @@ git_or_fail() {
 	local out
 	if ! out=$(git "$@" 2>&1); then
 		echo "build/version.sh: git $* failed: $out" >&2
-		echo "build/version.sh: outside a git checkout, set TOPOHA_VERSION, TOPOHA_REVISION and TOPOHA_BRANCH" >&2
+		echo "build/version.sh: outside a git checkout, set TOPOHA_VERSION and TOPOHA_REVISION (TOPOHA_BRANCH is optional)" >&2
 		exit 2
 	fi
 	echo "$out"
@@ -35,15 +35,30 @@ if [[ -z $version ]]; then
 		git diff --quiet HEAD 2>/dev/null || version+=-dirty
 	fi
 fi
-# An OCI tag: it names the image (topoha:<version>) and the release files.
-if [[ ! $version =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]]; then
-	echo "build/version.sh: version '$version' is not usable as an image tag (letters, digits, '_', '.', '-'; at most 128): fix the tag or TOPOHA_VERSION" >&2
-	exit 2
-fi
 revision=${TOPOHA_REVISION:-$(git_or_fail rev-parse HEAD)}
-# A detached HEAD (CI, a tag checkout) has no branch.
-branch=${TOPOHA_BRANCH:-$(git symbolic-ref -q --short HEAD || echo detached)}
+if [[ -z ${TOPOHA_BRANCH:-} ]]; then
+	if ! git rev-parse --git-dir >/dev/null 2>&1; then
+		branch=unknown
+	else
+		# A detached HEAD (CI, a tag checkout) has no branch.
+		branch=$(git symbolic-ref -q --short HEAD || echo detached)
+	fi
+else
+	branch=$TOPOHA_BRANCH
+fi
 build_date=${TOPOHA_BUILD_DATE:-$(date -u ${SOURCE_DATE_EPOCH:+-d @$SOURCE_DATE_EPOCH} +%Y-%m-%dT%H:%M:%SZ)}
+# Each value becomes one -X flag: a space would split it.
+check() { # name value pattern fix
+	if [[ ! $2 =~ $3 ]]; then
+		echo "build/version.sh: $1 '$2' is not $4" >&2
+		exit 2
+	fi
+}
+# The version is an OCI tag: it names the image (topoha:<version>) and the release files.
+check version "$version" '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$' "usable as an image tag (letters, digits, '_', '.', '-'; at most 128): fix the tag or TOPOHA_VERSION"
+check revision "$revision" '^[0-9a-f]{7,64}$' "a git commit (hex): fix TOPOHA_REVISION"
+check branch "$branch" '^[^[:space:]]+$' "one word: fix TOPOHA_BRANCH"
+check "build date" "$build_date" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$' "UTC in the form 2026-11-30T05:00:00Z: fix TOPOHA_BUILD_DATE or SOURCE_DATE_EPOCH"
 
 case ${1:-} in
 version) echo "$version" ;;

@@ -46,7 +46,9 @@ func Build(t testing.TB, pkg string) string {
 			return
 		}
 		b.path = filepath.Join(dir, filepath.Base(pkg))
-		cmd := exec.Command("go", "build", "-o", b.path, pkg)
+		// -buildvcs=false: the binary is the same whether or not Go would record the checkout's commit
+		// (its default in a git checkout), so `topoha version` is that of an unstamped build everywhere.
+		cmd := exec.Command("go", "build", "-buildvcs=false", "-o", b.path, pkg)
 		cmd.Dir = root
 		b.out, b.err = cmd.CombinedOutput()
 	})
