@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,23 +16,25 @@ import (
 )
 
 // vip is the global topo VIP of docs/design.md: one address that every tablet uses for the topo, forwarded to
-// one DC's etcd. Moving it drops the connections through it, as an LVS or keepalived move does.
+// one DC's etcd cluster, each connection to the first of its members that accepts it, as a load balancer in
+// front of the cluster does. Moving it to the other DC drops the connections through it, as an LVS or
+// keepalived move does.
 type vip struct {
-	ln      net.Listener
-	mu      sync.Mutex
-	backend string
-	conns   map[net.Conn]struct{}
+	ln       net.Listener
+	mu       sync.Mutex
+	backends []string
+	conns    map[net.Conn]struct{}
 }
 
-func startVIP(t *testing.T, backend string) *vip {
+func startVIP(t *testing.T, backends []string) *vip {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &vip{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}}
+	v := &vip{ln: ln, backends: backends, conns: map[net.Conn]struct{}{}}
 	t.Cleanup(func() {
 		ln.Close()
-		v.set("")
+		v.set(nil)
 	})
 	go v.serve()
 	return v
@@ -39,20 +42,20 @@ func startVIP(t *testing.T, backend string) *vip {
 
 func (v *vip) addr() string { return v.ln.Addr().String() }
 
-func (v *vip) current() string {
+func (v *vip) current() []string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.backend
+	return v.backends
 }
 
-// set points the VIP at backend and drops every connection to the old one.
-func (v *vip) set(backend string) {
+// set points the VIP at backends and drops every connection to the old ones.
+func (v *vip) set(backends []string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if backend == v.backend {
+	if slices.Equal(backends, v.backends) {
 		return
 	}
-	v.backend = backend
+	v.backends = backends
 	for c := range v.conns {
 		c.Close()
 		delete(v.conns, c)
@@ -70,14 +73,20 @@ func (v *vip) serve() {
 }
 
 func (v *vip) forward(client net.Conn) {
-	backend := v.current()
-	server, err := net.DialTimeout("tcp", backend, time.Second)
-	if err != nil || backend == "" {
+	backends := v.current()
+	var server net.Conn
+	for _, b := range backends {
+		var err error
+		if server, err = net.DialTimeout("tcp", b, time.Second); err == nil {
+			break
+		}
+	}
+	if server == nil {
 		client.Close()
 		return
 	}
 	v.mu.Lock()
-	if v.backend != backend { // moved while dialing
+	if !slices.Equal(v.backends, backends) { // moved while dialing
 		v.mu.Unlock()
 		client.Close()
 		server.Close()
@@ -97,7 +106,7 @@ var httpAddr = regexp.MustCompile(`http=(127\.0\.0\.1:\d+)`)
 
 // keepalived moves the VIP to the etcd of the DC whose controller answers 200 on /primary, checking
 // every 200 ms, as the keepalived example in deploy/hooks does; it runs until the test ends.
-func keepalived(t *testing.T, v *vip, ctls map[string]*testenv.Process, etcdOf map[string]string) {
+func keepalived(t *testing.T, v *vip, ctls map[string]*testenv.Process, etcdOf map[string][]string) {
 	addrs := map[string]string{}
 	for dc, p := range ctls {
 		testenv.Eventually(t, waitLong, func() (bool, string) {
@@ -124,7 +133,7 @@ func keepalived(t *testing.T, v *vip, ctls map[string]*testenv.Process, etcdOf m
 					continue
 				}
 				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK && v.current() != etcdOf[dc] {
+				if resp.StatusCode == http.StatusOK && !slices.Equal(v.current(), etcdOf[dc]) {
 					t.Logf("keepalived: the topo VIP moves to %s's etcd", dc)
 					v.set(etcdOf[dc])
 				}

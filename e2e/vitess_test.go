@@ -52,8 +52,8 @@ const rdonly = "dc2-0000000102"
 type vitess struct {
 	t       *testing.T
 	bin     string
-	etcd    map[string]*testenv.Etcd
-	vtctld  map[string]string // dc -> gRPC address
+	etcd    map[string]*testenv.Cluster // each DC's etcd: 3 members, as in production
+	vtctld  map[string]string           // dc -> gRPC address
 	tablets map[string]*testenv.Process
 	ports   map[string]int // tablet alias -> gRPC port
 	shards  []shard
@@ -80,7 +80,16 @@ func freePort(t *testing.T) int {
 	return n
 }
 
-func hostPort(e *testenv.Etcd) string { return strings.TrimPrefix(e.Endpoint(), "http://") }
+// hostPorts lists c's members as Vitess takes an etcd cluster's address: host:port, comma-separated.
+func hostPorts(c *testenv.Cluster) string { return strings.Join(members(c), ",") }
+
+func members(c *testenv.Cluster) []string {
+	var out []string
+	for _, ep := range c.Endpoints() {
+		out = append(out, strings.TrimPrefix(ep, "http://"))
+	}
+	return out
+}
 
 // run runs a Vitess client to completion and returns its combined output and error.
 func (v *vitess) run(name string, args ...string) (string, error) {
@@ -103,12 +112,13 @@ func (v *vitess) mustCtl(dc string, args ...string) string {
 	return out
 }
 
-// startVtctld runs vtctld for dc against dc's own etcd, serving the old vtctl service too (vtctlclient).
+// startVtctld runs vtctld for dc against dc's own etcd cluster, serving the old vtctl service too
+// (vtctlclient).
 func (v *vitess) startVtctld(dc string) {
 	v.t.Helper()
 	grpc := freePort(v.t)
 	args := []string{filepath.Join(v.bin, "vtctld"), "--topo_implementation", "etcd2",
-		"--topo_global_server_address", hostPort(v.etcd[dc]), "--topo_global_root", "/vt", "--cell", dc,
+		"--topo_global_server_address", hostPorts(v.etcd[dc]), "--topo_global_root", "/vt", "--cell", dc,
 		"--port", fmt.Sprint(freePort(v.t)), "--grpc_port", fmt.Sprint(grpc),
 		"--service_map", "grpc-vtctl,grpc-vtctld", "--logtostderr"}
 	path := args[0]
@@ -176,23 +186,23 @@ func (v *vitess) waitPrimaries(dc, want string) {
 	}
 }
 
-// setup starts both DCs' etcds and vtctlds, creates cells, keyspaces and shards in dc1 (the primary),
+// setup starts both DCs' etcd clusters and vtctlds, creates cells, keyspaces and shards in dc1 (the primary),
 // registers a tablet per shard in each DC, and elects dc1's tablets with PlannedReparentShard.
 func setup(t *testing.T) *vitess {
 	// vtctldclient and vtctlclient leave glog files in $TMPDIR at every run, --logtostderr or not.
 	t.Setenv("TMPDIR", t.TempDir())
-	v := &vitess{t: t, bin: vitessBin(t), etcd: map[string]*testenv.Etcd{}, vtctld: map[string]string{},
+	v := &vitess{t: t, bin: vitessBin(t), etcd: map[string]*testenv.Cluster{}, vtctld: map[string]string{},
 		tablets: map[string]*testenv.Process{}, ports: map[string]int{}, shards: initialShards()}
 	for _, dc := range []string{"dc1", "dc2"} {
-		v.etcd[dc] = testenv.StartEtcd(t, dc)
+		v.etcd[dc] = testenv.StartCluster(t, dc, testenv.Members)
 	}
-	v.topo = startVIP(t, hostPort(v.etcd["dc1"]))
+	v.topo = startVIP(t, members(v.etcd["dc1"]))
 	for _, dc := range []string{"dc1", "dc2"} {
 		v.startVtctld(dc)
 	}
 	// Every cell's records start in the primary DC's etcd, inside the mirrored /vt.
 	for _, dc := range []string{"dc1", "dc2"} {
-		v.mustCtl("dc1", "AddCellInfo", "--root", "/vt/"+dc, "--server-address", hostPort(v.etcd["dc1"]), dc)
+		v.mustCtl("dc1", "AddCellInfo", "--root", "/vt/"+dc, "--server-address", hostPorts(v.etcd["dc1"]), dc)
 	}
 	for _, ks := range []string{"commerce", "customer"} {
 		v.mustCtl("dc1", "CreateKeyspace", "--durability-policy", "none", ks)
@@ -248,8 +258,8 @@ failover:
                        --new-primary, "{{.Tablet}}", "{{.Keyspace}}/{{.Shard}}"]
   shards: auto
   discovery: {interval: 1s}
-`, v.etcd["dc1"].Endpoint(), v.etcd["dc2"].Endpoint(), v.vtctld["dc1"], v.vtctld["dc2"],
-		hostPort(v.etcd["dc1"]), hostPort(v.etcd["dc2"]), vtctldclient, v.topo.addr())
+`, strings.Join(v.etcd["dc1"].Endpoints(), ", "), strings.Join(v.etcd["dc2"].Endpoints(), ", "), v.vtctld["dc1"], v.vtctld["dc2"],
+		hostPorts(v.etcd["dc1"]), hostPorts(v.etcd["dc2"]), vtctldclient, v.topo.addr())
 	path := filepath.Join(dir, "topoha.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		v.t.Fatal(err)
@@ -338,7 +348,7 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 	for dc, id := range map[string]string{"dc1": "ctl-a", "dc2": "ctl-b"} {
 		ctls[dc] = testenv.StartProcess(t, bin, "run", "--config", config, "--dc", dc, "--id", id, "--listen", "127.0.0.1:0")
 	}
-	keepalived(t, v.topo, ctls, map[string]string{"dc1": hostPort(v.etcd["dc1"]), "dc2": hostPort(v.etcd["dc2"])})
+	keepalived(t, v.topo, ctls, map[string][]string{"dc1": members(v.etcd["dc1"]), "dc2": members(v.etcd["dc2"])})
 	verifyEqual(t, config)
 	for _, s := range v.shards {
 		for _, alias := range s.tablets {
@@ -377,6 +387,24 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 		}
 		return false, fmt.Sprintf("orders/0 not planned yet: %d shards", len(p.Shards))
 	})
+	v.checkPlan(config)
+
+	// One member of each DC's etcd is lost: that is no DC loss. Nobody fails over, Vitess goes on writing
+	// through the VIP and both vtctlds, and the mirror goes on. dc2's member stays down through dc1's loss,
+	// so the failover below runs on two of dc2's three members.
+	// Each DC loses its raft leader, the worst member to lose: until the other two elect one, writes time out
+	// in Vitess itself ("deadline exceeded"), as they would in production, so the write waits for that.
+	v.etcd["dc1"].StopMember(v.etcd["dc1"].WaitLeader())
+	v.etcd["dc2"].StopMember(v.etcd["dc2"].WaitLeader())
+	v.etcd["dc1"].WaitLeader()
+	v.etcd["dc2"].WaitLeader()
+	v.mustCtl("dc1", "ApplyRoutingRules", "--rules", `{"rules":[{"from_table":"t","to_tables":["commerce.t"]}]}`)
+	verifyEqual(t, config)
+	v.waitPrimaries("dc2", "dc1")
+	time.Sleep(3 * 2 * time.Second) // three times failover.after: long enough for a failover that must not come
+	if st := status(t, config); st.Primary.DC != "dc1" || st.LastFailover != nil {
+		t.Fatalf("one etcd member lost in each DC: primary %+v, last failover %+v; want dc1 and none", st.Primary, st.LastFailover)
+	}
 	v.checkPlan(config)
 
 	// dc1 is lost: its etcd and its tablets.
@@ -425,9 +453,11 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 		t.Errorf("pre-flight warnings in the failover: %q", st.LastFailover.Warnings)
 	}
 
-	// dc1 returns: topoha tells it it is not primary and resyncs it from dc2; then its tablets return.
+	// dc1 returns, every member: topoha tells it it is not primary and resyncs it from dc2; then its
+	// tablets return. So does dc2's lost member.
 	<-stopped
 	v.etcd["dc1"].Start()
+	v.etcd["dc2"].Start()
 	verifyEqual(t, config)
 	v.waitPrimaries("dc1", "dc2")
 	for _, s := range v.shards {
