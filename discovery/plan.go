@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -174,7 +175,7 @@ func (pl *planner) warnKeyspace(keyspace, format string, args ...any) {
 
 // discovered plans every shard of the topo in discovery.keyspaces' scope.
 func (pl *planner) discovered() {
-	for _, cell := range pl.topo.CellNames() {
+	for _, cell := range slices.Sorted(maps.Keys(pl.topo.Cells)) {
 		if _, ok := pl.dcOf[cell]; !ok {
 			pl.warnf("cell %s is in no DC's cells (dcs.<dc>.cells): its tablets are neither candidates nor ignored; add it to the cells of the DC it runs in", cell)
 		}
@@ -209,7 +210,7 @@ func (pl *planner) discoveredShard(s *Shard) ShardPlan {
 	sp.Problems = append(sp.Problems, s.Problems...)
 	var side, passed []string // the shard's tablets on To's side; why some are not candidates
 	var candidates []vitess.Tablet
-	for _, cell := range sortedCells(s.Graph) {
+	for _, cell := range slices.Sorted(maps.Keys(s.Graph)) {
 		// By uid: the graph's order is the order tablets started in, which says nothing.
 		tablets := slices.SortedFunc(slices.Values(s.Graph[cell]), func(a, b vitess.TabletAlias) int { return cmp.Compare(a.UID, b.UID) })
 		for _, a := range tablets {
@@ -465,15 +466,6 @@ func cellsOf(tablets []vitess.TabletAlias) []string {
 		if !slices.Contains(cells, a.Cell) {
 			cells = append(cells, a.Cell)
 		}
-	}
-	sort.Strings(cells)
-	return cells
-}
-
-func sortedCells(graph map[string][]vitess.TabletAlias) []string {
-	cells := make([]string, 0, len(graph))
-	for c := range graph {
-		cells = append(cells, c)
 	}
 	sort.Strings(cells)
 	return cells

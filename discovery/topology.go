@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -116,7 +118,7 @@ func read(ctx context.Context, cli *clientv3.Client, globalRoot string, timeout 
 	if len(t.Cells) == 0 {
 		t.problemf("no CellInfo records below %s: Vitess cannot find any cell's topo", cellsDir)
 	}
-	for _, cell := range t.CellNames() {
+	for _, cell := range slices.Sorted(maps.Keys(t.Cells)) {
 		if err := t.readCell(cell, shards, get); err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
 				return nil, err
@@ -210,16 +212,6 @@ func (t *Topology) readCell(cell string, shards map[string]*Shard, get func(stri
 		t.Tablets[tab.Alias] = tab
 	}
 	return nil
-}
-
-// CellNames returns the cells with a CellInfo record, sorted.
-func (t *Topology) CellNames() []string {
-	names := make([]string, 0, len(t.Cells))
-	for c := range t.Cells {
-		names = append(names, c)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func (t *Topology) problemf(format string, args ...any) {

@@ -74,12 +74,7 @@ func RewriteCellInfo(b []byte, address string, mapRoot func(string) string) ([]b
 		case num == cellInfoRoot && typ == protowire.BytesType:
 			val = []byte(mapRoot(string(val)))
 		}
-		out = protowire.AppendTag(out, num, typ)
-		if typ == protowire.BytesType {
-			out = protowire.AppendBytes(out, val)
-		} else {
-			out = append(out, val...)
-		}
+		out = appendField(out, num, typ, val)
 		return nil
 	})
 	if err != nil {

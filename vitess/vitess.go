@@ -77,15 +77,8 @@ func ShardPrimary(shard []byte) (TabletAlias, bool, error) {
 func SetShardPrimary(shard []byte, primary TabletAlias) ([]byte, error) {
 	var out []byte
 	err := eachField(shard, func(num protowire.Number, typ protowire.Type, val []byte) error {
-		if num == shardPrimaryAlias {
-			return nil
-		}
-		out = protowire.AppendTag(out, num, typ)
-		switch typ {
-		case protowire.BytesType:
-			out = protowire.AppendBytes(out, val)
-		default:
-			out = append(out, val...)
+		if num != shardPrimaryAlias {
+			out = appendField(out, num, typ, val)
 		}
 		return nil
 	})
@@ -95,6 +88,17 @@ func SetShardPrimary(shard []byte, primary TabletAlias) ([]byte, error) {
 	head := protowire.AppendTag(nil, shardPrimaryAlias, protowire.BytesType)
 	head = protowire.AppendBytes(head, encodeAlias(primary))
 	return append(head, out...), nil
+}
+
+// appendField appends a field as eachField gives it: the payload of a length-delimited field, the raw
+// encoded value of any other. Rewriting one field of a record this way keeps every other field, those
+// topoha does not know included, byte for byte.
+func appendField(out []byte, num protowire.Number, typ protowire.Type, val []byte) []byte {
+	out = protowire.AppendTag(out, num, typ)
+	if typ == protowire.BytesType {
+		return protowire.AppendBytes(out, val)
+	}
+	return append(out, val...)
 }
 
 // eachField calls f for every top-level field of a protobuf message. For length-delimited fields val is
@@ -191,15 +195,10 @@ func firstValue(resp *clientv3.GetResponse) []byte {
 func setTabletType(b []byte, typ TabletType) ([]byte, error) {
 	var out []byte
 	err := eachField(b, func(num protowire.Number, wt protowire.Type, val []byte) error {
-		out = protowire.AppendTag(out, num, wt)
-		switch {
-		case num == tabletType && wt == protowire.VarintType:
-			out = protowire.AppendVarint(out, uint64(typ))
-		case wt == protowire.BytesType:
-			out = protowire.AppendBytes(out, val)
-		default:
-			out = append(out, val...)
+		if num == tabletType && wt == protowire.VarintType {
+			val = protowire.AppendVarint(nil, uint64(typ))
 		}
+		out = appendField(out, num, wt, val)
 		return nil
 	})
 	if err != nil {
