@@ -92,8 +92,8 @@ type Input struct {
 	// Timeout bounds each read, and each connection to a cell's topo.
 	Timeout time.Duration
 	// CheckCells also checks that every cell's topo address answers (a TCP connection each, at once).
-	// The failover itself leaves it out: the lost DC's address does not answer, and the promotions must
-	// not wait for that to be found again.
+	// The epoch bump's plan leaves it out: the lost DC's address does not answer, and the bump must not
+	// wait for that to be found again. The converger's pre-flight, which only warns, includes it.
 	CheckCells bool
 }
 

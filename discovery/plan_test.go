@@ -346,3 +346,32 @@ func TestListedPlan(t *testing.T) {
 		})
 	}
 }
+
+// A cell whose tablets cannot be read fails the plan, instead of planning every shard there with no
+// tablet: a failover keeps the plan its epoch bump recorded, so a partial one would be kept to the end.
+// The read fails for real: the client takes responses of at most 16 KiB, and dc2's Tablet records are
+// more than that, while the keyspaces and the CellInfo records are not.
+func TestUnreadableCellFailsThePlan(t *testing.T) {
+	e := testenv.StartEtcd(t, "dc2")
+	c := newCluster(t, e.Endpoint())
+	c.shard("commerce", "0", map[string]vitess.TabletType{"dc2-0000000101": vitess.TypeReplica})
+	for i := range 200 {
+		c.tablet(fmt.Sprintf("dc2-%010d", 1000+i), "commerce", "0", vitess.TypeRdonly)
+	}
+	c.topo.Keyspace("commerce", "none")
+	if err := c.topo.Put(ctxT(t), e.Client()); err != nil {
+		t.Fatal(err)
+	}
+	small, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second, MaxCallRecvMsgSize: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	_, err = Compute(ctxT(t), Input{Config: configFor(t, e.Endpoint(), ""), Client: small, From: "dc1", To: "dc2", Epoch: 2, Timeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "cell dc2: read its Tablet records below /vt/dc2/tablets/") {
+		t.Fatalf("plan with dc2's tablets unreadable: err %v, want the failed read of cell dc2", err)
+	}
+	if p := compute(t, configFor(t, e.Endpoint(), ""), e.Client()); shardOf(t, p, "commerce/0").Tablet != "dc2-0000000101" {
+		t.Errorf("the same topo read whole: %+v", shardOf(t, p, "commerce/0"))
+	}
+}

@@ -65,8 +65,10 @@ func (s *Shard) ID() string { return s.Keyspace + "/" + s.Name }
 
 // Read reads the topology below globalRoot from cli's etcd: the keyspaces and their Shard records, the
 // CellInfo records, and each cell's replication graphs and Tablet records. Each is one range read,
-// all pinned to the first one's revision, each bounded by timeout. It fails only when the keyspaces
-// cannot be read at all; what else cannot be read is a problem in the result.
+// all pinned to the first one's revision, each bounded by timeout. It fails when any of them fails: a
+// topology with one cell's tablets missing would plan no tablet (or no --ignore-replicas) for every shard
+// there, and a failover planned from it keeps that plan to the end. What is read but cannot be decoded is
+// a problem or a note in the result instead: reading again would not change it.
 func Read(ctx context.Context, cli *clientv3.Client, globalRoot string, timeout time.Duration) (*Topology, error) {
 	for attempt := 0; ; attempt++ {
 		t, err := read(ctx, cli, globalRoot, timeout)
@@ -120,10 +122,7 @@ func read(ctx context.Context, cli *clientv3.Client, globalRoot string, timeout 
 	}
 	for _, cell := range slices.Sorted(maps.Keys(t.Cells)) {
 		if err := t.readCell(cell, shards, get); err != nil {
-			if errors.Is(err, rpctypes.ErrCompacted) {
-				return nil, err
-			}
-			t.problemf("cell %s: %v", cell, err)
+			return nil, fmt.Errorf("cell %s: %w", cell, err)
 		}
 	}
 	return t, nil
