@@ -41,19 +41,23 @@ func targets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc str
 
 // discoveredTargets are, with failover.shards: auto, the primaries that the DC's own etcd names in the
 // Shard records of the shards in scope, where the primary is a tablet of one of the DC's cells: a shard
-// whose primary is elsewhere has nothing here to fence. Only the Shard records are read.
-func discoveredTargets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) ([]Tablet, error) {
+// whose primary is elsewhere has nothing here to fence. Only the Shard records are read. unknown names
+// the shards in scope whose Shard record cannot be decoded: whether their primary is here is not known.
+func discoveredTargets(ctx context.Context, c *config.Config, cli *clientv3.Client, dc string) (tablets []Tablet, unknown []string, err error) {
 	topo, err := discovery.ReadShards(ctx, cli, c.Vitess.GlobalRoot, c.RequestTimeout)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []Tablet
 	for _, s := range topo.Shards {
-		if discovery.InScope(c.Failover.Discovery.Keyspaces, s) && slices.Contains(c.DCs[dc].Cells, s.Primary.Cell) {
-			out = append(out, Tablet{Keyspace: s.Keyspace, Shard: s.Name, Tablet: s.Primary.String()})
+		switch {
+		case !discovery.InScope(c.Failover.Discovery.Keyspaces, s):
+		case s.Err != nil:
+			unknown = append(unknown, s.ID())
+		case slices.Contains(c.DCs[dc].Cells, s.Primary.Cell):
+			tablets = append(tablets, Tablet{Keyspace: s.Keyspace, Shard: s.Name, Tablet: s.Primary.String()})
 		}
 	}
-	return out, nil
+	return tablets, unknown, nil
 }
 
 // fenceTimeout bounds one fence command: the fence is only worth something if it is in place before the

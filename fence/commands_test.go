@@ -34,7 +34,7 @@ func TestDiscoveredFenceTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	found, err := discoveredTargets(ctx, c, e.Client(), "dc1")
+	found, _, err := discoveredTargets(ctx, c, e.Client(), "dc1")
 	if err != nil {
 		t.Fatal(err)
 	}

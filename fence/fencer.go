@@ -167,6 +167,19 @@ func (f *Fencer) whileFenced(ctx context.Context, c *config.Config, obs Observed
 		if f.retryDue(c, r, now) {
 			f.retries++
 			f.retryAt = now.Add(min(c.Health.Interval<<min(f.retries, 10), 30*time.Second))
+			if len(r.Tablets) == 0 {
+				// Put up while nothing said which tablets: this DC's etcd answers now (its fence record
+				// was just read), so they are read again.
+				rctx, cancel := context.WithTimeout(ctx, fencingTimeout(c))
+				found := f.targets(rctx, c)
+				cancel()
+				if len(found) == 0 {
+					return
+				}
+				withTablets := *r
+				withTablets.Tablets = found
+				obs = Observed{Record: &withTablets, ModRevision: obs.ModRevision}
+			}
 			f.runFence(ctx, c, obs, "retry")
 		}
 		return
@@ -211,10 +224,17 @@ func (f *Fencer) whileFenced(ctx context.Context, c *config.Config, obs Observed
 	}
 }
 
-// retryDue says whether the fence commands of r's unfenced tablets should run again: some failed, or the
-// controller that claimed the fence did not report within a command's timeout (it may have died).
+// retryDue says whether the fence commands of r's unfenced tablets should run again: some failed, the
+// controller that claimed the fence did not report within a command's timeout (it may have died), or the
+// fence has no tablet because none could be read when it went up (discovered shards).
 func (f *Fencer) retryDue(c *config.Config, r *Record, now time.Time) bool {
-	if r.FencedCount() == len(r.Tablets) || now.Before(f.retryAt) {
+	if now.Before(f.retryAt) {
+		return false
+	}
+	if len(r.Tablets) == 0 {
+		return c.Failover.Shards.Auto
+	}
+	if r.FencedCount() == len(r.Tablets) {
 		return false
 	}
 	for _, t := range r.Tablets {
@@ -291,17 +311,28 @@ func (f *Fencer) due(c *config.Config, rec primary.Record, known bool, since, no
 // the commands run anyway, and the record is written when it answers again.
 // targets are the tablets to fence: with listed shards, as the config and the DC's etcd say; with
 // discovered ones, the primaries the DC's etcd names, or the last ones read while armed when it does not
-// answer.
+// answer. Discovered targets that cannot be known are said loudly: a fence that makes nothing read-only
+// still answers 503 on /primary, and must not pass for a fence of the primaries.
 func (f *Fencer) targets(ctx context.Context, c *config.Config) []Tablet {
 	if !c.Failover.Shards.Auto {
 		return targets(ctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)
 	}
-	found, err := discoveredTargets(ctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)
-	if err != nil {
+	found, unknown, err := discoveredTargets(ctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC)
+	if len(unknown) > 0 {
+		f.ev.Error(events.KindFence, "self-fence: these shards' Shard records cannot be decoded, so their primaries are not fenced; make them read-only by hand if they are in this DC",
+			"dc", f.cfg.DC, "shards", strings.Join(unknown, ","))
+	}
+	switch {
+	case err == nil:
+		return found
+	case f.primariesAt.IsZero():
+		f.ev.Error(events.KindFence, "self-fence: NO tablet made read-only: this DC's etcd does not answer and no primaries were read while armed; "+
+			"/primary answers 503, but the primaries stay writable: make them read-only by hand. Tried again while the fence holds", "dc", f.cfg.DC, "err", err)
+		return nil
+	default:
 		f.ev.Warn(events.KindFence, "fencing the primaries last read: this DC's etcd does not answer", "read_at", f.primariesAt, "tablets", len(f.primaries), "err", err)
 		return slices.Clone(f.primaries)
 	}
-	return found
 }
 
 // learnPrimaries reads the tablets a fence would fence every failover.discovery.interval while this DC
@@ -312,7 +343,7 @@ func (f *Fencer) learnPrimaries(ctx context.Context, c *config.Config, rec prima
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
 	defer cancel()
-	if found, err := discoveredTargets(rctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC); err == nil {
+	if found, _, err := discoveredTargets(rctx, c, f.cfg.Clients[f.cfg.DC], f.cfg.DC); err == nil {
 		f.primaries, f.primariesAt = found, now
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/keys"
 	"github.com/topoha/topoha/primary"
+	"github.com/topoha/topoha/vitess"
 )
 
 const wait = 30 * time.Second
@@ -31,6 +32,13 @@ type rig struct {
 
 func startRig(t *testing.T) *rig {
 	t.Helper()
+	return startRigWith(t, `shards: [{keyspace: ks, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000200}}]`, nil, nil)
+}
+
+// startRigWith starts the rig with failover.shards set to shards, dcs.<dc> extras, and before(r) run
+// before the fencer starts.
+func startRigWith(t *testing.T, shards string, dcExtra map[string]string, before func(*rig)) *rig {
+	t.Helper()
 	dc1, dc2 := testenv.StartEtcd(t, "dc1"), testenv.StartEtcd(t, "dc2")
 	r := &rig{
 		own:    testenv.StartLink(t, "own", strings.TrimPrefix(dc1.Endpoint(), "http://")),
@@ -39,7 +47,7 @@ func startRig(t *testing.T) *rig {
 		log:    filepath.Join(t.TempDir(), "commands.log"),
 	}
 	endpoints := map[string][]string{"dc1": {"http://" + r.own.Addr()}, "dc2": {"http://" + r.toDC2.Addr()}}
-	c, err := config.Parse([]byte(testenv.DCsYAML(endpoints, time.Second, nil, fmt.Sprintf(`health: {interval: 50ms, timeout: 300ms, failure_threshold: 2, success_threshold: 1}
+	c, err := config.Parse([]byte(testenv.DCsYAML(endpoints, time.Second, dcExtra, fmt.Sprintf(`health: {interval: 50ms, timeout: 300ms, failure_threshold: 2, success_threshold: 1}
 failover:
   mode: manual
   after: 5s
@@ -47,7 +55,7 @@ failover:
   fence_after: 500ms
   fence_command: [sh, -c, "echo fence {{.Tablet}} >> %[1]s"]
   unfence_command: [sh, -c, "echo unfence {{.Tablet}} >> %[1]s"]
-  shards: [{keyspace: ks, shard: "0", tablets: {dc1: dc1-0000000100, dc2: dc2-0000000200}}]`, r.log))))
+  %[2]s`, r.log, shards))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +67,9 @@ failover:
 		}
 		t.Cleanup(func() { cli.Close() })
 		clients[dc] = cli
+	}
+	if before != nil {
+		before(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -133,5 +144,36 @@ func TestGarbageFenceRecordIsReportedNotActedOn(t *testing.T) {
 	}
 	testenv.Eventually(t, wait, func() (bool, string) {
 		return r.commands(t) == "fence dc1-0000000100\n", fmt.Sprintf("commands %q after the garbage was deleted", r.commands(t))
+	})
+}
+
+// With discovered shards, a fence put up while the DC's own etcd has never answered (so no primaries
+// were read while armed) fences no tablet at first, and says so; once that etcd answers, the primaries
+// it names are read and fenced, the link to the other DC still cut.
+func TestDiscoveredFenceWithNoPrimariesKnownFencesThemLater(t *testing.T) {
+	r := startRigWith(t, "shards: auto", map[string]string{"dc1": "cells: [dc1]", "dc2": "cells: [dc2]"}, func(r *rig) {
+		topo := vitess.NewTopo("/vt")
+		topo.Cell("dc1", "127.0.0.1:1", "/vt/dc1")
+		topo.Shard("ks", "0", vitess.TabletAlias{Cell: "dc1", UID: 100})
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := topo.Put(ctx, r.direct); err != nil {
+			t.Fatal(err)
+		}
+		r.own.Cut()
+	})
+	r.toDC2.Cut()
+	testenv.Eventually(t, wait, func() (bool, string) {
+		st := r.fencer.Status()
+		return st.Unrecorded && st.Fenced(), fmt.Sprintf("not fenced: %+v", st)
+	})
+	if got := r.commands(t); got != "" {
+		t.Fatalf("fence commands with no primary known: %q", got)
+	}
+	r.own.Heal()
+	testenv.Eventually(t, wait, func() (bool, string) {
+		o := Read(context.Background(), r.direct, keys.For("t").Fence())
+		return o.Record != nil && o.Record.FencedCount() == 1 && r.commands(t) == "fence dc1-0000000100\n",
+			fmt.Sprintf("record %+v (%v), commands %q", o.Record, o.Err, r.commands(t))
 	})
 }
