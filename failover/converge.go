@@ -655,10 +655,19 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 		return false // the lock was lost: the next holder re-confirms this shard
 	}
 	s.Took = time.Since(start)
-	d.c.cfg.Metrics.ShardPromoted(s.Keyspace, s.Shard, err == nil, s.Took)
-	recorded := d.settle(ctx, s, err, out)
 	attrs := []any{"shard", s.ID(), "tablet", s.Tablet, "attempt", s.Attempts, "took", time.Since(start).Round(time.Millisecond),
 		"output", strings.TrimSpace(out)}
+	if errors.Is(err, errUnread) {
+		// The command ran, but whether it made a primary cannot be read. That is neither confirmed nor
+		// failed (a failed shard counts in the result, and reaches after_failover, as not promoted): it stays
+		// pending, and the next look, an interval from now, reads it again before anything is run.
+		now := time.Now().UTC()
+		s.LastError, s.Output, s.UpdatedAt, s.NextAttemptAt = err.Error(), out, now, now.Add(d.cfg.Health.Interval)
+		ev.Warn(events.KindFailover, "failover: shard's outcome unknown: its records cannot be read; read again before any new attempt", append(attrs, "err", err)...)
+		return d.writeShard(ctx, s) == nil
+	}
+	d.c.cfg.Metrics.ShardPromoted(s.Keyspace, s.Shard, err == nil, s.Took)
+	recorded := d.settle(ctx, s, err, out)
 	switch {
 	case err == nil:
 		ev.Info(events.KindFailover, "failover: shard promoted", attrs...)
