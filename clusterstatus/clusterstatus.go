@@ -47,6 +47,15 @@ type Status struct {
 	// plan` lists every shard).
 	Plan     *discovery.Summary `json:"plan,omitempty"`
 	Warnings []string           `json:"warnings,omitempty"`
+	// Unread are the reads of an etcd that answered its probe that failed anyway (each also a warning):
+	// what could not be read may be what is wrong, so status does not call the cluster healthy.
+	Unread []string `json:"unread,omitempty"`
+}
+
+// unread records a read that failed.
+func (st *Status) unread(msg string) {
+	st.Warnings = append(st.Warnings, msg)
+	st.Unread = append(st.Unread, msg)
 }
 
 // DC is one DC's etcd as probed just now.
@@ -97,7 +106,7 @@ func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Cl
 		}
 		for _, err := range []error{r.primary.Err, r.fence.Err, r.last.Err} {
 			if err != nil {
-				st.Warnings = append(st.Warnings, err.Error())
+				st.unread(err.Error())
 			}
 		}
 	}
@@ -120,11 +129,13 @@ func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Cl
 	if c.Failover.Mode == config.ModeAuto && len(c.Failover.Witnesses) == 0 {
 		st.Warnings = append(st.Warnings, "automatic failover with two sites and no witnesses: a partition between the DCs can make both primary")
 	}
-	if st.DCs[dr].EtcdHealthy {
-		readDR(ctx, c, clients[dr], dr, st)
-	}
+	// The progress first: it is one key, and what a person must know of first; the plan after it reads
+	// the whole topology.
 	if st.DCs[st.Primary.DC].EtcdHealthy && st.Primary.Epoch > 0 {
 		readProgress(ctx, c, clients[st.Primary.DC], st)
+	}
+	if st.DCs[dr].EtcdHealthy {
+		readDR(ctx, c, clients[dr], dr, st)
 	}
 	return st
 }
@@ -133,7 +144,7 @@ func Read(ctx context.Context, c *config.Config, clients map[string]*clientv3.Cl
 func readProgress(ctx context.Context, c *config.Config, cli *clientv3.Client, st *Status) {
 	p, err := failover.ReadUnfinished(ctx, cli, c.Keys(), c.RequestTimeout)
 	if err != nil {
-		st.Warnings = append(st.Warnings, err.Error())
+		st.unread(err.Error())
 		return
 	}
 	if p == nil || p.Epoch != st.Primary.Epoch {
@@ -146,7 +157,7 @@ func readProgress(ctx context.Context, c *config.Config, cli *clientv3.Client, s
 	defer cancel()
 	l, err := election.CurrentLeader(rctx, cli, c.Keys().Converger())
 	if err != nil {
-		st.Warnings = append(st.Warnings, err.Error())
+		st.unread(err.Error())
 	}
 	st.Converger = l
 }
@@ -184,12 +195,12 @@ func readDR(ctx context.Context, c *config.Config, cli *clientv3.Client, dr stri
 	l, err := election.CurrentLeader(rctx, cli, c.Keys().Election())
 	cancel()
 	if err != nil {
-		st.Warnings = append(st.Warnings, err.Error())
+		st.unread(err.Error())
 	}
 	st.Leader = l
 	cp, err := replication.ReadCheckpoint(ctx, cli, c.Keys().MirrorCheckpoint(), c.RequestTimeout)
 	if err != nil {
-		st.Warnings = append(st.Warnings, err.Error())
+		st.unread(err.Error())
 	}
 	if cp != nil {
 		st.Mirror.AppliedRevision, st.Mirror.Syncing, st.Mirror.UpdatedAt = cp.Revision, cp.Sync != nil, cp.UpdatedAt
@@ -200,7 +211,7 @@ func readDR(ctx context.Context, c *config.Config, cli *clientv3.Client, dr stri
 	plan, err := discovery.Compute(ctx, discovery.Input{Config: c, Client: cli, From: st.Primary.DC, To: dr, Epoch: st.Primary.Epoch + 1,
 		Timeout: c.RequestTimeout, CheckCells: true})
 	if err != nil {
-		st.Warnings = append(st.Warnings, "plan: "+err.Error())
+		st.unread("plan: " + err.Error())
 		return
 	}
 	sum := plan.Summarize(5)

@@ -108,7 +108,7 @@ func Compute(ctx context.Context, in Input) (*Plan, error) {
 	}
 	p := build(c, topo, in)
 	if in.CheckCells {
-		p.Problems = append(p.Problems, checkCells(topo, c.DCs[in.From].TopoAddress, in.To, in.Timeout)...)
+		p.Problems = append(p.Problems, checkCells(ctx, topo, c.DCs[in.From].TopoAddress, in.To, in.Timeout)...)
 	}
 	p.ComputedAt, p.Took = time.Now().UTC(), time.Since(start)
 	return p, nil
@@ -408,7 +408,7 @@ func (pl *planner) command(s ShardPlan, epoch int64) []string {
 
 // checkCells returns a problem for each cell whose topo address is the lost side's (fromAddress) or does
 // not answer: ERS then fails with "partial result".
-func checkCells(topo *Topology, fromAddress, to string, timeout time.Duration) []string {
+func checkCells(ctx context.Context, topo *Topology, fromAddress, to string, timeout time.Duration) []string {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var dead []string
@@ -418,7 +418,7 @@ func checkCells(topo *Topology, fromAddress, to string, timeout time.Duration) [
 			switch {
 			case fromAddress != "" && slices.ContainsFunc(addresses(ci.ServerAddress), func(a string) bool { return slices.Contains(addresses(fromAddress), a) }):
 				why = fmt.Sprintf("cell %s's CellInfo in %s's etcd points at %q, the other DC's etcd, which its loss takes away: ERS then fails with \"partial result\"; set mirror.cell_info_rewrite: true", cell, to, ci.ServerAddress)
-			case !anyAnswers(ci.ServerAddress, timeout):
+			case !anyAnswers(ctx, ci.ServerAddress, timeout):
 				why = fmt.Sprintf("cell %s's CellInfo points at %q, which does not answer: ERS fails with \"partial result\" until it does; set mirror.cell_info_rewrite: true so that every cell points at the DR etcd's copy", cell, ci.ServerAddress)
 			default:
 				return
@@ -448,10 +448,12 @@ func addresses(list string) []string {
 	return out
 }
 
-// anyAnswers says whether a TCP connection to any of the comma-separated addresses opens within timeout.
-func anyAnswers(list string, timeout time.Duration) bool {
+// anyAnswers says whether a TCP connection to any of the comma-separated addresses opens within timeout
+// (and before ctx ends).
+func anyAnswers(ctx context.Context, list string, timeout time.Duration) bool {
+	d := net.Dialer{Timeout: timeout}
 	for _, a := range addresses(list) {
-		if conn, err := net.DialTimeout("tcp", a, timeout); err == nil {
+		if conn, err := d.DialContext(ctx, "tcp", a); err == nil {
 			conn.Close()
 			return true
 		}

@@ -216,6 +216,9 @@ func TestStatusExitCodes(t *testing.T) {
 			s.Plan = &discovery.Summary{To: "dc2", Problems: []string{"no shard to fail over"}}
 		}, 1, "the plan is not ready"},
 		"a DC fenced": {func(s *clusterstatus.Status) { s.Fences = map[string]*fence.Record{"dc1": {DC: "dc1"}} }, 1, "dc1 is fenced"},
+		"a read failed": {func(s *clusterstatus.Status) {
+			s.Unread = []string{"read the failover progress /topoha/t/failover/progress: context deadline exceeded"}
+		}, 1, "could not read: read the failover progress"},
 		"pause flag unreadable": {func(s *clusterstatus.Status) {
 			s.Paused, s.PauseUnknown = true, "no etcd that answers returned the flag"
 		}, 1, "the pause flag cannot be read"},

@@ -117,6 +117,9 @@ func statusExit(st *clusterstatus.Status, now time.Time) (int, []string) {
 	if st.PauseUnknown != "" {
 		why = append(why, "the pause flag cannot be read")
 	}
+	for _, u := range st.Unread {
+		why = append(why, "could not read: "+u)
+	}
 	if len(why) > 0 {
 		return exitStatusAttention, why
 	}
