@@ -204,12 +204,28 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// maxHeaderBytes bounds the progress header, which the epoch bump writes in one request: etcd refuses a
+// request over --max-request-bytes, 1.5 MiB by default, and the bump's other operations need room too.
+const maxHeaderBytes = 1 << 20
+
 // startOps are the operations that record p in the epoch bump's transaction: the header, and the end of
-// the last failover's per-shard records (a prefix delete is one operation, whatever the shard count).
+// the last failover's per-shard records (a prefix delete is one operation, whatever the shard count). A
+// header over maxHeaderBytes loses its targets' problems first (`topoha plan` still has them): a
+// failover must not be refused for its own commentary. One still too large is an error that says why.
 func (p *Progress) startOps(l keys.Layout) ([]clientv3.Op, error) {
 	val, err := json.Marshal(p)
+	if err == nil && len(val) > maxHeaderBytes {
+		for i := range p.Targets {
+			p.Targets[i].Problems = nil
+		}
+		val, err = json.Marshal(p)
+	}
 	if err != nil {
 		return nil, err
+	}
+	if len(val) > maxHeaderBytes {
+		return nil, fmt.Errorf("the failover's progress record is %d bytes for %d shards, over the %d bytes one etcd request may carry here: "+
+			"narrow failover.discovery.keyspaces, or split the cluster", len(val), len(p.Targets), maxHeaderBytes)
 	}
 	return []clientv3.Op{clientv3.OpPut(l.Progress(), string(val)), clientv3.OpDelete(l.ProgressShards(), clientv3.WithPrefix())}, nil
 }
