@@ -74,10 +74,10 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("%s: Restart=%q; a controller must come back", path, r)
 	}
 
-	// TimeoutStopSec must cover a failover in progress with the default config.
+	// TimeoutStopSec must cover what a stop waits for during a failover with the default config.
 	stop, err := time.ParseDuration(u.last("Service", "TimeoutStopSec") + "s")
 	if need := stopWindow(config.Default().Failover); err != nil || stop < need {
-		t.Errorf("%s: TimeoutStopSec=%s must be at least %s (a failover in progress with the default config)", path, u.last("Service", "TimeoutStopSec"), need)
+		t.Errorf("%s: TimeoutStopSec=%s must be at least %s (an epoch bump or a switchover's drain with the default config)", path, u.last("Service", "TimeoutStopSec"), need)
 	}
 
 	argv := strings.Fields(u.last("Service", "ExecStart"))

@@ -64,7 +64,7 @@ func New(reg prometheus.Registerer, build Build) (*Metrics, error) {
 		failovers:         f.counterVec("failovers_total", "Failovers carried out by this controller, by trigger and result.", "trigger", "result"),
 		failoverDuration: f.histogram("failover_duration_seconds", "Failovers from the epoch bump to the stored result.",
 			prometheus.ExponentialBuckets(0.25, 2, 12), "trigger"),
-		promotionDuration: f.histogram("shard_promotion_duration_seconds", "One shard's promotion, retries included.",
+		promotionDuration: f.histogram("shard_promotion_duration_seconds", "One promotion attempt of one shard, its command and confirmation; each retry is its own sample.",
 			prometheus.ExponentialBuckets(0.1, 2, 12), "keyspace", "shard", "result"),
 		hookRuns:             f.counterVec("hook_runs_total", "Hook runs, by hook and result.", "hook", "result"),
 		configReloads:        f.counterVec("config_reloads_total", "Config reloads (SIGHUP), by result.", "result"),
