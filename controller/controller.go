@@ -66,6 +66,9 @@ type Controller struct {
 	planMu sync.Mutex
 	plan   *discovery.Plan
 	replan chan struct{}
+	// asked is the last plan computed on request while not leading (PlanOnRequest).
+	askedMu sync.Mutex
+	asked   *discovery.Plan
 
 	mu     sync.Mutex
 	status Status

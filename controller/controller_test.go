@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/topoha/topoha/clusterstatus"
 	"github.com/topoha/topoha/config"
+	"github.com/topoha/topoha/discovery"
 	"github.com/topoha/topoha/election"
 	"github.com/topoha/topoha/failover"
 	"github.com/topoha/topoha/internal/testenv"
@@ -376,4 +378,47 @@ func TestGarbagePrimaryRecordStopsTheLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitEqual(r.c1, r.c2)
+}
+
+// A controller that does not lead computes a plan on request and keeps it for one discovery interval:
+// dashboards polling every controller's GET /plan share one read of the DR etcd's topology, concurrent
+// requests included.
+func TestFollowerPlanIsSharedByRequests(t *testing.T) {
+	r := newRig(t, "manual", time.Second)
+	a, _ := r.start("dc1", "ctl-a")
+	b, _ := r.start("dc2", "ctl-b")
+	var follower *Controller
+	testenv.Eventually(t, wait, func() (bool, string) {
+		switch {
+		case a.Status().Leading:
+			follower = b
+		case b.Status().Leading:
+			follower = a
+		}
+		return follower != nil, "no leader yet"
+	})
+	plans := make(chan *discovery.Plan, 8)
+	var wg sync.WaitGroup
+	for range cap(plans) {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			p, err := follower.PlanOnRequest(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			plans <- p
+		})
+	}
+	wg.Wait()
+	close(plans)
+	first := <-plans
+	for p := range plans {
+		if p != first {
+			t.Fatalf("concurrent requests computed plans of their own: %p and %p", first, p)
+		}
+	}
+	if first == nil || first.To != "dc2" || len(first.Shards) != 1 {
+		t.Fatalf("follower's plan: %+v", first)
+	}
 }

@@ -69,6 +69,27 @@ func (ctl *Controller) ComputePlan(ctx context.Context) (*discovery.Plan, error)
 		Timeout: cfg.RequestTimeout, CheckCells: true})
 }
 
+// PlanOnRequest is Plan, or on a controller that does not lead, a plan computed on request and kept for
+// one discovery interval: a dashboard polling every controller must not have each read the whole topology
+// from the DR etcd, the one a failover depends on, at every poll. Requests meanwhile wait for the one
+// computing and share its plan.
+func (ctl *Controller) PlanOnRequest(ctx context.Context) (*discovery.Plan, error) {
+	if p := ctl.Plan(); p != nil {
+		return p, nil
+	}
+	ctl.askedMu.Lock()
+	defer ctl.askedMu.Unlock()
+	if p := ctl.asked; p != nil && time.Since(p.ComputedAt) < ctl.config().Failover.Discovery.Interval {
+		return p, nil
+	}
+	p, err := ctl.ComputePlan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctl.asked = p
+	return p, nil
+}
+
 // Plan returns the plan this controller computed last while it led, if it is no older than two
 // discovery intervals; nil otherwise.
 func (ctl *Controller) Plan() *discovery.Plan {

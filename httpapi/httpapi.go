@@ -153,18 +153,16 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 // plan answers the leader's latest plan; a controller that does not lead (or whose plan is older than
-// two discovery intervals) computes one now, as `topoha plan` does. It answers 503 when the plan cannot
+// two discovery intervals) computes one, as `topoha plan` does, at most once per discovery interval
+// (Controller.PlanOnRequest). It answers 503 when the plan cannot
 // be read; the plan's readiness is in its body, not its status code.
 func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
-	p := s.ctl.Plan()
-	if p == nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		defer cancel()
-		var err error
-		if p, err = s.ctl.ComputePlan(ctx); err != nil {
-			replyError(w, http.StatusServiceUnavailable, err)
-			return
-		}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	p, err := s.ctl.PlanOnRequest(ctx)
+	if err != nil {
+		replyError(w, http.StatusServiceUnavailable, err)
+		return
 	}
 	answer(w, true, p)
 }
