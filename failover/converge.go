@@ -630,8 +630,12 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 		return false
 	}
 	// The wait for a slot can last a whole reparent: a person, or a dead holder's reparent that vtctld
-	// finished, may have given the shard its primary meanwhile. Checked again, from the view.
-	if err := d.hasPrimary(ctx, s); err == nil || errors.Is(err, errUnread) {
+	// finished, may have given the shard its primary meanwhile. Checked again, this time from etcd itself:
+	// it is the last look before the command, and the watched view may lag.
+	rctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+	err = d.promoter.HasPrimaryNow(rctx, s.Keyspace, s.Shard, s.Candidates)
+	cancel()
+	if err == nil || errors.Is(err, errUnread) {
 		<-d.slots
 		if err == nil {
 			ev.Info(events.KindFailover, "failover: shard got its primary while it waited for a slot; confirmed without promoting it", "shard", s.ID())

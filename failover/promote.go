@@ -80,30 +80,52 @@ func (p *Promoter) HasPrimary(ctx context.Context, keyspace, shard string, candi
 	return err
 }
 
+// HasPrimaryNow is HasPrimary from a linearizable read of the Shard record instead of the watched view,
+// which can lag (a watch reconnecting neither errs nor closes): the last look before a command, so that a
+// primary made a moment ago, by a person or by a dead holder's reparent, is not reparented again.
+func (p *Promoter) HasPrimaryNow(ctx context.Context, keyspace, shard string, candidates []string) error {
+	key := vitess.ShardKey(p.GlobalRoot, keyspace, shard)
+	resp, err := p.Topo.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read %s: %w: %w", key, errUnread, err)
+	}
+	var val []byte
+	if len(resp.Kvs) > 0 {
+		val = resp.Kvs[0].Value
+	}
+	return p.judge(ctx, key, val, len(resp.Kvs) > 0, candidates)
+}
+
 // hasPrimary is HasPrimary, with a channel closed when the view of the Shard records next changes.
 func (p *Promoter) hasPrimary(ctx context.Context, keyspace, shard string, candidates []string) (<-chan struct{}, error) {
 	key := vitess.ShardKey(p.GlobalRoot, keyspace, shard)
 	val, found, changed, err := p.view.get(key)
-	switch {
-	case err != nil:
+	if err != nil {
 		return changed, fmt.Errorf("read %s: %w: %w", key, errUnread, err)
-	case !found:
-		return changed, fmt.Errorf("%s does not exist", key)
+	}
+	return changed, p.judge(ctx, key, val, found, candidates)
+}
+
+// judge says whether the Shard record val at key (found or not) names one of candidates, or a tablet of
+// Cells, as its primary, with that tablet's own record agreeing.
+func (p *Promoter) judge(ctx context.Context, key string, val []byte, found bool, candidates []string) error {
+	if !found {
+		return fmt.Errorf("%s does not exist", key)
 	}
 	got, ok, err := vitess.ShardPrimary(val)
 	accepted := func(c string) bool { a, err := vitess.ParseTabletAlias(c); return err == nil && a == got }
 	switch {
 	case err != nil:
-		return changed, fmt.Errorf("%s: %w", key, err)
+		return fmt.Errorf("%s: %w", key, err)
 	case !ok:
-		return changed, fmt.Errorf("%s has no primary", key)
+		return fmt.Errorf("%s has no primary", key)
 	case !slices.ContainsFunc(candidates, accepted) && !slices.Contains(p.Cells, got.Cell):
-		return changed, fmt.Errorf("%s names %s as primary, not one of %s", key, got, strings.Join(candidates, ", "))
+		return fmt.Errorf("%s names %s as primary, not one of %s", key, got, strings.Join(candidates, ", "))
 	}
 	if agrees, err := p.tabletAgrees(ctx, got); !agrees {
-		return changed, fmt.Errorf("%s names %s as primary, but %w", key, got, err)
+		return fmt.Errorf("%s names %s as primary, but %w", key, got, err)
 	}
-	return changed, nil
+	return nil
 }
 
 // errUnread means the Shard record could not be read: whether the shard has its primary is unknown.

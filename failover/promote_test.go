@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +71,25 @@ func TestPromotionsWaitForTheTopoVIP(t *testing.T) {
 				t.Errorf("took %s: the promotions did not wait for the VIP (promote_timeout 2s)", took)
 			}
 		})
+	}
+}
+
+// The last look before a command reads etcd itself: a view of the Shard records that has not caught up
+// (here: not read at all) says "unknown", while a primary made a moment ago by a person is seen at once,
+// so that it is confirmed instead of reparented again.
+func TestLastLookBeforeACommandReadsEtcd(t *testing.T) {
+	e := testenv.StartEtcd(t, "dc2")
+	cli := e.Client()
+	topo := vitess.NewTopo("/vt")
+	topo.Shard("commerce", "0", vitess.TabletAlias{Cell: "dc2", UID: 105}) // promoted by hand, not the candidate
+	if err := topo.Put(ctxT(t), cli); err != nil {
+		t.Fatal(err)
+	}
+	p := &Promoter{Topo: cli, GlobalRoot: "/vt", Cells: []string{"dc2"}, view: newShardView(cli, "/vt", time.Second, time.Second, nil)}
+	if err := p.HasPrimary(ctxT(t), "commerce", "0", []string{"dc2-0000000101"}); !errors.Is(err, errUnread) {
+		t.Fatalf("from a view not read yet: %v, want unknown", err)
+	}
+	if err := p.HasPrimaryNow(ctxT(t), "commerce", "0", []string{"dc2-0000000101"}); err != nil {
+		t.Errorf("from etcd: %v, want dc2-0000000105, a tablet of dc2's cells, accepted as the primary", err)
 	}
 }
