@@ -367,6 +367,9 @@ type driver struct {
 	warnings []string
 	errs     []string
 	oldSide  chan string
+	// preflight holds the pre-flight's warnings once it is done; like oldSide, the result waits for it,
+	// the promotions do not.
+	preflight chan []string
 }
 
 // attempted is a finished attempt: the shard's progress as its attempt left it, and whether that is
@@ -469,7 +472,9 @@ func (d *driver) read(ctx context.Context) (*Progress, error) {
 
 // prepare does what comes before the promotions, again for every holder until the result is recorded:
 // each step is safe to repeat. It tells the old primary's etcd of the new epoch if it answers, deletes
-// lock keys without a lease, plans again for the pre-flight warnings, and waits for the topo VIP.
+// lock keys without a lease, and waits for the topo VIP; the pre-flight (a plan again, for the result's
+// warnings) runs beside the promotions: it reads the whole topology and dials every cell's topo, and a
+// failover must not wait for that.
 func (d *driver) prepare(ctx context.Context, p *Progress) {
 	d.oldSide = make(chan string, 1)
 	if p.OldSide == "" || strings.HasPrefix(p.OldSide, "not written") {
@@ -486,19 +491,23 @@ func (d *driver) prepare(ctx context.Context, p *Progress) {
 	if err != nil {
 		d.errs = append(d.errs, err.Error())
 	}
-	d.warnings = d.preflight(ctx, p)
-	for _, w := range d.warnings {
-		d.c.ev.Warn(events.KindFailover, "failover: pre-flight warning", "warning", w)
-	}
+	d.preflight = make(chan []string, 1)
+	d.wg.Go(func() {
+		warnings := d.checkAhead(ctx, p)
+		for _, w := range warnings {
+			d.c.ev.Warn(events.KindFailover, "failover: pre-flight warning", "warning", w)
+		}
+		d.preflight <- warnings
+	})
 	if err := waitTopoVIP(ctx, d.cfg, d.c.ev, d.rec.DC, d.cli); err != nil {
 		d.warnings = append(d.warnings, err.Error())
 	}
 }
 
-// preflight plans the failover again, now, for what would make a reparent fail or misbehave: each
+// checkAhead plans the failover again, now, for what would make a reparent fail or misbehave: each
 // problem is a warning of the result (a failover is what is needed when things are broken: it never
 // stops one). A cell's topo gets a probe's time to answer: the lost DC's does not.
-func (d *driver) preflight(ctx context.Context, p *Progress) []string {
+func (d *driver) checkAhead(ctx context.Context, p *Progress) []string {
 	plan, err := discovery.Compute(ctx, discovery.Input{Config: d.cfg, Client: d.cli, From: p.Decision.From, To: p.Decision.To,
 		Epoch: p.Epoch, Timeout: d.cfg.Health.Timeout, CheckCells: true})
 	if err != nil {
@@ -801,7 +810,14 @@ func (d *driver) converged(ctx context.Context, p *Progress) error {
 // result is the failover's Result as the progress has it now.
 func (d *driver) result(p *Progress) *Result {
 	res := &Result{Decision: p.Decision, Epoch: p.Epoch, StartedAt: p.StartedAt,
-		Locks: slices.Clone(d.locks), Warnings: slices.Clone(d.warnings), Errors: slices.Clone(d.errs)}
+		Locks: slices.Clone(d.locks), Errors: slices.Clone(d.errs)}
+	if d.preflight != nil {
+		ahead := <-d.preflight
+		d.preflight <- ahead
+		res.Warnings = append(slices.Clone(ahead), d.warnings...)
+	} else {
+		res.Warnings = slices.Clone(d.warnings)
+	}
 	if d.oldSide != nil {
 		// The old primary's etcd gets a probe's time: the result waits for that, not the promotions.
 		res.OldSide = <-d.oldSide
