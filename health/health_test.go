@@ -72,12 +72,15 @@ func holdsUp(t *testing.T, p *Prober, n uint64) Snapshot {
 	return end
 }
 
-// proberOnCluster starts a 3-member cluster and a prober of it (thresholds 1, timeout 500ms) and waits
-// until it sees every member serve.
+// proberOnCluster starts a 3-member cluster and a prober of it (thresholds 1) and waits until it sees
+// every member serve. The timeout is longer than a raft election with room to spare: losing the raft
+// leader is one of the faults, and until the others elect one no member serves a linearizable read.
+// The members' election takes 200-400 ms (testenv), but on a loaded 2-core machine running etcd
+// processes 500 ms was once not enough.
 func proberOnCluster(t *testing.T) (*testenv.Cluster, *Prober) {
 	t.Helper()
 	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
+	p := newProber(t, c.Endpoints(), 1, 1, 1500*time.Millisecond)
 	run(t, p)
 	allServing(t, p)
 	return c, p
