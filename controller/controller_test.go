@@ -45,11 +45,7 @@ func newRig(t *testing.T, mode string, after time.Duration, tune ...testenv.Etcd
 func newVIPRig(t *testing.T, mode string, after time.Duration) *rig {
 	t.Helper()
 	return newRigWith(t, mode, after, testenv.WithEndpoints(func(_ string, c *testenv.Cluster) []string {
-		var members []string
-		for _, ep := range c.Endpoints() {
-			members = append(members, strings.TrimPrefix(ep, "http://"))
-		}
-		return []string{"http://" + testenv.StartVIP(t, members).Addr()}
+		return []string{"http://" + testenv.StartVIP(t, c.Addrs()).Addr()}
 	}))
 }
 

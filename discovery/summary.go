@@ -45,7 +45,7 @@ func (p *Plan) Summarize(limit int) Summary {
 	return s
 }
 
-// Ready says whether a failover now would promote every shard (see Plan.Ready).
+// AllReady says whether a failover now would promote every shard (see Plan.Ready).
 func (s Summary) AllReady() bool { return s.Shards > 0 && s.NotReady == 0 && len(s.Problems) == 0 }
 
 // Line is the summary as the PLAN line of `topoha status` words it, e.g. "256 shards: 255 ready for dc2,

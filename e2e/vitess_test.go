@@ -81,15 +81,7 @@ func freePort(t *testing.T) int {
 }
 
 // hostPorts lists c's members as Vitess takes an etcd cluster's address: host:port, comma-separated.
-func hostPorts(c *testenv.Cluster) string { return strings.Join(members(c), ",") }
-
-func members(c *testenv.Cluster) []string {
-	var out []string
-	for _, ep := range c.Endpoints() {
-		out = append(out, strings.TrimPrefix(ep, "http://"))
-	}
-	return out
-}
+func hostPorts(c *testenv.Cluster) string { return strings.Join(c.Addrs(), ",") }
 
 // run runs a Vitess client to completion and returns its combined output and error.
 func (v *vitess) run(name string, args ...string) (string, error) {
@@ -196,7 +188,7 @@ func setup(t *testing.T) *vitess {
 	for _, dc := range []string{"dc1", "dc2"} {
 		v.etcd[dc] = testenv.StartCluster(t, dc, testenv.Members)
 	}
-	v.topo = startVIP(t, members(v.etcd["dc1"]))
+	v.topo = startVIP(t, v.etcd["dc1"].Addrs())
 	for _, dc := range []string{"dc1", "dc2"} {
 		v.startVtctld(dc)
 	}
@@ -348,7 +340,7 @@ func TestVitessDCFailoverAndBack(t *testing.T) {
 	for dc, id := range map[string]string{"dc1": "ctl-a", "dc2": "ctl-b"} {
 		ctls[dc] = testenv.StartProcess(t, bin, "run", "--config", config, "--dc", dc, "--id", id, "--listen", "127.0.0.1:0")
 	}
-	keepalived(t, v.topo, ctls, map[string][]string{"dc1": members(v.etcd["dc1"]), "dc2": members(v.etcd["dc2"])})
+	keepalived(t, v.topo, ctls, map[string][]string{"dc1": v.etcd["dc1"].Addrs(), "dc2": v.etcd["dc2"].Addrs()})
 	verifyEqual(t, config)
 	for _, s := range v.shards {
 		for _, alias := range s.tablets {

@@ -57,7 +57,7 @@ func discoveredTopo(t *testing.T, d *dcs) {
 
 // cellAddress is where every cell's CellInfo points: dc2's etcd, as mirror.cell_info_rewrite would make
 // it, so that the plan's check of each cell's topo finds it answering.
-func cellAddress(d *dcs) string { return strings.TrimPrefix(d.dc2.Endpoints()[0], "http://") }
+func cellAddress(d *dcs) string { return d.dc2.Addrs()[0] }
 
 // planJSON runs `topoha plan --json` and returns its exit code and plan.
 func planJSON(t *testing.T, config string, args ...string) (int, *discovery.Plan) {

@@ -112,11 +112,20 @@ func (c *Cluster) Stop() {
 
 // Endpoints are the URLs clients use: each member's link.
 func (c *Cluster) Endpoints() []string {
-	eps := make([]string, len(c.links))
-	for i, l := range c.links {
-		eps[i] = "http://" + l.Addr()
+	eps := c.Addrs()
+	for i, a := range eps {
+		eps[i] = "http://" + a
 	}
 	return eps
+}
+
+// Addrs are the members' links as host:port, the form Vitess and TCP forwarders take.
+func (c *Cluster) Addrs() []string {
+	addrs := make([]string, len(c.links))
+	for i, l := range c.links {
+		addrs[i] = l.Addr()
+	}
+	return addrs
 }
 
 // Client returns a client of every member, closed when the test ends.
