@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/topoha/topoha/internal/testenv"
 )
@@ -516,6 +519,46 @@ func TestSourceOutageIsDetectedAndResumed(t *testing.T) {
 	p.waitApplied(t, r)
 	if s := r.Status(); len(s.Resyncs) != 1 {
 		t.Errorf("the source outage caused a full sync: %v", s.Resyncs)
+	}
+}
+
+// A source lost just as the mirror opens its watch, after the header read and before the source created
+// the watch, is noticed like one lost later. etcd's Watch call waits for as long as the source is
+// unreachable: a mirror that waited with it stayed "streaming", with no error, until the source
+// returned. The client stops the source server the moment the mirror opens its watch stream.
+func TestSourceLostWhileTheWatchOpens(t *testing.T) {
+	p := newPair(t)
+	fill(t, p.sc, "k/", 10, "v1")
+	var lose sync.Once
+	loseOnWatch := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if method == "/etcdserverpb.Watch/Watch" {
+			lose.Do(p.src.Stop)
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	src, err := clientv3.New(clientv3.Config{Endpoints: []string{p.src.Endpoint()}, DialTimeout: 2 * time.Second,
+		Logger: zap.NewNop(), DialOptions: []grpc.DialOption{grpc.WithChainStreamInterceptor(loseOnWatch)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	r := p.start(t, func(c *Config) {
+		c.Source = src
+		c.StallTimeout = time.Second
+		c.RequestTimeout = time.Second
+	})
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		s := r.Status()
+		return strings.Contains(s.LastError, "watch not open") && s.Phase == PhaseRetrying,
+			fmt.Sprintf("phase %s, last error %q", s.Phase, s.LastError)
+	})
+	p.src.Start()
+	mustPut(t, p.sc, srcPrefix+"k/000002", "v2")
+	p.waitEqual(t)
+	p.waitApplied(t, r)
+	if s := r.Status(); len(s.Resyncs) != 1 {
+		t.Errorf("the source outage caused another full sync: %v", s.Resyncs)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -14,6 +15,8 @@ import (
 // until an error.
 func (m *Mirror) stream(ctx context.Context) error {
 	m.setPhase(PhaseStreaming)
+	var opening sync.WaitGroup
+	defer opening.Wait() // after cancel, which ends a Watch call still waiting
 	// WithRequireLeader ends the watch when the source member loses its leader, instead of leaving it
 	// silently connected to a member that will never see another write.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -22,8 +25,16 @@ func (m *Mirror) stream(ctx context.Context) error {
 	// notification while a watcher's start revision is ahead of the store, so an idle source would look
 	// stalled. Events of the applied revision are already in the destination and are skipped.
 	b := &batch{m: m, index: map[string]int{}, skipThrough: m.applied, trustProgress: m.progressTrusted(ctx)}
-	wch := m.cfg.Source.Watch(wctx, m.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(m.applied),
-		clientv3.WithProgressNotify())
+	// Watch returns only once the source has created the watch, and waits for as long as the source is
+	// unreachable. It is opened beside the stall check, so a source lost at this very moment is noticed
+	// like one lost later, instead of leaving the mirror "streaming" until the source returns.
+	from := m.applied
+	opened := make(chan clientv3.WatchChan, 1)
+	opening.Go(func() {
+		opened <- m.cfg.Source.Watch(wctx, m.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
+			clientv3.WithProgressNotify())
+	})
+	var wch clientv3.WatchChan // nil, so never ready, until the watch is open
 	tick := time.NewTicker(m.cfg.ProgressInterval)
 	defer tick.Stop()
 
@@ -32,9 +43,18 @@ func (m *Mirror) stream(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case wch = <-opened:
+			opened = nil
+			lastHeard = time.Now()
 		case <-tick.C:
 			if silent := time.Since(lastHeard); silent > m.cfg.StallTimeout {
+				if wch == nil {
+					return fmt.Errorf("source watch not open after %s (the source does not answer); opening it again", silent.Round(time.Millisecond))
+				}
 				return fmt.Errorf("source watch silent for %s (no events, no progress notification); restarting it", silent.Round(time.Millisecond))
+			}
+			if wch == nil {
+				continue
 			}
 			// The request must carry wctx's metadata to reach the stream the watch is on.
 			pctx, pcancel := context.WithTimeout(wctx, m.cfg.RequestTimeout)
