@@ -142,6 +142,10 @@ func (s *Server) stopAsync() {
 	s.closing = done
 	go func() {
 		defer close(done)
+		// Raft first, with no leadership transfer, as a killed process (and an etcd process member of
+		// the tests) stops: a leader's graceful stop would wait up to its request timeout (5.4 s) for a
+		// transfer to peers it may be cut off from.
+		e.Server.HardStop()
 		e.Close()
 	}()
 }

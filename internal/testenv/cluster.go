@@ -41,32 +41,54 @@ type Cluster struct {
 // ends.
 func StartCluster(t testing.TB, name string, n int, opts ...EtcdOption) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t}
+	return startClusters(t, []string{name}, n, opts)[0]
+}
+
+// startClusters starts a cluster of n members per name. In-process clusters boot at the same time: a
+// bootstrap is mostly waiting for the first election, and a test of two DCs would wait for two in turn.
+func startClusters(t testing.TB, names []string, n int, opts []EtcdOption) []*Cluster {
+	t.Helper()
+	cs := make([]*Cluster, len(names))
 	if bin := os.Getenv(EtcdBinEnv); bin != "" {
-		c.members = startProcCluster(t, bin, name, n, opts)
+		for i, name := range names {
+			cs[i] = &Cluster{t: t, members: startProcCluster(t, bin, name, n, opts)}
+		}
 	} else {
-		ec, err := embedetcd.NewCluster(name, t.TempDir(), n, opts...)
-		if err != nil {
+		errs := make([]error, len(names))
+		var wg sync.WaitGroup
+		for i, name := range names {
+			ec, err := embedetcd.NewCluster(name, t.TempDir(), n, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs[i] = &Cluster{t: t, embedded: ec}
+			for j, m := range ec.Members() {
+				cs[i].members = append(cs[i].members, embeddedMember{Server: m, cluster: ec, i: j})
+			}
+			wg.Go(func() { errs[i] = ec.Start() })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			for _, c := range cs {
+				for _, m := range c.embedded.Members() {
+					m.Stop()
+				}
+			}
 			t.Fatal(err)
 		}
-		if err := ec.Start(); err != nil {
-			t.Fatal(err)
-		}
-		c.embedded = ec
-		for i, m := range ec.Members() {
-			c.members = append(c.members, embeddedMember{Server: m, cluster: ec, i: i})
-		}
 	}
-	for _, m := range c.members {
-		c.links = append(c.links, StartLink(t, m.Name(), strings.TrimPrefix(m.Endpoint(), "http://")))
-	}
-	t.Cleanup(func() {
-		c.Stop()
+	for _, c := range cs {
 		for _, m := range c.members {
-			m.Wait()
+			c.links = append(c.links, StartLink(t, m.Name(), strings.TrimPrefix(m.Endpoint(), "http://")))
 		}
-	})
-	return c
+		t.Cleanup(func() {
+			c.Stop()
+			for _, m := range c.members {
+				m.Wait()
+			}
+		})
+	}
+	return cs
 }
 
 // Members are the cluster's members, in the order of Endpoints.

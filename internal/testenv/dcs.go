@@ -81,8 +81,9 @@ func StartDCs(t testing.TB, opts ...DCsOption) *DCs {
 	d := &DCs{t: t, Cluster: map[string]*Cluster{}, Client: map[string]*clientv3.Client{}}
 	endpoints := map[string][]string{}
 	fields := map[string]string{}
-	for _, dc := range []string{"dc1", "dc2"} {
-		c := StartCluster(t, dc, spec.members, spec.etcd...)
+	names := []string{"dc1", "dc2"}
+	for i, c := range startClusters(t, names, spec.members, spec.etcd) {
+		dc := names[i]
 		d.Cluster[dc], d.Client[dc], endpoints[dc] = c, c.Client(), spec.endpoints(dc, c)
 		if spec.dcFields != nil {
 			fields[dc] = spec.dcFields(dc)
@@ -92,8 +93,9 @@ func StartDCs(t testing.TB, opts ...DCsOption) *DCs {
 	for _, f := range spec.extra {
 		extra = append(extra, strings.TrimRight(f(d), "\n"))
 	}
-	// Both clusters start shutting down at once when the test ends (a member's shutdown waits seconds for
-	// its leadership to move), after the fixture's clients are gone (it also waits for open streams).
+	// Both clusters start shutting down at once when the test ends (a member's shutdown waits up to a
+	// second for its peers' connections), after the fixture's clients are gone (it also waits for open
+	// streams).
 	t.Cleanup(func() {
 		for _, cli := range d.Client {
 			cli.Close()
