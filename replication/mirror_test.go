@@ -525,15 +525,17 @@ func TestSourceOutageIsDetectedAndResumed(t *testing.T) {
 // A source lost just as the mirror opens its watch, after the header read and before the source created
 // the watch, is noticed like one lost later. etcd's Watch call waits for as long as the source is
 // unreachable: a mirror that waited with it stayed "streaming", with no error, until the source
-// returned. The client stops the source server the moment the mirror opens its watch stream.
+// returned. The mirror's watch stream waits, the moment it is opened, until the test has stopped the
+// source server.
 func TestSourceLostWhileTheWatchOpens(t *testing.T) {
 	p := newPair(t)
 	fill(t, p.sc, "k/", 10, "v1")
-	var lose sync.Once
+	var once sync.Once
+	opening, lost := make(chan struct{}), make(chan struct{})
 	loseOnWatch := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
 		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		if method == "/etcdserverpb.Watch/Watch" {
-			lose.Do(p.src.Stop)
+			once.Do(func() { close(opening); <-lost })
 		}
 		return streamer(ctx, desc, cc, method, opts...)
 	}
@@ -548,6 +550,13 @@ func TestSourceLostWhileTheWatchOpens(t *testing.T) {
 		c.StallTimeout = time.Second
 		c.RequestTimeout = time.Second
 	})
+	select {
+	case <-opening:
+	case <-time.After(waitLong):
+		t.Fatal("the mirror opened no watch")
+	}
+	p.src.Stop()
+	close(lost)
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		s := r.Status()
 		return strings.Contains(s.LastError, "watch not open") && s.Phase == PhaseRetrying,

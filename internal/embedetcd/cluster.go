@@ -3,6 +3,7 @@ package embedetcd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 type Cluster struct {
 	name    string
 	members []*Server
+	served  bool // once every member has served, ports and data stay
 }
 
 // NewCluster prepares a cluster of n members named name-0 … name-(n-1), with their data under dir. tune
@@ -55,14 +57,26 @@ func (c *Cluster) join() {
 }
 
 // Start starts every stopped member at once (a new cluster's members wait for each other's votes) and
-// returns when all serve. On the first start, ports taken meanwhile are replaced by others.
+// returns when all serve. Until the cluster has served once, a port taken meanwhile (by another cluster
+// starting beside it, another test process) makes it start afresh on other ports: the members that did
+// start are stopped and their data removed, since it names the old peer ports.
 func (c *Cluster) Start() error {
 	for attempt := 1; ; attempt++ {
 		err := c.startAll()
-		if err == nil || c.members[0].started || attempt == 5 || !addrInUse(err) {
+		if err == nil {
+			c.served = true
+			return nil
+		}
+		if c.served || attempt == 5 || !addrInUse(err) {
 			return err
 		}
 		c.stop()
+		for _, m := range c.members {
+			if err := os.RemoveAll(m.dir); err != nil {
+				return fmt.Errorf("start %s afresh on other ports: %w", c.name, err)
+			}
+			m.started = false
+		}
 		if err := c.pickPorts(); err != nil {
 			return err
 		}
@@ -82,10 +96,10 @@ func (c *Cluster) startAll() error {
 	return errors.Join(errs...)
 }
 
-// stop stops every member at once (see Server.Stop).
+// stop kills every member at once and waits until they are all down.
 func (c *Cluster) stop() {
-	for _, m := range c.members {
-		m.stopAsync()
+	for i := range c.members {
+		c.Kill(i)
 	}
 	for _, m := range c.members {
 		m.Wait()
@@ -93,11 +107,12 @@ func (c *Cluster) stop() {
 }
 
 // Kill stops member i as a killed process stops, for its peers at once: it is cut off from them first,
-// so that it neither votes nor leads any more, and then shut down in the background (embed drains its
-// clients' streams for up to 5 s; Server.Wait waits). StartMember brings it back.
+// so that it neither votes nor leads any more, and then shut down in the background (a leader once it
+// has stepped down; embed drains its clients' streams for up to 5 s; Server.Wait waits). StartMember
+// brings it back.
 func (c *Cluster) Kill(i int) {
 	c.Isolate(i, true)
-	c.members[i].stopAsync()
+	c.members[i].stopAsync(true)
 }
 
 // StartMember starts member i again, after Kill or Stop, and waits until it serves.

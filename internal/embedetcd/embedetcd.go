@@ -127,12 +127,13 @@ func (s *Server) Name() string { return s.name }
 // Stop stops the server and waits for its shutdown (embed drains clients' open streams for up to 5 s
 // meanwhile). Its data stays for Start.
 func (s *Server) Stop() {
-	s.stopAsync()
+	s.stopAsync(false)
 	s.Wait()
 }
 
-// stopAsync starts the server's shutdown and returns; Wait waits for it.
-func (s *Server) stopAsync() {
+// stopAsync starts the server's shutdown and returns; Wait waits for it. cutOff says its peers no longer
+// hear it (Cluster.Kill).
+func (s *Server) stopAsync(cutOff bool) {
 	if s.e == nil {
 		return
 	}
@@ -142,12 +143,24 @@ func (s *Server) stopAsync() {
 	s.closing = done
 	go func() {
 		defer close(done)
-		// Raft first, with no leadership transfer, as a killed process (and an etcd process member of
-		// the tests) stops: a leader's graceful stop would wait up to its request timeout (5.4 s) for a
-		// transfer to peers it may be cut off from.
-		e.Server.HardStop()
+		if cutOff {
+			awaitStepDown(e)
+		}
 		e.Close()
 	}()
+}
+
+// awaitStepDown waits, for at most ten election timeouts, until e, cut off from its peers, is no longer
+// their leader: CheckQuorum makes an isolated leader step down within an election timeout. Closed as
+// their leader, etcd would try to hand the leadership to peers it cannot reach, and wait its request
+// timeout (5.4 s) for that; a killed process does neither. (Stopping raft first with HardStop would skip
+// the transfer too, but it closes the backend while the gRPC server still serves, and a Status request
+// in that moment crashes the process.)
+func awaitStepDown(e *embed.Etcd) {
+	election := time.Duration(e.Config().ElectionMs) * time.Millisecond
+	for deadline := time.Now().Add(10 * election); e.Server.Leader() == e.Server.MemberID() && time.Now().Before(deadline); {
+		time.Sleep(election / 10)
+	}
 }
 
 // Wait waits until the server's last Stop has finished its shutdown.

@@ -54,8 +54,6 @@ func startClusters(t testing.TB, names []string, n int, opts []EtcdOption) []*Cl
 			cs[i] = &Cluster{t: t, members: startProcCluster(t, bin, name, n, opts)}
 		}
 	} else {
-		errs := make([]error, len(names))
-		var wg sync.WaitGroup
 		for i, name := range names {
 			ec, err := embedetcd.NewCluster(name, t.TempDir(), n, opts...)
 			if err != nil {
@@ -65,7 +63,12 @@ func startClusters(t testing.TB, names []string, n int, opts []EtcdOption) []*Cl
 			for j, m := range ec.Members() {
 				cs[i].members = append(cs[i].members, embeddedMember{Server: m, cluster: ec, i: j})
 			}
-			wg.Go(func() { errs[i] = ec.Start() })
+		}
+		// Clusters that pick a port the other took meanwhile start again on others (embedetcd.Cluster.Start).
+		errs := make([]error, len(names))
+		var wg sync.WaitGroup
+		for i, c := range cs {
+			wg.Go(func() { errs[i] = c.embedded.Start() })
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
