@@ -630,9 +630,9 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 	case !promote:
 		return true
 	}
-	// A slot is one of failover.max_parallel: it is held from the attempt's record to its confirmation.
-	// The outcome is recorded after the slot is given back, so that the next shard's command does not
-	// wait for this one's write.
+	// A slot is one of failover.max_parallel: it is held from the attempt's record until its command exits.
+	// The confirmation and the outcome's record come after the slot is given back, so that the next
+	// shard's command waits for neither.
 	select {
 	case d.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -662,8 +662,9 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 	vars := d.vars(dec)
 	vars.Keyspace, vars.Shard, vars.Tablet, vars.IgnoreTablets = s.Keyspace, s.Shard, s.Tablet, strings.Join(s.Ignore, ",")
 	start := time.Now()
-	out, err := d.promoter.Attempt(ctx, vars, s.Candidates)
+	out, runErr := d.promoter.Run(ctx, vars)
 	<-d.slots
+	err = d.promoter.Confirm(ctx, vars, s.Candidates, runErr)
 	if ctx.Err() != nil {
 		return false // the lock was lost: the next holder re-confirms this shard
 	}

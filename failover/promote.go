@@ -29,8 +29,7 @@ type ShardResult struct {
 	Output string `json:"output,omitempty"`
 }
 
-// Promoter runs one attempt of a promote (or switchover) command for a shard and reads from the topo
-// whether it worked.
+// Promoter runs a promote (or switchover) command for a shard and reads from the topo whether it worked.
 type Promoter struct {
 	// Command is the argument vector; each argument is a template over config.CommandVars.
 	Command []string
@@ -52,25 +51,29 @@ type Promoter struct {
 	roots   map[string]string // cell -> its root, from its CellInfo
 }
 
-// Attempt runs the command once to make vars.Tablet the primary of vars.Keyspace/vars.Shard, and
-// returns nil once the Shard record names one of candidates (with that tablet's own record agreeing).
-// The outcome is read from the records, not the exit code: Vitess can exit non-zero after it promoted,
-// and zero without having done it. It also returns the command's output.
-func (p *Promoter) Attempt(ctx context.Context, vars config.CommandVars, candidates []string) (string, error) {
+// Run runs the command once to make vars.Tablet the primary of vars.Keyspace/vars.Shard, killed with its
+// process group at Timeout, and returns its output and exit. The exit is not the outcome (Confirm reads
+// that): Vitess can exit non-zero after it promoted, and zero without having done it.
+func (p *Promoter) Run(ctx context.Context, vars config.CommandVars) (string, error) {
 	argv, err := command.Render(p.Command, vars)
 	if err != nil {
 		return "", err
 	}
 	actx, cancel := context.WithTimeout(ctx, p.Timeout)
-	out, runErr := command.Run(actx, argv)
-	cancel()
-	// Whatever the exit, the Shard record says what happened.
+	defer cancel()
+	return command.Run(actx, argv)
+}
+
+// Confirm returns nil once, within ConfirmTimeout, the Shard record of vars.Keyspace/vars.Shard names one
+// of candidates (with that tablet's own record agreeing); otherwise what is wrong, joined with runErr,
+// the exit of the command Run ran.
+func (p *Promoter) Confirm(ctx context.Context, vars config.CommandVars, candidates []string, runErr error) error {
 	cctx, cancel := context.WithTimeout(ctx, p.ConfirmTimeout)
 	defer cancel()
 	if err := p.waitPrimary(cctx, vars.Keyspace, vars.Shard, candidates); err != nil {
-		return out, fmt.Errorf("%s/%s: %s is not primary: %w", vars.Keyspace, vars.Shard, vars.Tablet, errors.Join(runErr, err))
+		return fmt.Errorf("%s/%s: %s is not primary: %w", vars.Keyspace, vars.Shard, vars.Tablet, errors.Join(runErr, err))
 	}
-	return out, nil
+	return nil
 }
 
 // HasPrimary returns nil if keyspace/shard's Shard record names one of candidates (or a tablet of Cells)
