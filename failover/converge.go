@@ -565,7 +565,8 @@ func (d *driver) startDue(ctx context.Context, p *Progress) {
 	now := time.Now()
 	var paused *bool
 	for _, s := range p.Shards {
-		// Twice the slots: while max_parallel commands run, the others' checks and records are under way.
+		// Twice the slots: while max_parallel commands run, the others' checks, confirmations and records
+		// are under way.
 		if len(d.inflight) >= 2*d.cfg.Failover.Parallel() {
 			return
 		}
@@ -664,7 +665,9 @@ func (d *driver) attempt(ctx context.Context, dec Decision, s *ShardProgress, pr
 	start := time.Now()
 	out, runErr := d.promoter.Run(ctx, vars)
 	<-d.slots
-	err = d.promoter.Confirm(ctx, vars, s.Candidates, runErr)
+	if ctx.Err() == nil {
+		err = d.promoter.Confirm(ctx, vars, s.Candidates, runErr)
+	}
 	if ctx.Err() != nil {
 		return false // the lock was lost: the next holder re-confirms this shard
 	}
