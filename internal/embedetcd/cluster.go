@@ -70,7 +70,7 @@ func (c *Cluster) Start() error {
 		if c.served || attempt == 5 || !addrInUse(err) {
 			return err
 		}
-		c.stop()
+		c.Stop()
 		for _, m := range c.members {
 			if err := os.RemoveAll(m.dir); err != nil {
 				return fmt.Errorf("start %s afresh on other ports: %w", c.name, err)
@@ -96,8 +96,8 @@ func (c *Cluster) startAll() error {
 	return errors.Join(errs...)
 }
 
-// stop kills every member at once and waits until they are all down.
-func (c *Cluster) stop() {
+// Stop kills every member at once and waits until they are all down.
+func (c *Cluster) Stop() {
 	for i := range c.members {
 		c.Kill(i)
 	}

@@ -22,7 +22,7 @@ func TestClusterStartsAfreshWhenAPortIsTaken(t *testing.T) {
 	if err := c.Start(); err != nil {
 		t.Fatalf("start with %s taken: %v", taken, err)
 	}
-	t.Cleanup(c.stop)
+	t.Cleanup(c.Stop)
 	for _, m := range c.members {
 		if !m.Running() {
 			t.Errorf("%s is not running", m.Name())

@@ -73,9 +73,7 @@ func startClusters(t testing.TB, names []string, n int, opts []EtcdOption) []*Cl
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
 			for _, c := range cs {
-				for _, m := range c.embedded.Members() {
-					m.Stop()
-				}
+				c.embedded.Stop()
 			}
 			t.Fatal(err)
 		}
