@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -29,6 +30,10 @@ func (e Etcd) ClientConfig(field string) (clientv3.Config, error) {
 		Username:             e.Username,
 		// The client logs every retry; topoha reports failures itself, with the DC they concern.
 		Logger: zap.NewNop(),
+	}
+	if e.Username != "" {
+		// clientv3 installs its retry interceptor first; this one runs inside it, next to the wire.
+		cc.DialOptions = append(cc.DialOptions, grpc.WithChainUnaryInterceptor(lazyAuthentication))
 	}
 	if e.PasswordFile != "" {
 		pw, err := os.ReadFile(e.PasswordFile)
@@ -86,32 +91,49 @@ func (e Etcd) usesHTTPS() bool {
 func (e Etcd) String() string { return strings.Join(e.Endpoints, ",") }
 
 // OpenClients opens a client of every DC's etcd: the one way topoha's commands and controllers open them.
-// clientv3.New does not dial (without auth), so this does not say that the etcds answer. closeAll closes
-// them all.
+// It does not say that the etcds answer: a client of an etcd that does not answer is opened all the same
+// (with a username, it authenticates once etcd answers; see lazyAuthentication). It fails on a bad TLS
+// or password file, and on credentials that an etcd which answers refuses. closeAll closes them all.
 func (c *Config) OpenClients() (clients map[string]*clientv3.Client, closeAll func(), err error) {
+	names := c.DCNames()
+	opened := make([]*clientv3.Client, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	// In parallel: with a username, New waits up to dial_timeout for an etcd that does not answer.
+	for i, dc := range names {
+		wg.Go(func() { opened[i], errs[i] = c.openClient(dc) })
+	}
+	wg.Wait()
 	clients = map[string]*clientv3.Client{}
 	closeAll = func() {
 		for _, cli := range clients {
 			cli.Close()
 		}
 	}
-	for _, dc := range c.DCNames() {
-		field := "dcs." + dc + ".etcd"
-		cc, err := c.DCs[dc].Etcd.ClientConfig(field)
-		if err != nil {
-			closeAll()
-			return nil, nil, err
+	for i, dc := range names {
+		if opened[i] != nil {
+			clients[dc] = opened[i]
 		}
-		cli, err := clientv3.New(cc)
-		switch {
-		case errors.Is(err, rpctypes.ErrAuthFailed):
-			closeAll()
-			return nil, nil, fmt.Errorf("%s.username/password_file: etcd refused the credentials of user %q: check the user and the password file's content", field, cc.Username)
-		case err != nil:
-			closeAll()
-			return nil, nil, fmt.Errorf("%s.endpoints: %w", field, err)
-		}
-		clients[dc] = cli
+	}
+	if err := errors.Join(errs...); err != nil {
+		closeAll()
+		return nil, nil, err
 	}
 	return clients, closeAll, nil
+}
+
+func (c *Config) openClient(dc string) (*clientv3.Client, error) {
+	field := "dcs." + dc + ".etcd"
+	cc, err := c.EtcdClientConfig(dc)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(cc)
+	switch {
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return nil, fmt.Errorf("%s.username/password_file: etcd refused the credentials of user %q: check the user and the password file's content", field, cc.Username)
+	case err != nil:
+		return nil, fmt.Errorf("%s.endpoints: %w", field, err)
+	}
+	return cli, nil
 }

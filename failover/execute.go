@@ -215,7 +215,7 @@ func waitTopoVIP(ctx context.Context, cfg *config.Config, ev *events.Recorder, t
 			return fmt.Errorf("read %s's cluster ID: %w", to, err)
 		}
 		want := resp.Header.ClusterId
-		cc, err := cfg.DCs[to].Etcd.ClientConfig("dcs." + to + ".etcd")
+		cc, err := cfg.EtcdClientConfig(to)
 		if err != nil {
 			return err
 		}

@@ -85,6 +85,9 @@ type Result struct {
 	Alarms  []Alarm
 	// Revision is the revision a serving member's read saw.
 	Revision int64
+	// Refused, when set, says why etcd answered but refused topoha's user (credentials or permissions):
+	// the cluster serves, but not topoha.
+	Refused string
 	// Err is nil when some member served a linearizable read; otherwise it says why none did.
 	Err error
 }
@@ -94,7 +97,7 @@ func (r Result) State() State {
 	switch {
 	case r.Err != nil:
 		return Down
-	case len(r.Alarms) > 0:
+	case len(r.Alarms) > 0, r.Refused != "":
 		return Degraded
 	}
 	return Up
@@ -118,6 +121,10 @@ type Snapshot struct {
 	Members []Member `json:"members,omitempty"`
 	// Alarms are the cluster's alarms as the last successful probe found them.
 	Alarms []Alarm `json:"alarms,omitempty"`
+	// Refused says why etcd refused topoha's user in the last successful probe: it answered, so its
+	// cluster serves (degraded, as for an alarm: never a failover's cause or target), but topoha can
+	// neither read nor write there until the user or its role is fixed.
+	Refused string `json:"refused,omitempty"`
 }
 
 // DownFor is how long the DC has been down continuously at now; 0 unless Down.
@@ -172,6 +179,9 @@ func AlarmText(alarms []Alarm) string {
 func (s Snapshot) Describe() string {
 	switch s.State {
 	case Degraded:
+		if s.Refused != "" {
+			return "degraded: " + s.Refused
+		}
 		return "degraded: " + s.AlarmText()
 	case Down:
 		return "down: " + s.LastError
@@ -279,6 +289,7 @@ func (p *Prober) record(at time.Time, latency time.Duration, res Result) {
 		s.LastError = ""
 		s.Revision = res.Revision
 		s.Alarms = res.Alarms
+		s.Refused = res.Refused
 		switch now := res.State(); {
 		case s.State.Serving() && s.State != now:
 			// Between up and degraded there is no flap to damp: an alarm stays until an operator
@@ -314,7 +325,7 @@ func (p *Prober) record(at time.Time, latency time.Duration, res Result) {
 // ConfigFor is the configuration of a prober of dc's etcd as c describes it; the caller adds OnChange,
 // Logger and Metrics.
 func ConfigFor(c *config.Config, dc string) (Config, error) {
-	cc, err := c.DCs[dc].Etcd.ClientConfig("dcs." + dc + ".etcd")
+	cc, err := c.EtcdClientConfig(dc)
 	if err != nil {
 		return Config{}, err
 	}

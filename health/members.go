@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -76,6 +77,8 @@ type memberProbe struct {
 	revision int64
 	// alarmed says the member's status listed alarms.
 	alarmed bool
+	// refused says why etcd refused topoha's user; the member counts as serving all the same.
+	refused string
 	client  *clientv3.Client
 }
 
@@ -98,7 +101,7 @@ func (m *members) probe(ctx context.Context, key string, timeout time.Duration) 
 	for i := range probes {
 		p := &probes[i]
 		res.Members[i] = p.Member
-		if p.Serving && serving == nil {
+		if p.Serving && (serving == nil || serving.refused != "" && p.refused == "") {
 			serving = p
 		}
 		alarmed = alarmed || p.alarmed
@@ -110,8 +113,8 @@ func (m *members) probe(ctx context.Context, key string, timeout time.Duration) 
 		res.Err = fmt.Errorf("no member serves a linearizable read within %s (%s)", timeout, strings.Join(errs, "; "))
 		return res
 	}
-	res.Revision = serving.revision
-	if alarmed {
+	res.Revision, res.Refused = serving.revision, serving.refused
+	if alarmed && serving.refused == "" {
 		alarms, err := alarmList(ctx, serving.client)
 		if err != nil {
 			// The status said there are alarms; not knowing which is no reason to call the cluster up.
@@ -135,23 +138,42 @@ func (m *members) probeMember(ctx context.Context, i int, key string, timeout ti
 		return fail("connect: %v", err)
 	}
 	st, err := cli.Status(ctx, ep)
-	if err != nil {
+	switch {
+	case refusal(err):
+		// Status needs no permission, only a token, which the client failed to get: the read below
+		// fails the same way, and says whether the cluster serves.
+	case err != nil:
 		return fail("status: %v", err)
-	}
-	p.ID = fmt.Sprintf("%x", st.Header.MemberId)
-	p.Leader = st.Leader != 0 && st.Leader == st.Header.MemberId
-	for _, e := range st.Errors {
-		p.alarmed = p.alarmed || e != rpctypes.ErrNoLeader.Error()
-	}
-	if st.Leader == 0 {
-		return fail("no raft leader: the member is cut off from its peers, or the cluster lost its quorum")
+	default:
+		p.ID = fmt.Sprintf("%x", st.Header.MemberId)
+		p.Leader = st.Leader != 0 && st.Leader == st.Header.MemberId
+		for _, e := range st.Errors {
+			p.alarmed = p.alarmed || e != rpctypes.ErrNoLeader.Error()
+		}
+		if st.Leader == 0 {
+			return fail("no raft leader: the member is cut off from its peers, or the cluster lost its quorum")
+		}
 	}
 	resp, err := cli.Get(ctx, key)
-	if err != nil {
+	switch {
+	case refusal(err):
+		// etcd checks a read's permission, and a password, only after it agreed with its quorum on the
+		// read index: the refusal proves that the cluster serves. A DC must not look lost, and failed
+		// over, because its user lacks a role or its password changed.
+		p.Error, p.refused = err.Error(), err.Error()
+		p.Serving, p.client = true, cli
+		return p
+	case err != nil:
 		return fail("linearizable read: %v", err)
 	}
 	p.Serving, p.revision, p.client = true, resp.Header.Revision, cli
 	return p
+}
+
+// refusal says whether etcd refused topoha's user: a wrong password, or a missing permission.
+func refusal(err error) bool {
+	err = rpctypes.Error(err)
+	return errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrPermissionDenied)
 }
 
 func alarmList(ctx context.Context, cli *clientv3.Client) ([]Alarm, error) {

@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/topoha/topoha/config"
 )
 
 // stream watches the source from the applied revision on and applies its events in batched transactions
@@ -120,6 +123,10 @@ type batch struct {
 func (b *batch) take(ctx context.Context, resp clientv3.WatchResponse) error {
 	m := b.m
 	if err := resp.Err(); err != nil {
+		if errors.Is(err, rpctypes.ErrPermissionDenied) {
+			return fmt.Errorf("watch source from revision %d: etcd refused user %s a watch of %s: %w; the role needs read on %s (%s)",
+				b.skipThrough, m.cfg.Source.Username, m.cfg.Prefix, err, m.cfg.Prefix, config.PermissionsDoc)
+		}
 		return fmt.Errorf("watch source from revision %d: %w", b.skipThrough, err)
 	}
 	if resp.IsProgressNotify() && !b.trustProgress {

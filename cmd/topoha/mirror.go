@@ -179,14 +179,19 @@ func setupMirror(ctx context.Context, path string) (*config.Config, dcClient, dc
 
 // reach says whether dc's etcd answers: every member is probed at once (health.Probe), within
 // dial_timeout, so one hung member costs nothing. An unreachable endpoint must stop a start, not
-// surface later.
+// surface later. An etcd that answers but refuses topoha's user is a *config.FieldError: a start must
+// stop on it even where a DC that does not answer is only reported.
 func reach(ctx context.Context, cfg *config.Config, dc string) error {
 	e := cfg.DCs[dc].Etcd
-	cc, err := e.ClientConfig("dcs." + dc + ".etcd")
+	cc, err := cfg.EtcdClientConfig(dc)
 	if err != nil {
 		return err
 	}
-	if res := health.Probe(ctx, cc, cfg.Keys().Probe(), e.DialTimeout); !res.State().Serving() {
+	res := health.Probe(ctx, cc, cfg.Keys().Probe(), e.DialTimeout)
+	if res.Refused != "" {
+		return &config.FieldError{Field: "dcs." + dc + ".etcd.username", Msg: res.Refused}
+	}
+	if !res.State().Serving() {
 		return fmt.Errorf("dcs.%s.etcd.endpoints: cannot reach etcd at %s within dial_timeout %s: %w; check that etcd runs there and that this host reaches it",
 			dc, e, e.DialTimeout, res.Err)
 	}

@@ -194,7 +194,8 @@ func handleSignals(ctx context.Context, sigs <-chan os.Signal, ctl *controller.C
 }
 
 // connectAll opens a client of every DC's etcd. A DC that does not answer at start is reported and
-// probed like any other (a controller may start during a DC loss); if none answers, the start fails.
+// probed like any other (a controller may start during a DC loss); if none answers, or one refuses
+// topoha's user, the start fails.
 func connectAll(ctx context.Context, cfg *config.Config, warn func(string, ...any)) (map[string]*clientv3.Client, func(), error) {
 	clients, closeAll, err := cfg.OpenClients()
 	if err != nil {
@@ -202,7 +203,12 @@ func connectAll(ctx context.Context, cfg *config.Config, warn func(string, ...an
 	}
 	var errs []error
 	for _, dc := range cfg.DCNames() {
-		if err := reach(ctx, cfg, dc); err != nil {
+		err := reach(ctx, cfg, dc)
+		if fe := (*config.FieldError)(nil); errors.As(err, &fe) {
+			closeAll()
+			return nil, nil, err
+		}
+		if err != nil {
 			warn("etcd not reachable at start; probing it", "dc", dc, "err", err)
 			errs = append(errs, err)
 		}
