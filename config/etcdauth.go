@@ -73,7 +73,8 @@ func grantFor(grants []Grant, key string) (Grant, bool) {
 // holds.
 type PermissionError struct {
 	User string
-	// Op is what was refused: "a read of", "a write to", "a delete of", "a transaction on".
+	// Op is what was refused: "a read of", "a write to", "a delete of", or "a transaction writing",
+	// "deleting" or "reading" (see describeRequest).
 	Op  string
 	Key string
 	// Need is the grant that covers Key, if topoha knows one.
@@ -156,9 +157,10 @@ const authenticateMethod = "/etcdserverpb.Auth/Authenticate"
 // lazyAuthentication is a unary interceptor on a client with a username, for two failures of the
 // client's own authentication that would otherwise take a DC loss down with them:
 //   - clientv3.New authenticates at once and fails when the etcd does not answer, so every command would
-//     fail during a DC loss. An Authenticate that etcd did not answer (Unavailable, DeadlineExceeded)
-//     (or has no quorum to authenticate with) instead yields an empty token: New returns, and the client authenticates again when etcd answers
-//     a request with "user name is empty", which is how the client already renews a token.
+//     fail during a DC loss. An Authenticate that etcd did not answer (Unavailable, DeadlineExceeded, or
+//     no quorum to authenticate with) instead yields an empty token: New returns, and the client
+//     authenticates again when etcd answers a request with "user name is empty", which is how the
+//     client already renews a token.
 //   - The client sends its old token along with Authenticate. etcd 3.4 checks it, answers "invalid auth
 //     token" once it has expired, and the client, renewing the token to retry, authenticates again with
 //     the same old token, for ever. Answering "authentication is not enabled" instead makes the client
