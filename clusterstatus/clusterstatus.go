@@ -62,10 +62,13 @@ func (st *Status) unread(msg string) {
 type DC struct {
 	// EtcdHealthy says the cluster serves linearizable reads: State up or degraded.
 	EtcdHealthy bool `json:"etcd_healthy"`
-	// State is up, degraded (an alarm: writes refused) or down.
-	State    health.State `json:"state"`
-	Error    string       `json:"error,omitempty"`
-	Revision int64        `json:"revision,omitempty"`
+	// State is up, degraded (an alarm: writes refused; or etcd refused topoha's user) or down.
+	State health.State `json:"state"`
+	Error string       `json:"error,omitempty"`
+	// Refused says why etcd answered but refused topoha's user (credentials or permissions); the DC then
+	// counts as degraded, never as down (docs/operations.md#etcd-permissions).
+	Refused  string `json:"refused,omitempty"`
+	Revision int64  `json:"revision,omitempty"`
 	// Members are the configured endpoints, each as it answered.
 	Members []health.Member `json:"members"`
 	Alarms  []health.Alarm  `json:"alarms,omitempty"`
@@ -228,7 +231,7 @@ func probeDC(ctx context.Context, c *config.Config, dc string) DC {
 		return DC{State: health.Down, Error: err.Error()}
 	}
 	res := health.Probe(ctx, hc.Etcd, hc.Key, hc.Timeout)
-	ds := DC{State: res.State(), Revision: res.Revision, Members: res.Members, Alarms: res.Alarms}
+	ds := DC{State: res.State(), Revision: res.Revision, Members: res.Members, Alarms: res.Alarms, Refused: res.Refused}
 	ds.EtcdHealthy = ds.State.Serving()
 	if res.Err != nil {
 		ds.Error = res.Err.Error()

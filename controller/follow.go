@@ -95,8 +95,12 @@ func (ctl *Controller) campaignUnder(ctx context.Context, camp *campaign, rec pr
 	}
 	camp.stop()
 	c := ctl.config()
+	member, err := c.EtcdClientConfig(dr)
+	if err != nil {
+		return err
+	}
 	el, err := election.New(election.Config{
-		Client: ctl.cfg.Clients[dr], Prefix: c.Keys().Election(), ID: ctl.cfg.ID, DC: ctl.cfg.DC,
+		Client: ctl.cfg.Clients[dr], Member: member, Prefix: c.Keys().Election(), ID: ctl.cfg.ID, DC: ctl.cfg.DC,
 		TTL: c.Election.TTL, RetryInterval: c.Health.Interval, RequestTimeout: c.RequestTimeout, Logger: ctl.log,
 		OnStartedLeading: func(lctx context.Context, term election.Term) { ctl.lead(lctx, term, rec) },
 	})

@@ -156,7 +156,7 @@ func TestNoSpaceIsNoFailover(t *testing.T) {
 	r := newRig(t, "auto", memberTestAfter, testenv.WithQuota(4<<20))
 	ctl, resyncs := leadingAndMirroring(t, r)
 
-	testenv.FillUntilNoSpace(t, r.c1, "/fill/")
+	testenv.FillUntilNoSpace(t, r.dc1.RootClient(), "/fill/")
 	testenv.Eventually(t, wait, func() (bool, string) {
 		s := ctl.Status()
 		return s.Health["dc1"].State == health.Degraded && strings.Contains(s.Decision.Reason, "dc1 etcd is degraded: NOSPACE"),
@@ -169,18 +169,18 @@ func TestNoSpaceIsNoFailover(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	testenv.ClearNoSpace(t, r.dc1, r.c1, "/fill/")
+	testenv.ClearNoSpace(t, r.dc1, "/fill/")
 	r.put(r.c1, "/vt/after-dc1-nospace", "v")
 	r.waitEqual(r.c1, r.c2)
 
-	testenv.FillUntilNoSpace(t, r.c2, "/fill/")
+	testenv.FillUntilNoSpace(t, r.dc2.RootClient(), "/fill/")
 	r.put(r.c1, "/vt/while-dc2-is-full", "v")
 	testenv.Eventually(t, wait, func() (bool, string) {
 		s := ctl.Status()
 		return s.Health["dc2"].State == health.Degraded && s.Mirror != nil && strings.Contains(s.Mirror.LastError, "database space exceeded"),
 			fmt.Sprintf("dc2 %s, mirror %+v", s.Health["dc2"].State, s.Mirror)
 	})
-	testenv.ClearNoSpace(t, r.dc2, r.c2, "/fill/")
+	testenv.ClearNoSpace(t, r.dc2, "/fill/")
 	r.waitEqual(r.c1, r.c2)
 	s := ctl.Status()
 	if got := primary.Read(context.Background(), r.c2, r.cfg.Keys().Primary()); got.Record != nil {

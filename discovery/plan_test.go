@@ -362,7 +362,9 @@ func TestUnreadableCellFailsThePlan(t *testing.T) {
 	if err := c.topo.Put(ctxT(t), e.Client()); err != nil {
 		t.Fatal(err)
 	}
-	small, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second, MaxCallRecvMsgSize: 16 << 10})
+	cc := e.ClientConfig()
+	cc.MaxCallRecvMsgSize = 16 << 10
+	small, err := clientv3.New(cc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,10 @@ import (
 // Config configures an Elector.
 type Config struct {
 	Client *clientv3.Client
+	// Member is the configuration Client was made from (config.Config.EtcdClientConfig): the lease is
+	// refreshed through a client of each of Client's endpoints made from it (keepLease). Its Endpoints are
+	// not used.
+	Member clientv3.Config
 	// Prefix is the election's key prefix, e.g. /topoha/prod/election/.
 	Prefix string
 	// ID and DC identify this candidate in the leader key's value.
@@ -99,6 +103,10 @@ func New(cfg Config) (*Elector, error) {
 	switch {
 	case cfg.Client == nil:
 		return nil, errors.New("election: Client is required")
+	case len(cfg.Client.Endpoints()) == 0:
+		return nil, errors.New("election: Client has no endpoints")
+	case cfg.Member.Username != cfg.Client.Username:
+		return nil, fmt.Errorf("election: Member logs in as %q, Client as %q: Member must be the configuration Client was made from", cfg.Member.Username, cfg.Client.Username)
 	case cfg.Prefix == "" || cfg.Prefix[len(cfg.Prefix)-1] != '/':
 		return nil, fmt.Errorf("election: Prefix %q must end with '/'", cfg.Prefix)
 	case cfg.ID == "":
@@ -174,7 +182,7 @@ func (e *Elector) term(ctx context.Context) error {
 	// by keepLease, not by sess.Done(): the session's own keepalive stream can sit on a hung member.
 	sessCtx, cancelSess := context.WithCancel(ctx)
 	defer cancelSess()
-	lost := keepLease(sessCtx, e.cfg.Client, lease.ID, e.cfg.TTL)
+	lost := keepLease(sessCtx, e.cfg.Member, e.cfg.Client.Endpoints(), lease.ID, e.cfg.TTL)
 	go func() {
 		select {
 		case <-lost:

@@ -27,11 +27,22 @@ type candidate struct {
 	ended   int // terms whose context ended
 }
 
-func startCandidate(t *testing.T, cli *clientv3.Client, id string, ttl time.Duration) *candidate {
+// etcdUnderTest is a testenv.Etcd or Cluster: the client a candidate campaigns with, and its configuration.
+type etcdUnderTest interface {
+	Client() *clientv3.Client
+	ClientConfig() clientv3.Config
+}
+
+func startCandidate(t *testing.T, e etcdUnderTest, id string, ttl time.Duration) *candidate {
+	t.Helper()
+	return startCandidateOn(t, e.Client(), e.ClientConfig(), id, ttl)
+}
+
+func startCandidateOn(t *testing.T, cli *clientv3.Client, member clientv3.Config, id string, ttl time.Duration) *candidate {
 	t.Helper()
 	c := &candidate{id: id, done: make(chan error, 1)}
 	e, err := New(Config{
-		Client: cli, Prefix: prefix, ID: id, DC: "dc2", TTL: ttl, RetryInterval: 50 * time.Millisecond, RequestTimeout: 5 * time.Second,
+		Client: cli, Member: member, Prefix: prefix, ID: id, DC: "dc2", TTL: ttl, RetryInterval: 50 * time.Millisecond, RequestTimeout: 5 * time.Second,
 		OnStartedLeading: func(ctx context.Context, term Term) {
 			c.mu.Lock()
 			c.terms = append(c.terms, term)
@@ -97,10 +108,11 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestOneLeaderAndResignHandsOverAtOnce(t *testing.T) {
-	cli := testenv.StartEtcd(t, "dr").Client()
+	e := testenv.StartEtcd(t, "dr")
+	cli := e.Client()
 	const ttl = 10 * time.Second
-	a := startCandidate(t, cli, "a", ttl)
-	b := startCandidate(t, cli, "b", ttl)
+	a := startCandidateOn(t, cli, e.ClientConfig(), "a", ttl)
+	b := startCandidateOn(t, cli, e.ClientConfig(), "b", ttl)
 	first := waitLeader(t, a, b)
 	other := map[*candidate]*candidate{a: b, b: a}[first]
 
@@ -128,8 +140,9 @@ func TestOneLeaderAndResignHandsOverAtOnce(t *testing.T) {
 // A leader whose lease ends (as when it was frozen past its TTL) stops acting, and a write under its old
 // fence is refused by etcd.
 func TestLostLeaseEndsTheTermAndFencesOldWrites(t *testing.T) {
-	cli := testenv.StartEtcd(t, "dr").Client()
-	a := startCandidate(t, cli, "a", time.Second)
+	e := testenv.StartEtcd(t, "dr")
+	cli := e.Client()
+	a := startCandidateOn(t, cli, e.ClientConfig(), "a", time.Second)
 	waitLeader(t, a)
 	_, terms, _ := a.state()
 	term := terms[0]
@@ -177,10 +190,11 @@ func TestLostLeaseEndsTheTermAndFencesOldWrites(t *testing.T) {
 // A waiting candidate whose own lease ends does not hang in Campaign: it starts a new session and can
 // still lead later.
 func TestCampaignEndsWithItsSession(t *testing.T) {
-	cli := testenv.StartEtcd(t, "dr").Client()
-	a := startCandidate(t, cli, "a", 10*time.Second)
+	e := testenv.StartEtcd(t, "dr")
+	cli := e.Client()
+	a := startCandidateOn(t, cli, e.ClientConfig(), "a", 10*time.Second)
 	waitLeader(t, a)
-	b := startCandidate(t, cli, "b", 10*time.Second)
+	b := startCandidateOn(t, cli, e.ClientConfig(), "b", 10*time.Second)
 
 	var bLease clientv3.LeaseID
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
@@ -220,10 +234,12 @@ func (c *candidate) mustTerm(t *testing.T) Term {
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	cli := testenv.StartEtcd(t, "dr").Client()
-	ok := Config{Client: cli, Prefix: prefix, ID: "a", TTL: time.Second, RequestTimeout: 5 * time.Second, OnStartedLeading: func(context.Context, Term) {}}
+	e := testenv.StartEtcd(t, "dr")
+	cli := e.Client()
+	ok := Config{Client: cli, Member: e.ClientConfig(), Prefix: prefix, ID: "a", TTL: time.Second, RequestTimeout: 5 * time.Second, OnStartedLeading: func(context.Context, Term) {}}
 	for name, mutate := range map[string]func(*Config){
 		"no client":          func(c *Config) { c.Client = nil },
+		"another user":       func(c *Config) { c.Member.Username = "someone-else" },
 		"prefix without /":   func(c *Config) { c.Prefix = "/topoha/x" },
 		"no id":              func(c *Config) { c.ID = "" },
 		"sub-second ttl":     func(c *Config) { c.TTL = 500 * time.Millisecond },
@@ -247,8 +263,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // A blackholed member holds a gRPC stream for at least 10 s, ten times the TTL here.
 func TestOneMemberFaultKeepsTheTerm(t *testing.T) {
 	c := testenv.StartCluster(t, "dc2", testenv.Members)
-	a := startCandidate(t, c.Client(), "a", time.Second)
-	b := startCandidate(t, c.Client(), "b", time.Second)
+	a := startCandidate(t, c, "a", time.Second)
+	b := startCandidate(t, c, "b", time.Second)
 	leader := waitLeader(t, a, b)
 	_, before, _ := leader.state()
 	for i := range c.Members() {

@@ -205,8 +205,12 @@ func (l *lockCampaign) stop() {
 // elector campaigns for the convergence lock of the failover to rec in rec.DC's etcd.
 func (c *Converger) elector(rec primary.Record, hold func(context.Context, election.Term)) (*election.Elector, error) {
 	cfg := c.cfg.Config()
+	member, err := cfg.EtcdClientConfig(rec.DC)
+	if err != nil {
+		return nil, err
+	}
 	return election.New(election.Config{
-		Client: c.cfg.Clients[rec.DC], Prefix: cfg.Keys().Converger(), ID: c.cfg.ID, DC: c.cfg.DC,
+		Client: c.cfg.Clients[rec.DC], Member: member, Prefix: cfg.Keys().Converger(), ID: c.cfg.ID, DC: c.cfg.DC,
 		TTL: cfg.Election.TTL, RetryInterval: cfg.Health.Interval, RequestTimeout: cfg.RequestTimeout, Logger: c.log,
 		OnStartedLeading: hold,
 	})

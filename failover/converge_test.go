@@ -12,7 +12,6 @@ import (
 
 	"github.com/topoha/topoha/internal/testenv"
 	"github.com/topoha/topoha/primary"
-	"github.com/topoha/topoha/vitess"
 )
 
 // Tests of convergence after the epoch bump: every shard ends with its primary in the new primary DC,
@@ -134,9 +133,7 @@ func TestPauseStopsRetriesAndAHeldShardIsLeftToAPerson(t *testing.T) {
 		t.Fatalf("the held shard: %+v, %d runs", s, len(r.runs(t, "80-")))
 	}
 	// The person promotes it; the converger confirms it from the topo.
-	if err := vitess.PromoteAt(ctxT(t), strings.Join(r.cfg.DCs["dc2"].Etcd.Endpoints, ","), "/vt", "commerce/80-", "dc2-0000000201", true); err != nil {
-		t.Fatal(err)
-	}
+	r.d.Promote("dc2", "commerce/80-", "dc2-0000000201")
 	r.waitConverged(t)
 	if n := len(r.runs(t, "80-")); n != 3 {
 		t.Errorf("commerce/80- promote runs = %d after it was held, want the 3 from before", n)

@@ -23,6 +23,7 @@ import (
 
 // rig is two DCs' etcds, a config with two shards, and the fake promote program as promote_command.
 type rig struct {
+	d       *testenv.DCs
 	cfg     *config.Config
 	clients map[string]*clientv3.Client
 	logDir  string
@@ -43,9 +44,9 @@ func newRig(t *testing.T, modes string, timeout time.Duration, extra ...string) 
   shards:
     - {keyspace: commerce, shard: "-80", tablets: {dc1: [dc1-0000000100, dc1-0000000102], dc2: [dc2-0000000101]}}
     - {keyspace: commerce, shard: "80-", tablets: {dc1: dc1-0000000200, dc2: dc2-0000000201}}`,
-				timeout, fake, strings.Join(d.Cluster["dc2"].Endpoints(), ","), logDir, modes, flowItems(extra))
+				timeout, fake, strings.Join(d.Cluster["dc2"].Endpoints(), ","), logDir, modes, flowItems(append(d.FakePromoteAuth(), extra...)))
 		}))
-	r := &rig{cfg: d.Config, clients: d.Client, logDir: logDir}
+	r := &rig{d: d, cfg: d.Config, clients: d.Client, logDir: logDir}
 	// The DR copy of the topo: both shards' records still name their dc1 primaries.
 	for shard, uid := range map[string]uint32{"-80": 100, "80-": 200} {
 		rec, err := vitess.SetShardPrimary(nil, vitess.TabletAlias{Cell: "dc1", UID: uid})

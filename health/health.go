@@ -179,10 +179,14 @@ func AlarmText(alarms []Alarm) string {
 func (s Snapshot) Describe() string {
 	switch s.State {
 	case Degraded:
-		if s.Refused != "" {
-			return "degraded: " + s.Refused
+		// An alarm first: a refused user must not hide a NOSPACE.
+		why := []string{}
+		for _, w := range []string{s.AlarmText(), s.Refused} {
+			if w != "" {
+				why = append(why, w)
+			}
 		}
-		return "degraded: " + s.AlarmText()
+		return "degraded: " + strings.Join(why, "; ")
 	case Down:
 		return "down: " + s.LastError
 	}

@@ -17,9 +17,17 @@ import (
 	"github.com/topoha/topoha/internal/testenv"
 )
 
-func newProber(t *testing.T, endpoints []string, failures, successes int, timeout time.Duration) *Prober {
+// newProber probes the cluster c (as testenv's user, when authentication is on).
+func newProber(t *testing.T, c *testenv.Cluster, failures, successes int, timeout time.Duration) *Prober {
 	t.Helper()
-	p, err := New(Config{DC: "dc1", Etcd: clientv3.Config{Endpoints: endpoints, DialTimeout: time.Second, Logger: zap.NewNop()},
+	cc := c.ClientConfig()
+	cc.DialTimeout = time.Second
+	return newProberOf(t, cc, failures, successes, timeout)
+}
+
+func newProberOf(t *testing.T, cc clientv3.Config, failures, successes int, timeout time.Duration) *Prober {
+	t.Helper()
+	p, err := New(Config{DC: "dc1", Etcd: cc,
 		Key: "/topoha/test/health", Interval: 50 * time.Millisecond, Timeout: timeout,
 		FailureThreshold: failures, SuccessThreshold: successes})
 	if err != nil {
@@ -80,7 +88,7 @@ func holdsUp(t *testing.T, p *Prober, n uint64) Snapshot {
 func proberOnCluster(t *testing.T) (*testenv.Cluster, *Prober) {
 	t.Helper()
 	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	p := newProber(t, c.Endpoints(), 1, 1, 1500*time.Millisecond)
+	p := newProber(t, c, 1, 1, 1500*time.Millisecond)
 	run(t, p)
 	allServing(t, p)
 	return c, p
@@ -93,7 +101,7 @@ func allServing(t *testing.T, p *Prober) {
 
 func TestDownWhenStoppedUpWhenBack(t *testing.T) {
 	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	p := newProber(t, c.Endpoints(), 3, 2, 500*time.Millisecond)
+	p := newProber(t, c, 3, 2, 500*time.Millisecond)
 	run(t, p)
 	up := waitSnapshot(t, p, "every member serving", func(s Snapshot) bool { return s.State == Up && s.Serving() == testenv.Members })
 	if up.Revision == 0 || up.LastError != "" || up.RaftLeader() == "" {
@@ -170,7 +178,7 @@ func TestIsolatedMemberIsNotADCLoss(t *testing.T) {
 // DC's etcd is down.
 func TestQuorumLossIsDown(t *testing.T) {
 	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	p := newProber(t, c.Endpoints(), 2, 1, 500*time.Millisecond)
+	p := newProber(t, c, 2, 1, 500*time.Millisecond)
 	run(t, p)
 	waitState(t, p, Up)
 	c.StopMember(0)
@@ -188,7 +196,7 @@ func TestQuorumLossIsDown(t *testing.T) {
 func TestNoSpaceIsDegraded(t *testing.T) {
 	c := testenv.StartCluster(t, "dc1", testenv.Members, testenv.WithQuota(4<<20))
 	cli := c.Client()
-	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
+	p := newProber(t, c, 1, 1, 500*time.Millisecond)
 	run(t, p)
 	waitState(t, p, Up)
 	testenv.FillUntilNoSpace(t, cli, "/fill/")
@@ -198,7 +206,7 @@ func TestNoSpaceIsDegraded(t *testing.T) {
 	}
 	holdsUp(t, p, 5)
 
-	testenv.ClearNoSpace(t, c, cli, "/fill/")
+	testenv.ClearNoSpace(t, c, "/fill/")
 	s = waitState(t, p, Up)
 	if len(s.Alarms) != 0 {
 		t.Errorf("after disarm: alarms %+v", s.Alarms)
@@ -208,8 +216,8 @@ func TestNoSpaceIsDegraded(t *testing.T) {
 // CORRUPT, raised through the maintenance API as etcd's corruption check would, is degraded too.
 func TestCorruptIsDegraded(t *testing.T) {
 	c := testenv.StartCluster(t, "dc1", testenv.Members)
-	cli := c.Client()
-	p := newProber(t, c.Endpoints(), 1, 1, 500*time.Millisecond)
+	cli := c.RootClient() // raising and disarming alarms are the root role's
+	p := newProber(t, c, 1, 1, 500*time.Millisecond)
 	run(t, p)
 	waitState(t, p, Up)
 	testenv.RaiseAlarm(t, cli, etcdserverpb.AlarmType_CORRUPT)
@@ -243,7 +251,7 @@ func TestHungEndpointIsDownWithinTheTimeout(t *testing.T) {
 		}
 	}()
 	const timeout = 200 * time.Millisecond
-	p := newProber(t, []string{"http://" + l.Addr().String()}, 2, 1, timeout)
+	p := newProberOf(t, clientv3.Config{Endpoints: []string{"http://" + l.Addr().String()}, DialTimeout: time.Second, Logger: zap.NewNop()}, 2, 1, timeout)
 	run(t, p)
 	s := waitState(t, p, Down)
 	probes := s.Probes
@@ -317,5 +325,28 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: New accepted it", name)
 		}
+	}
+}
+
+// etcd that answers but refuses topoha's user its read (a grant missing) is degraded, never down: a
+// refusal is an answer, which etcd gives only with a quorum, so it must not start a failover. An alarm
+// raised meanwhile is listed all the same, and named before the refusal.
+func TestRefusedReadIsDegradedAndKeepsAlarms(t *testing.T) {
+	// The fixture's user has the grants of cluster t: /topoha/test/health, the probe's key, is not one.
+	d := testenv.StartDCs(t, testenv.WithAuth(), testenv.WithEtcd(testenv.WithQuota(4<<20)))
+	c := d.Cluster["dc1"]
+	p := newProber(t, c, 1, 1, 500*time.Millisecond)
+	run(t, p)
+	s := waitState(t, p, Degraded)
+	if !strings.Contains(s.Refused, "permission denied") || s.Serving() != testenv.Members || !strings.HasPrefix(s.Describe(), "degraded: ") {
+		t.Fatalf("refused read: refused %q, %d serving, %q", s.Refused, s.Serving(), s.Describe())
+	}
+	holdsUp(t, p, 5)
+
+	testenv.FillUntilNoSpace(t, d.Root["dc1"], "/fill/")
+	s = waitSnapshot(t, p, "the NOSPACE alarm", func(s Snapshot) bool { return len(s.Alarms) > 0 })
+	if s.State != Degraded || s.AlarmText() != "NOSPACE (writes refused; reads served)" || s.Refused == "" ||
+		!strings.HasPrefix(s.Describe(), "degraded: NOSPACE (writes refused; reads served); ") {
+		t.Errorf("refused read with NOSPACE: %+v, %q", s, s.Describe())
 	}
 }

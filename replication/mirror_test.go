@@ -12,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/topoha/topoha/internal/testenv"
@@ -128,7 +127,7 @@ func TestCompactionPastCheckpointResyncs(t *testing.T) {
 		mustDelete(t, p.sc, fmt.Sprintf("%sk/%06d", srcPrefix, i))
 	}
 	mustPut(t, p.sc, srcPrefix+"k/000200", "v2")
-	p.src.Compact(ctxT(t), p.sc)
+	p.src.Compact(ctxT(t))
 
 	r2 := p.start(t)
 	p.waitEqual(t)
@@ -155,7 +154,7 @@ func TestCompactionDuringFullSyncStartsOver(t *testing.T) {
 	for i := 0; i < 300; i += 2 {
 		mustPut(t, p.sc, fmt.Sprintf("%sk/%06d", srcPrefix, i), "v2")
 	}
-	p.src.Compact(ctxT(t), p.sc)
+	p.src.Compact(ctxT(t))
 
 	r2 := p.start(t)
 	p.waitEqual(t)
@@ -170,6 +169,7 @@ func TestCompactionDuringFullSyncStartsOver(t *testing.T) {
 func TestCompactionRacingFullSync(t *testing.T) {
 	p := newPair(t)
 	fill(t, p.sc, "k/", 3000, "v1")
+	root := p.src.RootClient()
 	stop := make(chan struct{})
 	writerDone := make(chan struct{})
 	go func() {
@@ -188,7 +188,7 @@ func TestCompactionRacingFullSync(t *testing.T) {
 			}
 			// A few compactions early on, while the sync reads its pages; then only writes.
 			if i%50 == 0 && i <= 250 {
-				if _, err := p.sc.Compact(ctx, resp.Header.Revision); err != nil {
+				if _, err := root.Compact(ctx, resp.Header.Revision); err != nil {
 					t.Errorf("compact: %v", err)
 					return
 				}
@@ -539,8 +539,9 @@ func TestSourceLostWhileTheWatchOpens(t *testing.T) {
 		}
 		return streamer(ctx, desc, cc, method, opts...)
 	}
-	src, err := clientv3.New(clientv3.Config{Endpoints: []string{p.src.Endpoint()}, DialTimeout: 2 * time.Second,
-		Logger: zap.NewNop(), DialOptions: []grpc.DialOption{grpc.WithChainStreamInterceptor(loseOnWatch)}})
+	cc := p.src.ClientConfig()
+	cc.DialOptions = append(cc.DialOptions, grpc.WithChainStreamInterceptor(loseOnWatch))
+	src, err := clientv3.New(cc)
 	if err != nil {
 		t.Fatal(err)
 	}

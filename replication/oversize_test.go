@@ -267,7 +267,7 @@ func TestTooLargeChangeIsPassedByCompaction(t *testing.T) {
 	if ok, _ := p.equal(t); ok {
 		t.Fatal("equal before the compaction")
 	}
-	p.src.Compact(ctxT(t), p.sc)
+	p.src.Compact(ctxT(t))
 	p.waitEqual(t)
 	p.waitApplied(t, r)
 	if n := r.Status().Resyncs[ResyncCompacted]; n != 1 {

@@ -207,9 +207,10 @@ func setTabletType(b []byte, typ TabletType) ([]byte, error) {
 	return out, nil
 }
 
-// PromoteAt is PromoteInTopo for command lines: it connects to the etcd at endpoints (comma-separated) and takes
-// "keyspace/shard" and a tablet alias as text.
-func PromoteAt(ctx context.Context, endpoints, globalRoot, keyspaceShard, tablet string, tabletRecord bool) error {
+// PromoteAt is PromoteInTopo for command lines: it connects to the etcd at endpoints (comma-separated), as
+// user ("name:password", or "" without authentication), and takes "keyspace/shard" and a tablet alias as
+// text.
+func PromoteAt(ctx context.Context, endpoints, user, globalRoot, keyspaceShard, tablet string, tabletRecord bool) error {
 	ks, shard, ok := strings.Cut(keyspaceShard, "/")
 	if !ok {
 		return fmt.Errorf("%q is not KEYSPACE/SHARD", keyspaceShard)
@@ -218,7 +219,14 @@ func PromoteAt(ctx context.Context, endpoints, globalRoot, keyspaceShard, tablet
 	if err != nil {
 		return err
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cc := clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	if user != "" {
+		var ok bool
+		if cc.Username, cc.Password, ok = strings.Cut(user, ":"); !ok {
+			return fmt.Errorf("etcd user %q is not NAME:PASSWORD", cc.Username)
+		}
+	}
+	cli, err := clientv3.New(cc)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,12 @@ const (
 // mode and extra, into a temporary file and returns its path.
 func writeConfig(t *testing.T, dc1, dc2 []string, dialTimeout time.Duration, extra string) string {
 	t.Helper()
-	yaml := testenv.DCsYAML(map[string][]string{"dc1": dc1, "dc2": dc2}, dialTimeout, nil, "failover: {mode: manual}\n"+extra)
+	return writeYAML(t, testenv.DCsYAML(map[string][]string{"dc1": dc1, "dc2": dc2}, dialTimeout, nil, "failover: {mode: manual}\n"+extra))
+}
+
+// writeYAML writes a config into a temporary file and returns its path.
+func writeYAML(t *testing.T, yaml string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -57,12 +62,18 @@ type dcs struct {
 func csv(endpoints []string) string { return strings.Join(endpoints, ",") }
 
 // startDCs starts each DC's etcd as a 3-member cluster, every member listed in the config.
-func startDCs(t *testing.T) *dcs {
+func startDCs(t *testing.T, opts ...testenv.DCsOption) *dcs {
 	t.Helper()
-	f := testenv.StartDCs(t)
+	f := testenv.StartDCs(t, opts...)
 	d := &dcs{DCs: f, dc1: f.Cluster["dc1"], dc2: f.Cluster["dc2"], c1: f.Client["dc1"], c2: f.Client["dc2"]}
-	d.config = writeConfig(t, d.dc1.Endpoints(), d.dc2.Endpoints(), 2*time.Second, "")
+	d.config = d.writeConfig(t, 2*time.Second, "")
 	return d
+}
+
+// writeConfig is writeConfig of the DCs' etcds, with their credentials when authentication is on.
+func (d *dcs) writeConfig(t *testing.T, dialTimeout time.Duration, extra string) string {
+	t.Helper()
+	return writeYAML(t, d.YAMLWith(dialTimeout, nil, "failover: {mode: manual}\n"+extra))
 }
 
 // equal compares the mirrored prefix of both DCs, read directly (leased keys left out on both sides).
@@ -165,8 +176,8 @@ func TestMirrorCopiesChangesAndStopsOnSIGTERM(t *testing.T) {
 	mustPut(t, d.c1, "/vt/keyspaces/commerce/shards/0/Shard", "shard-v1")
 	mustPut(t, d.c1, "/vt/cells/zone1/CellInfo", "cell")
 	mustPutLeased(t, d.c1, "/vt/keyspaces/commerce/shards/0/locks/1", "lock before the start")
-	mustPut(t, d.c1, "/vt2/not-mirrored", "x")
-	mustPut(t, d.c1, "/other/not-mirrored", "x")
+	mustPut(t, d.Root["dc1"], "/vt2/not-mirrored", "x")
+	mustPut(t, d.Root["dc1"], "/other/not-mirrored", "x")
 	// Every write the mirror makes to dc2, in order, to check that no leased key ever appears there.
 	wctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -228,7 +239,7 @@ func TestMirrorCopiesChangesAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatalf("dc2 holds %d copies of leased keys, want none", n)
 	}
 	for _, k := range []string{"/vt2/", "/other/"} {
-		if n := count(t, d.c2, k); n != 0 {
+		if n := count(t, d.Root["dc2"], k); n != 0 {
 			t.Fatalf("dc2 holds %d keys below %s, which is outside mirror.prefix /vt", n, k)
 		}
 	}
@@ -371,7 +382,7 @@ func TestVerify(t *testing.T) {
 	// A leased key is never mirrored, so it is no difference.
 	mustPutLeased(t, d.c1, "/vt/lock", "held")
 	// Keys outside the prefix are no difference either.
-	mustPut(t, d.c2, "/vt2/other", "x")
+	mustPut(t, d.Root["dc2"], "/vt2/other", "x")
 
 	code, stdout, stderr := testenv.RunProcess(t, waitLong, bin, "verify", "--config", d.config)
 	if code != exitOK || !strings.HasPrefix(stdout, "EQUAL") {
@@ -427,6 +438,7 @@ func TestVerify(t *testing.T) {
 }
 
 func TestBadInputExits2(t *testing.T) {
+	testenv.SkipWithAuthEnv(t, "its configs have no credentials; TestAuthUserWithoutRoleRefusedAtStart and TestTLSAndAuth check refused ones")
 	bin := testenv.Binary(t)
 	dc1 := testenv.StartEtcd(t, "dc1")
 	good := writeConfig(t, []string{dc1.Endpoint()}, []string{"http://127.0.0.1:2479"}, 2*time.Second, "")

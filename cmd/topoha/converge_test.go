@@ -178,9 +178,7 @@ func TestAPersonTakesOverAShard(t *testing.T) {
 		return u != nil && u.Unconfirmed[0].State == failover.ShardHeld && strings.Contains(u.Unconfirmed[0].LastError, "by hand"),
 			fmt.Sprintf("unfinished %+v", u)
 	})
-	if err := vitess.PromoteAt(ctxT(t), csv(d.dc2.Endpoints()), "/vt", "commerce/1", "dc2-0000000201", true); err != nil {
-		t.Fatal(err)
-	}
+	d.Promote("dc2", "commerce/1", "dc2-0000000201")
 	testenv.Eventually(t, waitLong, func() (bool, string) {
 		st := status(t, config)
 		return st.Unfinished == nil && st.LastFailover != nil && !st.LastFailover.ConvergedAt.IsZero(), fmt.Sprintf("unfinished %+v", st.Unfinished)

@@ -176,7 +176,7 @@ func runDemoPromote(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: topoha demo-promote -etcd URL KEYSPACE/SHARD TABLET")
 		return exitBadConfig
 	}
-	if err := vitess.PromoteAt(ctx, *endpoint, "/vt", fs.Arg(0), fs.Arg(1), true); err != nil {
+	if err := vitess.PromoteAt(ctx, *endpoint, "", "/vt", fs.Arg(0), fs.Arg(1), true); err != nil {
 		return fail(stderr, demoPromote, err)
 	}
 	return exitOK

@@ -293,14 +293,21 @@ func describeEtcd(dc string, d clusterstatus.DC) string {
 	case health.Down:
 		return fmt.Sprintf("%s DOWN (%s)", dc, d.Error)
 	case health.Degraded:
-		return fmt.Sprintf("%s DEGRADED: %s (%s)", dc, health.AlarmText(d.Alarms), detail)
+		var why []string
+		if len(d.Alarms) > 0 {
+			why = append(why, health.AlarmText(d.Alarms))
+		}
+		if d.Refused != "" {
+			why = append(why, "etcd refused topoha's user: "+d.Refused)
+		}
+		return fmt.Sprintf("%s DEGRADED: %s (%s)", dc, strings.Join(why, "; "), detail)
 	}
 	return fmt.Sprintf("%s up (%s)", dc, detail)
 }
 
 // stalledBy says why the mirror cannot write into the destination, if its etcd has an alarm.
 func stalledBy(dst clusterstatus.DC) string {
-	if dst.State != health.Degraded {
+	if dst.State != health.Degraded || len(dst.Alarms) == 0 {
 		return ""
 	}
 	return fmt.Sprintf("; STALLED: the destination's etcd has an alarm, %s, and takes no mirror writes until it is cleared",
@@ -322,8 +329,11 @@ func noLeaderWhy(d clusterstatus.DC) string {
 	case health.Down:
 		return ", which is down"
 	case health.Degraded:
-		return fmt.Sprintf(", which has an alarm (%s): it grants no new lease, so no controller can start leading until an operator clears it",
-			health.AlarmText(d.Alarms))
+		if len(d.Alarms) > 0 {
+			return fmt.Sprintf(", which has an alarm (%s): it grants no new lease, so no controller can start leading until an operator clears it",
+				health.AlarmText(d.Alarms))
+		}
+		return fmt.Sprintf(", which refuses topoha's user (%s)", d.Refused)
 	}
 	return ""
 }

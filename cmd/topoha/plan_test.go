@@ -89,8 +89,7 @@ func TestDiscoveredShardsFailOver(t *testing.T) {
 	d := startDCs(t)
 	discoveredTopo(t, d)
 	logDir := t.TempDir()
-	yaml := testenv.DCsYAML(map[string][]string{"dc1": d.dc1.Endpoints(), "dc2": d.dc2.Endpoints()}, 2*time.Second,
-		map[string]string{"dc1": "cells: [dc1]", "dc2": "cells: [dc2]"}, fmt.Sprintf(`election: {ttl: 1s}
+	yaml := d.YAMLWith(2*time.Second, map[string]string{"dc1": "cells: [dc1]", "dc2": "cells: [dc2]"}, fmt.Sprintf(`election: {ttl: 1s}
 health: {interval: 100ms, timeout: 1s, failure_threshold: 2, success_threshold: 1}
 failover:
   mode: auto

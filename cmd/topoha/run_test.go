@@ -23,7 +23,7 @@ const electionPrefix = "/topoha/t/election/"
 // the election and the mirror are at work.
 func runConfig(t *testing.T, d *dcs) string {
 	t.Helper()
-	return writeConfig(t, d.dc1.Endpoints(), d.dc2.Endpoints(), time.Second, `election: {ttl: 1s}
+	return d.writeConfig(t, time.Second, `election: {ttl: 1s}
 health: {interval: 100ms, timeout: 1s, failure_threshold: 2, success_threshold: 1}`)
 }
 

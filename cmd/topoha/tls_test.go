@@ -98,6 +98,7 @@ func startTLSEtcd(t *testing.T, name string, p pki) (*testenv.Etcd, string) {
 // TLS and authentication to etcd: a client certificate on a TLS-only etcd, a user whose password is read
 // from a file; the mirror and the commands work, and the password appears in no output.
 func TestTLSAndAuth(t *testing.T) {
+	testenv.SkipWithAuthEnv(t, "this test turns authentication on itself, over TLS")
 	dir := t.TempDir()
 	p := newPKI(t, dir)
 	const secret = "s3cr3t-pa55word"

@@ -3,7 +3,7 @@
 // Shard record in etcd, and PRIMARY into the tablet's own record if it has one. Its behaviour per attempt is chosen by -modes, so tests can make it fail, hang,
 // or exit 1 after promoting.
 //
-//	fakepromote -etcd URL[,URL...] -root /vt -log FILE [-delay D] -modes ok|exit1|fail|hang|elsewhere[,...] KEYSPACE/SHARD TABLET
+//	fakepromote -etcd URL[,URL...] [-user NAME:PASSWORD] -root /vt -log FILE [-delay D] -modes ok|exit1|fail|hang|elsewhere[,...] KEYSPACE/SHARD TABLET
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 
 func main() {
 	endpoint := flag.String("etcd", "", "etcd endpoints holding the topo, comma-separated")
+	user := flag.String("user", "", "etcd user as NAME:PASSWORD, when etcd has authentication on")
 	root := flag.String("root", "/vt", "Vitess global root")
 	logFile := flag.String("log", "", "file that records one line per run")
 	modes := flag.String("modes", "ok", "comma-separated behaviour per attempt, the last repeating: ok, exit1 (promote, then exit 1), fail (exit 1 without promoting), hang, elsewhere (promote in the Shard record only: the tablet wrote its type into another etcd)")
@@ -50,7 +51,7 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := vitess.PromoteAt(ctx, *endpoint, *root, flag.Arg(0), flag.Arg(1), mode != "elsewhere"); err != nil {
+	if err := vitess.PromoteAt(ctx, *endpoint, *user, *root, flag.Arg(0), flag.Arg(1), mode != "elsewhere"); err != nil {
 		fmt.Fprintln(os.Stderr, "promote:", err)
 		os.Exit(1)
 	}

@@ -12,8 +12,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/topoha/topoha/config"
 	"github.com/topoha/topoha/internal/embedetcd"
@@ -35,18 +33,21 @@ type Cluster struct {
 	links   []*Link
 	// embedded is the in-process cluster; nil when the members are processes.
 	embedded *embedetcd.Cluster
+	// auth says that authentication is on (AuthEnv, WithAuth): clients log in as User, or as RootUser.
+	auth bool
 }
 
 // StartCluster starts a cluster of n members with fresh data directories; it is stopped when the test
 // ends.
 func StartCluster(t testing.TB, name string, n int, opts ...EtcdOption) *Cluster {
 	t.Helper()
-	return startClusters(t, []string{name}, n, opts)[0]
+	return startClusters(t, []string{name}, n, opts, authFromEnv(t))[0]
 }
 
 // startClusters starts a cluster of n members per name. In-process clusters boot at the same time: a
 // bootstrap is mostly waiting for the first election, and a test of two DCs would wait for two in turn.
-func startClusters(t testing.TB, names []string, n int, opts []EtcdOption) []*Cluster {
+// With auth, each cluster turns authentication on once it serves (enableAuth).
+func startClusters(t testing.TB, names []string, n int, opts []EtcdOption, auth bool) []*Cluster {
 	t.Helper()
 	cs := make([]*Cluster, len(names))
 	if bin := os.Getenv(EtcdBinEnv); bin != "" {
@@ -55,7 +56,7 @@ func startClusters(t testing.TB, names []string, n int, opts []EtcdOption) []*Cl
 		}
 	} else {
 		for i, name := range names {
-			ec, err := embedetcd.NewCluster(name, t.TempDir(), n, opts...)
+			ec, err := embedetcd.NewCluster(name, t.TempDir(), n, cheapPasswords(opts, auth)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,9 +89,31 @@ func startClusters(t testing.TB, names []string, n int, opts []EtcdOption) []*Cl
 				m.Wait()
 			}
 		})
+		if auth {
+			c.enableAuth()
+		}
 	}
 	return cs
 }
+
+// enableAuth turns authentication on, through a client that has no credentials yet.
+func (c *Cluster) enableAuth() {
+	c.t.Helper()
+	cli, err := clientv3.New(clientConfig(c.Endpoints(), "", ""))
+	if err != nil {
+		c.t.Fatalf("client of %v: %v", c.Endpoints(), err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+	defer cancel()
+	if err := enableAuth(ctx, cli); err != nil {
+		c.t.Fatalf("turn authentication on in %v: %v", c.Endpoints(), err)
+	}
+	c.auth = true
+}
+
+// Auth says whether the cluster has authentication on.
+func (c *Cluster) Auth() bool { return c.auth }
 
 // Members are the cluster's members, in the order of Endpoints.
 func (c *Cluster) Members() []Member { return c.members }
@@ -151,24 +174,56 @@ func (c *Cluster) Addrs() []string {
 	return addrs
 }
 
-// Client returns a client of every member, closed when the test ends.
+// Client returns a client of every member, closed when the test ends. With authentication on it logs in
+// as User.
 func (c *Cluster) Client() *clientv3.Client {
 	c.t.Helper()
-	cli, err := clientv3.New(clientConfig(c.Endpoints()))
-	if err != nil {
-		c.t.Fatalf("client of %v: %v", c.Endpoints(), err)
+	return newClient(c.t, c.ClientConfig())
+}
+
+// RootClient is Client logging in as RootUser, for what a test sets up beyond topoha's grants; without
+// authentication it is Client.
+func (c *Cluster) RootClient() *clientv3.Client {
+	c.t.Helper()
+	return newClient(c.t, c.rootConfig(c.Endpoints()))
+}
+
+// ClientConfig is the configuration of Client, for a component that opens its own client.
+func (c *Cluster) ClientConfig() clientv3.Config {
+	if c.auth {
+		return clientConfig(c.Endpoints(), User, UserPassword)
 	}
-	c.t.Cleanup(func() { cli.Close() })
+	return clientConfig(c.Endpoints(), "", "")
+}
+
+func (c *Cluster) rootConfig(endpoints []string) clientv3.Config {
+	if c.auth {
+		return clientConfig(endpoints, RootUser, RootPassword)
+	}
+	return clientConfig(endpoints, "", "")
+}
+
+// newClient opens a client that is closed when the test ends.
+func newClient(t testing.TB, cc clientv3.Config) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		t.Fatalf("client of %v: %v", cc.Endpoints, err)
+	}
+	t.Cleanup(func() { cli.Close() })
 	return cli
 }
 
-// clientConfig is a test's client of endpoints, with the keepalives and reconnection back-off topoha's own
-// clients have (config.Etcd.ClientConfig): without them a request that the balancer sends to a hung
-// member, or a cleanup on client.Ctx() inside the concurrency package, can wait for minutes.
-func clientConfig(endpoints []string) clientv3.Config {
-	return clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop(),
-		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 3 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(config.ReconnectParams(2 * time.Second))}}
+// clientConfig is a test's client of endpoints, logged in as user (or nobody: ""), configured as topoha's
+// own clients are (config.Etcd.ClientConfig): without their keepalives and reconnection back-off a
+// request that the balancer sends to a hung member, or a cleanup on client.Ctx() inside the concurrency
+// package, can wait for minutes, and without their authentication interceptor a client whose token etcd
+// refuses authenticates again with the refused token for ever.
+func clientConfig(endpoints []string, user, password string) clientv3.Config {
+	// Without password or TLS files to read it cannot fail.
+	cc, _ := config.Etcd{Endpoints: endpoints, DialTimeout: 2 * time.Second, Username: user}.ClientConfig("testenv")
+	cc.Password = password
+	return cc
 }
 
 // StopMember stops member i as a kill would: its clients' connections drop, it leaves raft; the others
@@ -200,7 +255,9 @@ func (c *Cluster) Leader() int {
 		if !m.Running() {
 			continue
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.Endpoint()}, DialTimeout: time.Second, Logger: zap.NewNop()})
+		cc := c.rootConfig([]string{m.Endpoint()})
+		cc.DialTimeout = time.Second
+		cli, err := clientv3.New(cc)
 		if err != nil {
 			continue
 		}
@@ -281,9 +338,11 @@ func FillUntilNoSpace(t testing.TB, cli *clientv3.Client, prefix string) {
 }
 
 // ClearNoSpace does what the runbook tells an operator after NOSPACE: delete what filled the cluster,
-// compact, defragment every member, and disarm the alarm.
-func ClearNoSpace(t testing.TB, c *Cluster, cli *clientv3.Client, prefix string) {
+// compact, defragment every member, and disarm the alarm. Those are the root role's, so it acts as
+// RootUser when authentication is on.
+func ClearNoSpace(t testing.TB, c *Cluster, prefix string) {
 	t.Helper()
+	cli := c.RootClient()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	resp, err := cli.Delete(ctx, prefix, clientv3.WithPrefix())

@@ -19,6 +19,8 @@ import (
 type Etcd struct {
 	t testing.TB
 	m Member
+	// auth says that authentication is on (AuthEnv): Client logs in as User, whose role has every key.
+	auth bool
 }
 
 // EtcdOption changes the embedded server's configuration.
@@ -31,14 +33,15 @@ func WithMaxTxnOps(n uint) EtcdOption { return func(c *embed.Config) { c.MaxTxnO
 func WithQuota(bytes int64) EtcdOption { return func(c *embed.Config) { c.QuotaBackendBytes = bytes } }
 
 // StartEtcd starts an etcd server on free loopback ports with a fresh data directory. It is stopped when
-// the test ends.
+// the test ends. With AuthEnv set it has authentication on, as a Cluster has.
 func StartEtcd(t testing.TB, name string, opts ...EtcdOption) *Etcd {
 	t.Helper()
 	s := &Etcd{t: t}
+	auth := authFromEnv(t)
 	if bin := os.Getenv(EtcdBinEnv); bin != "" {
 		s.m = startProcCluster(t, bin, name, 1, opts)[0]
 	} else {
-		srv, err := embedetcd.New(name, t.TempDir(), opts...)
+		srv, err := embedetcd.New(name, t.TempDir(), cheapPasswords(opts, auth)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,6 +52,15 @@ func StartEtcd(t testing.TB, name string, opts ...EtcdOption) *Etcd {
 		s.Stop()
 		s.m.Wait()
 	})
+	if auth {
+		cli := newClient(t, clientConfig([]string{s.Endpoint()}, "", ""))
+		ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+		defer cancel()
+		if err := enableAuth(ctx, cli); err != nil {
+			t.Fatalf("turn authentication on in etcd %s: %v", s.Endpoint(), err)
+		}
+		s.auth = true
+	}
 	return s
 }
 
@@ -69,16 +81,30 @@ func (s *Etcd) Start() {
 // Client returns a client of this server that is closed when the test ends.
 func (s *Etcd) Client() *clientv3.Client {
 	s.t.Helper()
-	c, err := clientv3.New(clientConfig([]string{s.Endpoint()}))
-	if err != nil {
-		s.t.Fatalf("client of etcd %s: %v", s.Endpoint(), err)
-	}
-	s.t.Cleanup(func() { c.Close() })
-	return c
+	return newClient(s.t, s.ClientConfig())
 }
 
-// Compact compacts the server's history up to the current revision and returns that revision.
-func (s *Etcd) Compact(ctx context.Context, c *clientv3.Client) int64 { return Compact(ctx, s.t, c) }
+// ClientConfig is the configuration of Client, for a component that opens its own client.
+func (s *Etcd) ClientConfig() clientv3.Config {
+	if s.auth {
+		return clientConfig([]string{s.Endpoint()}, User, UserPassword)
+	}
+	return clientConfig([]string{s.Endpoint()}, "", "")
+}
+
+// RootClient is Client logging in as RootUser, for what is the root role's (compaction); without
+// authentication it is Client.
+func (s *Etcd) RootClient() *clientv3.Client {
+	s.t.Helper()
+	if s.auth {
+		return newClient(s.t, clientConfig([]string{s.Endpoint()}, RootUser, RootPassword))
+	}
+	return s.Client()
+}
+
+// Compact compacts the server's history up to the current revision, as RootUser when authentication is
+// on (compaction is the root role's), and returns that revision.
+func (s *Etcd) Compact(ctx context.Context) int64 { return Compact(ctx, s.t, s.RootClient()) }
 
 // Compact compacts the history of the etcd that c reaches up to its current revision and returns that
 // revision.

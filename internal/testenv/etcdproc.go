@@ -17,7 +17,7 @@ import (
 	"github.com/topoha/topoha/internal/embedetcd"
 )
 
-// EtcdBinEnv names an etcd server binary (Debian's 3.4, or 3.5 from e2e/etcd35/build.sh). When it is
+// EtcdBinEnv names an etcd server binary (Debian's 3.4, or 3.5 or 3.6 from e2e/etcd/build.sh). When it is
 // set, StartCluster runs each member as a process of that binary instead of in the test process, so that
 // the same tests run against the etcd versions production runs; a member stop is a kill -9.
 const EtcdBinEnv = "TOPOHA_ETCD_BIN"
@@ -133,7 +133,8 @@ func (m *procMember) waitServing(p *Process) error {
 		_, err := cli.Get(ctx, "ready")
 		cancel()
 		switch {
-		case err == nil:
+		// A refusal for want of credentials is an answer too, and etcd gives it only with a quorum.
+		case err == nil, refusedForAuth(err):
 			return nil
 		case p.Exited():
 			return fmt.Errorf("etcd %s exited: %s", m.name, p.Stderr())
