@@ -49,15 +49,25 @@ check-deploy:
 	promtool check rules deploy/prometheus/topoha-alerts.yml
 	promtool test rules deploy/prometheus/topoha-alerts.test.yml
 
-# The health, election, mirror and controller tests again, with every etcd member a process of etcd 3.4
-# (Debian's etcd-server) and then 3.5 (built once from the module proxy by e2e/etcd35/build.sh), instead
-# of the embedded 3.7 (internal/testenv: TOPOHA_ETCD_BIN). A member stop is then a kill -9.
+# The health, election, mirror and controller tests again with every etcd member a process of each etcd
+# version production runs, instead of the embedded 3.7 (internal/testenv: TOPOHA_ETCD_BIN): Debian's 3.4.23
+# (etcd-server), and 3.5.36 and 3.6.17, each built once from the module proxy (e2e/etcd/build.sh). Each
+# version runs them twice, without authentication and with it (TOPOHA_ETCD_AUTH=password: a user without
+# the root role), then the process tests of authentication (cmd/topoha TestAuth*: a DC loss, a controller
+# started during it, status, history and plan, a user refused at start). A member stop is then a kill -9.
+# ETCD_VERSIONS picks versions, e.g. make test-etcd-versions ETCD_VERSIONS="3.4 3.6".
+ETCD_VERSIONS ?= 3.4 3.5 3.6
+ETCD_VERSION_PACKAGES := ./health/ ./election/ ./replication/ ./controller/
 test-etcd-versions:
 	command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server)
-	@etcd35="$$(bash e2e/etcd35/build.sh | tail -n1)" && \
-	for bin in "$$(command -v etcd)" "$$etcd35"; do \
-		echo "== $$($$bin --version | head -n1) ($$bin)"; \
-		TOPOHA_ETCD_BIN="$$bin" $(GO) test -count=1 -timeout 20m ./health/ ./election/ ./replication/ ./controller/ || exit 1; \
+	@for v in $(ETCD_VERSIONS); do \
+		if [ "$$v" = 3.4 ]; then bin="$$(command -v etcd)"; else bin="$$(bash e2e/etcd/build.sh "$$v" | tail -n1)" || exit 1; fi; \
+		for auth in "" password; do \
+			echo "== $$($$bin --version | head -n1) ($$bin), authentication: $${auth:-off}"; \
+			TOPOHA_ETCD_BIN="$$bin" TOPOHA_ETCD_AUTH="$$auth" $(GO) test -count=1 -timeout 20m $(ETCD_VERSION_PACKAGES) || exit 1; \
+		done; \
+		echo "== $$($$bin --version | head -n1): process tests of authentication"; \
+		TOPOHA_ETCD_BIN="$$bin" $(GO) test -count=1 -timeout 20m -run '^TestAuth' ./cmd/topoha/ || exit 1; \
 	done
 
 # topoha against real vtctld, vtctldclient and vtctlclient (e2e/README.md). The Vitess binaries are built
