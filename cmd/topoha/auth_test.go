@@ -102,3 +102,36 @@ func TestAuthUserWithoutRoleRefusedAtStart(t *testing.T) {
 		t.Errorf("status: dc1 %+v", dc1)
 	}
 }
+
+// etcd's tokens expire (simple tokens after --auth-token-ttl unused, 1 s here): the leader keeps its term
+// and the mirror its watch across many expiries, renewing tokens without a restart.
+func TestTokensExpireWithoutALostTerm(t *testing.T) {
+	t.Parallel()
+	d := startDCs(t, testenv.WithAuth(), testenv.WithEtcd(testenv.WithAuthTokenTTL(time.Second)))
+	config := runConfig(t, d)
+	ctl := startController(t, config, "dc1", "ctl-a")
+	d.leaderID(t, "")
+	d.waitEqual(t)
+	l, err := election.CurrentLeader(ctxT(t), d.c2, electionPrefix)
+	if err != nil || l == nil {
+		t.Fatalf("leader: %+v, %v", l, err)
+	}
+	// Idle long enough for every token to expire several times over, while the term must hold.
+	end := time.Now().Add(6 * time.Second)
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		now, err := election.CurrentLeader(ctxT(t), d.c2, electionPrefix)
+		if err != nil || now == nil || now.Since != l.Since {
+			t.Fatalf("the term ended while tokens expired: %+v then %+v, %v", l, now, err)
+		}
+		return time.Now().After(end), "tokens still expiring"
+	})
+	// d.c1 (a client as topoha makes them) sat idle meanwhile: its token has expired, and the put renews it.
+	// etcd 3.4 answered the renewal "invalid auth token" and client v3.7 retried it for ever (config's
+	// lazyAuthentication).
+	mustPut(t, d.c1, "/vt/after-expiry", "v")
+	d.waitEqual(t)
+	if code, out, errOut := testenv.RunProcess(t, waitLong, testenv.Binary(t), "history", "--config", config); code != exitOK {
+		t.Errorf("history with expired tokens: exit %d\n%s%s", code, out, errOut)
+	}
+	stopWithSIGTERM(t, ctl)
+}

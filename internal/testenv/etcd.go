@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -28,6 +29,11 @@ type EtcdOption = func(*embed.Config)
 
 // WithMaxTxnOps sets the server's --max-txn-ops.
 func WithMaxTxnOps(n uint) EtcdOption { return func(c *embed.Config) { c.MaxTxnOps = n } }
+
+// WithAuthTokenTTL sets the server's --auth-token-ttl: how long a simple token lives unused.
+func WithAuthTokenTTL(ttl time.Duration) EtcdOption {
+	return func(c *embed.Config) { c.AuthTokenTTL = uint(ttl / time.Second) }
+}
 
 // WithQuota sets the server's --quota-backend-bytes: past it etcd raises the NOSPACE alarm.
 func WithQuota(bytes int64) EtcdOption { return func(c *embed.Config) { c.QuotaBackendBytes = bytes } }

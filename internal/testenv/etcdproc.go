@@ -49,7 +49,7 @@ type procMember struct {
 }
 
 // startProcCluster starts n members of bin as one cluster, with the settings tune makes to an embed
-// config that etcd's flags know (quota, max txn ops, max request bytes).
+// config that etcd's flags know (quota, max txn ops, max request bytes, auth token TTL).
 func startProcCluster(t testing.TB, bin, name string, n int, tune []EtcdOption) []Member {
 	t.Helper()
 	var ms []*procMember
@@ -107,6 +107,9 @@ func (m *procMember) Start() error {
 	}
 	args = append(args, "--max-txn-ops", strconv.FormatUint(uint64(cfg.MaxTxnOps), 10),
 		"--max-request-bytes", strconv.FormatUint(uint64(cfg.MaxRequestBytes), 10))
+	if cfg.AuthTokenTTL != embed.NewConfig().AuthTokenTTL {
+		args = append(args, "--auth-token-ttl", strconv.FormatUint(uint64(cfg.AuthTokenTTL), 10))
+	}
 	if cfg.QuotaBackendBytes > 0 {
 		args = append(args, "--quota-backend-bytes", strconv.FormatInt(cfg.QuotaBackendBytes, 10))
 	}
