@@ -70,12 +70,35 @@ func cheapPasswords(opts []EtcdOption, auth bool) []EtcdOption {
 	return append(slices.Clip(opts), func(c *embed.Config) { c.BcryptCost = 4 })
 }
 
-// allKeys is the range `etcdctl role grant-permission --from-key ”` grants: every key.
+// allKeys is the range that `etcdctl role grant-permission --from-key` with an empty key grants: every key.
 const allKeys = "\x00"
 
+// turnOnAuth turns authentication on in the etcd at endpoints (enableAuth), through a client that has no
+// credentials yet.
+func turnOnAuth(t testing.TB, endpoints []string) {
+	t.Helper()
+	cli, err := clientv3.New(clientConfig(endpoints, "", ""))
+	if err != nil {
+		t.Fatalf("client of %v: %v", endpoints, err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+	defer cancel()
+	if err := enableAuth(ctx, cli); err != nil {
+		t.Fatalf("turn authentication on in %v: %v", endpoints, err)
+	}
+}
+
+// loginConfig is clientConfig of endpoints logged in as user when auth is on, and as nobody when it is off.
+func loginConfig(endpoints []string, auth bool, user, password string) clientv3.Config {
+	if !auth {
+		return clientConfig(endpoints, "", "")
+	}
+	return clientConfig(endpoints, user, password)
+}
+
 // enableAuth creates the root user and the user with its role, grants the role readwrite on every key,
-// and turns authentication on, through cli, which authenticates as nobody (before) and must be closed
-// after.
+// and turns authentication on, through cli, which authenticates as nobody (before).
 func enableAuth(ctx context.Context, cli *clientv3.Client) error {
 	steps := []struct {
 		what string

@@ -46,7 +46,7 @@ func StartCluster(t testing.TB, name string, n int, opts ...EtcdOption) *Cluster
 
 // startClusters starts a cluster of n members per name. In-process clusters boot at the same time: a
 // bootstrap is mostly waiting for the first election, and a test of two DCs would wait for two in turn.
-// With auth, each cluster turns authentication on once it serves (enableAuth).
+// With auth, each cluster turns authentication on once it serves (turnOnAuth).
 func startClusters(t testing.TB, names []string, n int, opts []EtcdOption, auth bool) []*Cluster {
 	t.Helper()
 	cs := make([]*Cluster, len(names))
@@ -90,26 +90,11 @@ func startClusters(t testing.TB, names []string, n int, opts []EtcdOption, auth 
 			}
 		})
 		if auth {
-			c.enableAuth()
+			turnOnAuth(t, c.Endpoints())
+			c.auth = true
 		}
 	}
 	return cs
-}
-
-// enableAuth turns authentication on, through a client that has no credentials yet.
-func (c *Cluster) enableAuth() {
-	c.t.Helper()
-	cli, err := clientv3.New(clientConfig(c.Endpoints(), "", ""))
-	if err != nil {
-		c.t.Fatalf("client of %v: %v", c.Endpoints(), err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
-	defer cancel()
-	if err := enableAuth(ctx, cli); err != nil {
-		c.t.Fatalf("turn authentication on in %v: %v", c.Endpoints(), err)
-	}
-	c.auth = true
 }
 
 // Auth says whether the cluster has authentication on.
@@ -185,22 +170,12 @@ func (c *Cluster) Client() *clientv3.Client {
 // authentication it is Client.
 func (c *Cluster) RootClient() *clientv3.Client {
 	c.t.Helper()
-	return newClient(c.t, c.rootConfig(c.Endpoints()))
+	return newClient(c.t, loginConfig(c.Endpoints(), c.auth, RootUser, RootPassword))
 }
 
 // ClientConfig is the configuration of Client, for a component that opens its own client.
 func (c *Cluster) ClientConfig() clientv3.Config {
-	if c.auth {
-		return clientConfig(c.Endpoints(), User, UserPassword)
-	}
-	return clientConfig(c.Endpoints(), "", "")
-}
-
-func (c *Cluster) rootConfig(endpoints []string) clientv3.Config {
-	if c.auth {
-		return clientConfig(endpoints, RootUser, RootPassword)
-	}
-	return clientConfig(endpoints, "", "")
+	return loginConfig(c.Endpoints(), c.auth, User, UserPassword)
 }
 
 // newClient opens a client that is closed when the test ends.
@@ -255,7 +230,7 @@ func (c *Cluster) Leader() int {
 		if !m.Running() {
 			continue
 		}
-		cc := c.rootConfig([]string{m.Endpoint()})
+		cc := loginConfig([]string{m.Endpoint()}, c.auth, RootUser, RootPassword)
 		cc.DialTimeout = time.Second
 		cli, err := clientv3.New(cc)
 		if err != nil {

@@ -59,12 +59,7 @@ func StartEtcd(t testing.TB, name string, opts ...EtcdOption) *Etcd {
 		s.m.Wait()
 	})
 	if auth {
-		cli := newClient(t, clientConfig([]string{s.Endpoint()}, "", ""))
-		ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
-		defer cancel()
-		if err := enableAuth(ctx, cli); err != nil {
-			t.Fatalf("turn authentication on in etcd %s: %v", s.Endpoint(), err)
-		}
+		turnOnAuth(t, []string{s.Endpoint()})
 		s.auth = true
 	}
 	return s
@@ -92,20 +87,14 @@ func (s *Etcd) Client() *clientv3.Client {
 
 // ClientConfig is the configuration of Client, for a component that opens its own client.
 func (s *Etcd) ClientConfig() clientv3.Config {
-	if s.auth {
-		return clientConfig([]string{s.Endpoint()}, User, UserPassword)
-	}
-	return clientConfig([]string{s.Endpoint()}, "", "")
+	return loginConfig([]string{s.Endpoint()}, s.auth, User, UserPassword)
 }
 
 // RootClient is Client logging in as RootUser, for what is the root role's (compaction); without
 // authentication it is Client.
 func (s *Etcd) RootClient() *clientv3.Client {
 	s.t.Helper()
-	if s.auth {
-		return newClient(s.t, clientConfig([]string{s.Endpoint()}, RootUser, RootPassword))
-	}
-	return s.Client()
+	return newClient(s.t, loginConfig([]string{s.Endpoint()}, s.auth, RootUser, RootPassword))
 }
 
 // Compact compacts the server's history up to the current revision, as RootUser when authentication is
