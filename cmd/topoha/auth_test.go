@@ -112,10 +112,14 @@ func TestTokensExpireWithoutALostTerm(t *testing.T) {
 	ctl := startController(t, config, "dc1", "ctl-a")
 	d.leaderID(t, "")
 	d.waitEqual(t)
-	l, err := election.CurrentLeader(ctxT(t), d.c2, electionPrefix)
-	if err != nil || l == nil {
-		t.Fatalf("leader: %+v, %v", l, err)
-	}
+	// The term's value is first written by the campaign, and from the first announced phase on carries
+	// the time the term began: that is the one to hold.
+	var l *election.Leader
+	testenv.Eventually(t, waitLong, func() (bool, string) {
+		var err error
+		l, err = election.CurrentLeader(ctxT(t), d.c2, electionPrefix)
+		return err == nil && l != nil && l.Phase != "", fmt.Sprintf("no leader that announced a phase: %+v, %v", l, err)
+	})
 	// Idle long enough for every token to expire several times over, while the term must hold.
 	end := time.Now().Add(6 * time.Second)
 	testenv.Eventually(t, waitLong, func() (bool, string) {
